@@ -1,0 +1,207 @@
+"""Token-budgeted chunking.
+
+`chunk_text` packs whole paragraphs into chunks of at most `budget` tokens,
+measured with the backend's own tokenizer. An over-long paragraph is split at
+sentence ends, then clause ends, then between words; a single "word" longer
+than the budget (a URL, a run of symbols) is the only thing ever cut inside,
+by characters. Chunks prefer to end where a chapter / section starts.
+
+Chunks are slices of the input: ``"".join(c.text for c in chunks) == text``.
+
+`fixed_window_chunks` is the comparison baseline: windows of `budget` tokens
+that overlap by `overlap` tokens, breaking between words only.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from pipelines.text import split_clauses, split_paragraphs, split_sentences, split_words
+
+TokenCounter = Callable[[str], int]
+
+# A chunk that is at least this full ends at the next section start instead
+# of running on into the new chapter.
+SECTION_BREAK_MIN_FILL = 0.5
+
+
+@dataclass(frozen=True)
+class Chunk:
+    idx: int
+    start: int
+    end: int
+    text: str
+    n_tokens: int
+    section: str | None = None
+
+
+@dataclass(frozen=True)
+class _Piece:
+    start: int
+    end: int
+    n_tokens: int
+
+
+def chunk_text(
+    text: str,
+    budget: int,
+    count_tokens: TokenCounter,
+    boundaries: Sequence[int] = (),
+    section_titles: dict[int, str] | None = None,
+) -> list[Chunk]:
+    """Split text into lossless chunks of at most `budget` tokens each."""
+    if budget < 8:
+        raise ValueError(f"chunk budget must be at least 8 tokens, got {budget}")
+    if not text:
+        return []
+    pieces = _pieces(text, budget, count_tokens, boundaries)
+    spans = _pack(pieces, budget, sorted(set(boundaries)))
+    spans = _enforce_exact_budget(text, spans, pieces, budget, count_tokens)
+    return _as_chunks(text, spans, count_tokens, boundaries, section_titles or {})
+
+
+def _pieces(text: str, budget: int, count_tokens: TokenCounter, boundaries: Sequence[int]) -> list[_Piece]:
+    """Paragraph-sized pieces, each small enough to fit the budget on its own."""
+    pieces: list[_Piece] = []
+    cuts = sorted({0, *[b for b in boundaries if 0 < b < len(text)], len(text)})
+    for sec_start, sec_end in zip(cuts, cuts[1:]):
+        offset = sec_start
+        for para in split_paragraphs(text[sec_start:sec_end]):
+            _refine(para, offset, budget, count_tokens, pieces, level=0)
+            offset += len(para)
+    return pieces
+
+
+_SPLITTERS = (split_sentences, split_clauses, split_words)
+
+
+def _refine(segment: str, offset: int, budget: int, count_tokens: TokenCounter, out: list[_Piece], level: int) -> None:
+    n = count_tokens(segment)
+    if n <= budget:
+        out.append(_Piece(offset, offset + len(segment), n))
+        return
+    if level < len(_SPLITTERS):
+        parts = _SPLITTERS[level](segment)
+        if len(parts) > 1:
+            for part in parts:
+                _refine(part, offset, budget, count_tokens, out, level + 1)
+                offset += len(part)
+            return
+        _refine(segment, offset, budget, count_tokens, out, level + 1)
+        return
+    _split_by_characters(segment, offset, budget, count_tokens, out)
+
+
+def _split_by_characters(segment: str, offset: int, budget: int, count_tokens: TokenCounter, out: list[_Piece]) -> None:
+    """Last resort for one unbroken run longer than the budget."""
+    start = 0
+    while start < len(segment):
+        # No tokenizer packs more than a few dozen characters into one token.
+        lo, hi = start + 1, min(len(segment), start + budget * 64)
+        while lo < hi:  # largest end with count_tokens(segment[start:end]) <= budget
+            mid = (lo + hi + 1) // 2
+            if count_tokens(segment[start:mid]) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        piece = segment[start:lo]
+        out.append(_Piece(offset + start, offset + lo, count_tokens(piece)))
+        start = lo
+
+
+def _pack(pieces: list[_Piece], budget: int, boundaries: list[int]) -> list[tuple[int, int]]:
+    """Greedy packing of pieces into spans, breaking early at section starts."""
+    boundary_set = set(boundaries)
+    spans: list[tuple[int, int]] = []
+    start, used, end = None, 0, 0
+    for piece in pieces:
+        if start is not None:
+            overflow = used + piece.n_tokens > budget
+            section_break = piece.start in boundary_set and used >= SECTION_BREAK_MIN_FILL * budget
+            if overflow or section_break:
+                spans.append((start, end))
+                start, used = None, 0
+        if start is None:
+            start = piece.start
+        used += piece.n_tokens
+        end = piece.end
+    if start is not None:
+        spans.append((start, end))
+    return spans
+
+
+def _enforce_exact_budget(
+    text: str, spans: list[tuple[int, int]], pieces: list[_Piece], budget: int, count_tokens: TokenCounter
+) -> list[tuple[int, int]]:
+    """Token counts are not exactly additive across piece seams: re-count each
+    packed span and move trailing pieces to the next chunk until it fits."""
+    piece_starts = [p.start for p in pieces]
+    exact: list[tuple[int, int]] = []
+    queue = deque(spans)
+    while queue:
+        start, end = queue.popleft()
+        while count_tokens(text[start:end]) > budget:
+            i = bisect.bisect_left(piece_starts, end) - 1  # last piece inside the span
+            cut = pieces[i].start
+            if cut <= start:
+                break  # a single piece already verified to fit on its own
+            if queue and queue[0][0] == end:
+                queue[0] = (cut, queue[0][1])
+            else:
+                queue.appendleft((cut, end))
+            end = cut
+        exact.append((start, end))
+    return exact
+
+
+def _as_chunks(
+    text: str,
+    spans: list[tuple[int, int]],
+    count_tokens: TokenCounter,
+    boundaries: Sequence[int],
+    section_titles: dict[int, str],
+) -> list[Chunk]:
+    starts = sorted(section_titles)
+    chunks = []
+    for idx, (start, end) in enumerate(spans):
+        pos = bisect.bisect_right(starts, start) - 1
+        section = section_titles[starts[pos]] if pos >= 0 else None
+        body = text[start:end]
+        chunks.append(Chunk(idx=idx, start=start, end=end, text=body, n_tokens=count_tokens(body), section=section))
+    return chunks
+
+
+def fixed_window_chunks(text: str, budget: int, count_tokens: TokenCounter, overlap: int = 0) -> list[Chunk]:
+    """Windows of at most `budget` tokens, each starting `overlap` tokens before
+    the previous one ended (approximately: overlap is measured in whole words)."""
+    if not 0 <= overlap < budget:
+        raise ValueError("overlap must be >= 0 and smaller than the budget")
+    words: list[_Piece] = []
+    offset = 0
+    for word in split_words(text):
+        _refine(word, offset, budget, count_tokens, words, level=len(_SPLITTERS))
+        offset += len(word)
+    chunks: list[Chunk] = []
+    i = 0
+    while i < len(words):
+        used, j = 0, i
+        while j < len(words) and used + words[j].n_tokens <= budget:
+            used += words[j].n_tokens
+            j += 1
+        j = max(j, i + 1)
+        while j - i > 1 and count_tokens(text[words[i].start:words[j - 1].end]) > budget:
+            j -= 1
+        start, end = words[i].start, words[j - 1].end
+        body = text[start:end]
+        chunks.append(Chunk(idx=len(chunks), start=start, end=end, text=body, n_tokens=count_tokens(body)))
+        if j >= len(words):
+            break
+        back, k = 0, j
+        while k - 1 > i and back + words[k - 1].n_tokens <= overlap:
+            k -= 1
+            back += words[k].n_tokens
+        i = k
+    return chunks

@@ -1,0 +1,223 @@
+"""The `summarize` command.
+
+    summarize FILE [options]          summarize a book, paper or source file
+    summarize runs                    list runs
+    summarize show RUN_ID             print a run's summaries
+    summarize sql "SELECT ..."        read-only SQL over the store
+
+Heavy libraries (llama.cpp, torch, prefect, the SDKs) are imported only by
+the commands that use them, so `--help` and `sql` start quickly. Errors the
+user can fix are one line on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from click_default_group import DefaultGroup
+
+from pipelines.store import Store, StoreError, default_db_path
+from pipelines.summarize.common import DEFAULT_CHUNK_TOKENS, DEFAULT_SUMMARY_WORDS
+
+EXIT_USER_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class UserError(click.ClickException):
+    """Printed as one line: 'summarize: error: ...'."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"summarize: error: {self.format_message()}", err=True)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from pipelines.documents import DocumentError
+    from pipelines.llm.base import LLMError
+    from prompts import PromptError
+
+    return (DocumentError, LLMError, StoreError, PromptError, ValueError, OSError)
+
+
+def db_option(function):
+    return click.option(
+        "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help=f"DuckDB file (default: $LONGSUM_DB or {default_db_path()}).",
+    )(function)
+
+
+@click.group(cls=DefaultGroup, default="run", default_if_no_args=False,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="longsum")
+def cli() -> None:
+    """Summarize long documents with LLMs and keep every step in DuckDB.
+
+    \b
+    summarize book.txt                         hierarchical merging, embedded model
+    summarize book.txt --method incremental --model openai:gpt-4o-mini
+    summarize runs                             the runs in the database
+    summarize sql "SELECT method, avg(seconds) FROM runs GROUP BY 1"
+    """
+
+
+@cli.command("run")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--method", type=click.Choice(["hierarchical", "incremental", "extractive"]), default="hierarchical",
+              show_default=True, help="Hierarchical merging, incremental updating, or the no-LLM extractive baseline.")
+@click.option("--model", "model", default="llamacpp", show_default=True, metavar="SPEC",
+              help="llamacpp (embedded Gemma 3 270M), llamacpp:/path.gguf, openai:MODEL or anthropic:MODEL.")
+@click.option("--base-url", default=None, metavar="URL", help="An OpenAI-compatible server (vLLM, Ollama, llama.cpp) for openai: specs.")
+@click.option("--context-window", type=click.IntRange(min=512), default=None, help="Override the model's context size in tokens.")
+@click.option("--chunk-size", type=click.IntRange(min=64), default=DEFAULT_CHUNK_TOKENS, show_default=True, help="Chunk budget in the model's tokens.")
+@click.option("--chunker", type=click.Choice(["structured", "fixed"]), default="structured", show_default=True,
+              help="Paragraph/section-aware chunks, or fixed windows (see --overlap).")
+@click.option("--overlap", type=click.IntRange(min=0), default=0, help="Token overlap between fixed windows.")
+@click.option("--summary-words", type=click.IntRange(min=10), default=DEFAULT_SUMMARY_WORDS, show_default=True,
+              help="Word budget of the final summary.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Chunk summaries in flight at once (useful with API backends).")
+@click.option("--kind", type=click.Choice(["book", "paper", "code"]), default=None, help="Override the detected document kind.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (run_id, summary, usage) instead of the summary.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the summary to this file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or notices on stderr.")
+@db_option
+def run_command(file, method, model, base_url, context_window, chunk_size, chunker, overlap, summary_words,
+                concurrency, kind, as_json, output, quiet, db_path) -> None:
+    """Summarize FILE (a book, a paper or a source file)."""
+    from pipelines.progress import RunProgress
+    from pipelines.runner import RunConfig, make_backend, summarize_file
+
+    config = RunConfig(
+        method=method, model=model, base_url=base_url, context_window=context_window, chunk_size=chunk_size,
+        chunker=chunker, overlap=overlap, summary_words=summary_words, concurrency=concurrency, kind=kind,
+    )
+    config.validate()
+    if not file.exists():
+        raise UserError(f"{file}: no such file")
+    store = Store(db_path)
+    if not quiet and method != "extractive" and model.strip().lower() == "llamacpp":
+        from pipelines.llm.llamacpp import DEFAULT_MODEL_NOTICE
+
+        click.echo(f"note: {DEFAULT_MODEL_NOTICE}", err=True)
+    backend = make_backend(config)
+    with RunProgress(enabled=not quiet, label=file.name) as progress:
+        result = summarize_file(file, config, store, backend=backend, progress=progress.callbacks,
+                                on_call=progress.on_call)
+    if output is not None:
+        _write_atomically(output, result.summary + "\n")
+    if as_json:
+        click.echo(json.dumps(result.as_json(), ensure_ascii=False))
+    else:
+        click.echo(result.summary)
+    if not quiet:
+        u = result.usage
+        click.echo(
+            f"run {result.run_id} {result.status}: {result.n_chunks} chunks, {u.calls} LLM calls "
+            f"({u.cache_hits} cached), {u.input_tokens}+{u.output_tokens} tokens, {result.seconds:.1f} s; db {store.path}",
+            err=True,
+        )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+@cli.command("runs")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@db_option
+def runs_command(limit, fmt, db_path) -> None:
+    """List the most recent runs."""
+    from pipelines.sql import run_readonly_query, render
+
+    columns, rows = run_readonly_query(
+        Store(db_path, read_only=True),
+        "SELECT r.run_id, strftime(r.started_at, '%Y-%m-%d %H:%M') AS started, d.title AS document, r.method, "
+        "r.model, r.status, r.n_chunks AS chunks, r.llm_calls AS calls, r.cache_hits AS cached, "
+        "r.input_tokens + r.output_tokens AS tokens, round(r.seconds, 1) AS seconds "
+        f"FROM runs r LEFT JOIN documents d USING (doc_id) ORDER BY r.started_at DESC LIMIT {int(limit)}",
+    )
+    click.echo(render(columns, rows, fmt))
+
+
+@cli.command("show")
+@click.argument("run_id")
+@click.option("--all", "show_all", is_flag=True, help="Every summary of the run (all levels and steps), not only the final one.")
+@db_option
+def show_command(run_id, show_all, db_path) -> None:
+    """Print a run's final summary (or all of its summaries)."""
+    from pipelines.sql import run_readonly_query
+
+    store = Store(db_path, read_only=True)
+    where = "" if show_all else " AND is_final"
+    _, rows = run_readonly_query(
+        store,
+        f"SELECT level, idx, kind, n_words, degraded, text FROM summaries WHERE run_id LIKE ? || '%'{where} "
+        "ORDER BY created_at, level, idx",
+        [run_id],
+    )
+    if not rows:
+        raise UserError(f"no summaries for run {run_id!r} in {store.path}")
+    for level, idx, kind, n_words, degraded, text in rows:
+        if show_all:
+            click.echo(f"--- level {level} #{idx} {kind}, {n_words} words{' (degraded)' if degraded else ''}")
+        click.echo(text)
+
+
+@cli.command("sql")
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@db_option
+def sql_command(query, fmt, db_path) -> None:
+    """Run a read-only SQL QUERY over the store and print the result."""
+    from pipelines.sql import render, run_readonly_query
+
+    columns, rows = run_readonly_query(Store(db_path, read_only=True), query)
+    click.echo(render(columns, rows, fmt))
+
+
+@cli.command("db-path")
+@db_option
+def db_path_command(db_path) -> None:
+    """Print the path of the DuckDB file commands use."""
+    click.echo(str(Store(db_path).path))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning known failures into one-line errors."""
+    try:
+        cli.main(args=argv, prog_name="summarize", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("summarize: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("summarize: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
+        from pipelines.secrets import redact
+
+        if isinstance(exc, _user_errors()):
+            click.echo(f"summarize: error: {redact(str(exc))}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+        if os.environ.get("LONGSUM_DEBUG"):
+            raise
+        click.echo(
+            f"summarize: internal error: {type(exc).__name__}: {redact(str(exc))} (set LONGSUM_DEBUG=1 for a traceback)",
+            err=True,
+        )
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

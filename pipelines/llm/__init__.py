@@ -1,0 +1,69 @@
+"""LLM backends behind one protocol, chosen by a model spec string:
+
+    llamacpp                  the packaged Gemma 3 270M (offline default)
+    llamacpp:/path/model.gguf any local GGUF file
+    openai:MODEL              OpenAI, or any OpenAI-compatible server with a base URL
+    anthropic:MODEL           Anthropic
+
+Backend modules are imported only when their spec is used, so the CLI starts
+without loading llama.cpp or the SDKs.
+"""
+
+from __future__ import annotations
+
+from pipelines.llm.base import (
+    Completion,
+    CompletionRequest,
+    LLMBackend,
+    LLMCallError,
+    LLMConfigError,
+    LLMError,
+    PromptTooLongError,
+)
+
+DEFAULT_SPEC = "llamacpp"
+SPEC_HELP = "llamacpp, llamacpp:/path/model.gguf, openai:MODEL or anthropic:MODEL"
+
+__all__ = [
+    "Completion", "CompletionRequest", "LLMBackend", "LLMCallError", "LLMConfigError", "LLMError",
+    "PromptTooLongError", "DEFAULT_SPEC", "parse_spec", "resolve",
+]
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """'openai:gpt-4o-mini' -> ('openai', 'gpt-4o-mini'); 'llamacpp' -> ('llamacpp', None)."""
+    backend, sep, model = (spec or "").strip().partition(":")
+    backend = backend.lower()
+    if backend not in ("llamacpp", "openai", "anthropic"):
+        raise LLMConfigError(f"unknown model spec {spec!r}; use {SPEC_HELP}")
+    if backend in ("openai", "anthropic") and not model:
+        raise LLMConfigError(f"model spec {spec!r} names no model; use {backend}:MODEL")
+    if sep and not model:
+        raise LLMConfigError(f"model spec {spec!r} is missing the part after ':'")
+    return backend, model or None
+
+
+def resolve(
+    spec: str = DEFAULT_SPEC,
+    *,
+    base_url: str | None = None,
+    context_window: int | None = None,
+    timeout_s: float | None = None,
+    max_retries: int | None = None,
+    reuse_prefix: bool = True,
+) -> LLMBackend:
+    backend, model = parse_spec(spec)
+    api_options = {k: v for k, v in (("timeout_s", timeout_s), ("max_retries", max_retries)) if v is not None}
+    if backend == "llamacpp":
+        if base_url:
+            raise LLMConfigError("--base-url is for openai: specs (any OpenAI-compatible server), not llamacpp")
+        from pipelines.llm.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(model, context_window=context_window, reuse_prefix=reuse_prefix)
+    if backend == "openai":
+        from pipelines.llm.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(model, base_url=base_url, context_window=context_window, **api_options)
+    from pipelines.llm.anthropic_backend import AnthropicBackend
+
+    return AnthropicBackend(model, base_url=base_url, context_window=context_window, **api_options)

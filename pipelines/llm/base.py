@@ -1,0 +1,86 @@
+"""The one protocol every LLM backend implements, and the errors it raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
+
+# Tokens the chat template adds around each message, and a margin kept free
+# in the context window; both only matter when a prompt nearly fills it.
+MESSAGE_OVERHEAD_TOKENS = 8
+CONTEXT_SAFETY_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str  # "stop" | "length" | backend-specific
+    latency_s: float
+    cached_input_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    messages: tuple[Message, ...]
+    max_tokens: int
+    temperature: float = 0.0
+    seed: int | None = 0
+    # The shared leading part of the prompt (instructions, document) ends
+    # after this many messages; backends that support explicit prompt
+    # caching mark it.
+    cache_prefix_messages: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class LLMError(RuntimeError):
+    """Any backend failure; the message is one line, safe to show and store."""
+
+
+class LLMConfigError(LLMError):
+    """Bad model spec, missing API key, missing model file: retrying won't help."""
+
+
+class LLMCallError(LLMError):
+    """A request that failed after the SDK's own retries."""
+
+
+class PromptTooLongError(LLMError):
+    """The prompt leaves no room for the answer in the context window."""
+
+
+@runtime_checkable
+class LLMBackend(Protocol):
+    backend: str  # "openai" | "anthropic" | "llamacpp" | ...
+    model: str
+    context_window: int
+
+    def complete(self, request: CompletionRequest) -> Completion: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def identity(self) -> dict:
+        """What distinguishes this model's answers (goes into the cache key)."""
+        ...
+
+    def describe(self) -> dict:
+        """Settings worth recording with a run; never secrets."""
+        ...
+
+
+def prompt_tokens(backend: LLMBackend, messages: Sequence[Message]) -> int:
+    return sum(backend.count_tokens(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+
+def fit_max_tokens(backend: LLMBackend, messages: Sequence[Message], wanted: int) -> int:
+    """Largest max_tokens <= wanted such that prompt + answer fit the context."""
+    room = backend.context_window - prompt_tokens(backend, messages) - CONTEXT_SAFETY_TOKENS
+    if room < min(wanted, 32):
+        raise PromptTooLongError(
+            f"prompt needs {prompt_tokens(backend, messages)} tokens, leaving {room} of the "
+            f"{backend.context_window}-token context window for the answer"
+        )
+    return min(wanted, room)

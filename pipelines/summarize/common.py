@@ -1,0 +1,194 @@
+"""What both LLM workflows share: settings, the summary record, and the
+generate-check-salvage-retry loop that turns one prompt into an accepted
+summary.
+
+A summary is accepted when it is non-empty, within its token limit and ends
+on a sentence end. An answer cut off at max_tokens is first salvaged (trimmed
+to its last complete sentence); only if that leaves too little is the model
+asked again, with a tighter word budget, a bounded number of times. After
+that the best attempt is kept and marked degraded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import prompts
+from pipelines.llm.recording import LLMResult, RecordingLLM
+from pipelines.text import count_words, ends_with_sentence_end, sentences, trim_to_last_sentence
+
+# BooookScore's ratio of words to tokens, used to turn token limits into the
+# word counts that prompts ask for.
+WORDS_PER_TOKEN = 0.65
+DEFAULT_SUMMARY_WORDS = 585  # = BooookScore's default 900-token summary limit
+DEFAULT_CHUNK_TOKENS = 2048
+# A salvaged answer must keep at least this share of the words asked for.
+MIN_SALVAGE_SHARE = 0.3
+# Each retry asks for this much less than the attempt before.
+RETRY_SHRINK = 0.15
+
+
+@dataclass(frozen=True)
+class SummarizeSettings:
+    summary_words: int = DEFAULT_SUMMARY_WORDS
+    max_attempts: int = 3
+    temperature: float = 0.0
+    level_shrink: float = WORDS_PER_TOKEN  # hierarchical: each level down gets this share
+    context_share: float = 0.2  # hierarchical: room given to the previous merge as context
+    concurrency: int = 1  # parallel chunk summaries (API backends)
+
+    @property
+    def summary_tokens(self) -> int:
+        return tokens_for_words(self.summary_words)
+
+
+def tokens_for_words(words: int) -> int:
+    return max(16, round(words / WORDS_PER_TOKEN))
+
+
+def words_for_tokens(tokens: int) -> int:
+    return max(8, round(tokens * WORDS_PER_TOKEN))
+
+
+@dataclass
+class SummaryRecord:
+    level: int
+    idx: int
+    kind: str  # chunk | merge | update | compress | extractive
+    text: str
+    token_limit: int
+    word_limit: int
+    first_chunk: int
+    last_chunk: int
+    n_tokens: int = 0
+    attempts: int = 1
+    degraded: bool = False
+    salvaged: bool = False
+    note: str | None = None
+    request_hash: str | None = None
+    is_final: bool = False
+
+    @property
+    def n_words(self) -> int:
+        return count_words(self.text)
+
+    @classmethod
+    def from_outcome(cls, outcome: "Outcome", **fields) -> "SummaryRecord":
+        return cls(
+            text=outcome.text, n_tokens=outcome.n_tokens, attempts=outcome.attempts, degraded=outcome.degraded,
+            salvaged=outcome.salvaged, note=outcome.note, request_hash=outcome.request_hash, **fields,
+        )
+
+
+@dataclass
+class Attempt:
+    text: str
+    n_tokens: int
+    salvaged: bool
+    result: LLMResult
+    words_asked: int
+
+    @property
+    def acceptable(self) -> bool:
+        return bool(self.text) and ends_with_sentence_end(self.text)
+
+
+@dataclass
+class Progress:
+    """Callbacks the CLI uses to draw its progress bar; all optional."""
+
+    on_expect: Callable[[int], None] | None = None  # this many more steps are coming
+    on_step: Callable[[str], None] | None = None  # one step finished
+
+    def expect(self, steps: int) -> None:
+        if self.on_expect:
+            self.on_expect(steps)
+
+    def step(self, what: str) -> None:
+        if self.on_step:
+            self.on_step(what)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    text: str
+    n_tokens: int
+    attempts: int
+    degraded: bool
+    salvaged: bool
+    note: str | None
+    request_hash: str | None
+
+
+class Generation:
+    """Turns one step's prompt into an accepted summary (see module doc)."""
+
+    def __init__(self, llm: RecordingLLM, settings: SummarizeSettings):
+        self.llm = llm
+        self.settings = settings
+
+    def run(
+        self,
+        template: str,
+        values: dict,
+        token_limit: int,
+        word_limit: int,
+        step: str,
+        fallback: Callable[[int], str] | None = None,
+    ) -> Outcome:
+        """`fallback(words)` supplies text without the LLM when every attempt came back empty."""
+        attempts: list[Attempt] = []
+        for n in range(self.settings.max_attempts):
+            words = max(8, round(word_limit * (1 - RETRY_SHRINK * n)))
+            prompt = prompts.render(template, words=words, **values)
+            result = self.llm.complete(
+                prompt, token_limit, temperature=self.settings.temperature, seed=n, step=f"{step}#{n + 1}"
+            )
+            attempt = self._check(result, token_limit, words)
+            attempts.append(attempt)
+            if attempt.acceptable:
+                return Outcome(attempt.text, attempt.n_tokens, n + 1, False, attempt.salvaged, None, result.request_hash)
+        return self._best_of(attempts, word_limit, fallback)
+
+    def _best_of(self, attempts: list[Attempt], word_limit: int, fallback: Callable[[int], str] | None) -> Outcome:
+        best = max(attempts, key=lambda a: (bool(a.text), -abs(count_words(a.text) - a.words_asked)))
+        note = f"no valid summary after {len(attempts)} attempts: {_why(attempts[-1])}"
+        text = best.text or best.result.text.strip()
+        if not text and fallback is not None:
+            text = fallback(word_limit)
+            note += "; used the leading sentences of the input instead"
+        return Outcome(text, self.llm.count_tokens(text), len(attempts), True, best.salvaged, note, best.result.request_hash)
+
+    def _check(self, result: LLMResult, token_limit: int, words_asked: int) -> Attempt:
+        text = result.text.strip()
+        n_tokens = self.llm.count_tokens(text)
+        if text and n_tokens <= token_limit and ends_with_sentence_end(text):
+            return Attempt(text, n_tokens, False, result, words_asked)
+        trimmed = trim_to_last_sentence(text)
+        if trimmed and count_words(trimmed) >= MIN_SALVAGE_SHARE * words_asked:
+            trimmed_tokens = self.llm.count_tokens(trimmed)
+            if trimmed_tokens <= token_limit:
+                return Attempt(trimmed, trimmed_tokens, True, result, words_asked)
+        return Attempt("", 0, False, result, words_asked)
+
+
+def _why(attempt: Attempt) -> str:
+    raw = attempt.result.text.strip()
+    if not raw:
+        return "empty answer"
+    if attempt.result.completion.finish_reason == "length":
+        return "answer cut off at max_tokens"
+    return "answer does not end on a complete sentence"
+
+
+def lead_sentences(text: str, words: int) -> str:
+    """The first sentences of text, up to a word budget (a no-LLM fallback)."""
+    out, used = [], 0
+    for sentence in sentences(text):
+        n = count_words(sentence)
+        if out and used + n > words:
+            break
+        out.append(sentence)
+        used += n
+    return " ".join(out)

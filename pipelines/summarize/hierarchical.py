@@ -1,0 +1,202 @@
+"""Hierarchical merging (BooookScore, Chang et al. 2024, section 2).
+
+Level 0 summarizes every chunk independently (these calls may run
+concurrently). Each higher level walks the summaries below it in order,
+packing as many consecutive ones as fit the context window into one merge
+prompt, with the previous merge of the same level given as context. Levels
+repeat until one summary is left. Token limits shrink down the levels: the
+top summary gets the full limit and each level below `level_shrink` of the
+one above, so that the inputs of a merge fit its context.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import prompts
+from pipelines.chunking import Chunk
+from pipelines.llm.base import CONTEXT_SAFETY_TOKENS, PromptTooLongError, prompt_tokens
+from pipelines.llm.recording import RecordingLLM
+from pipelines.summarize.common import (
+    Generation,
+    Progress,
+    SummarizeSettings,
+    SummaryRecord,
+    lead_sentences,
+    words_for_tokens,
+)
+from pipelines.text import sentences
+
+MIN_LEVEL_TOKENS = 64
+MAX_LEVELS = 12
+_SEPARATOR = "\n\n"
+
+
+def kind_noun(kind: str) -> str:
+    return {"book": "book", "paper": "paper", "code": "source file"}.get(kind, "document")
+
+
+class HierarchicalSummarizer:
+    def __init__(self, llm: RecordingLLM, settings: SummarizeSettings, kind: str = "book", progress: Progress | None = None):
+        self.llm = llm
+        self.settings = settings
+        self.kind = kind
+        self.progress = progress or Progress()
+        self.generation = Generation(llm, settings)
+        self._common = {
+            "system": prompts.snippet("system_summarizer"),
+            "kind": kind_noun(kind),
+            "focus": prompts.snippet(f"focus_{kind}" if kind in ("book", "paper", "code") else "focus_book"),
+        }
+
+    # -- planning ----------------------------------------------------------
+
+    def _overhead(self, template: str) -> int:
+        """Prompt tokens of a template with all variable parts empty."""
+        empty = prompts.render(template, words=9999, text="", summaries="", context="", position="", **self._common)
+        return prompt_tokens(self.llm.backend, empty.messages) + CONTEXT_SAFETY_TOKENS
+
+    def merge_room(self, out_limit: int, with_context: bool) -> int:
+        """Tokens available for the summaries being merged (context excluded)."""
+        template = "merge_with_context" if with_context else "merge"
+        room = self.llm.context_window - self._overhead(template) - out_limit
+        return room - self.context_budget(out_limit) if with_context else room
+
+    def context_budget(self, out_limit: int) -> int:
+        room = self.llm.context_window - self._overhead("merge_with_context") - out_limit
+        return int(self.settings.context_share * room)
+
+    def plan_limits(self, n_chunks: int) -> list[int]:
+        """Token limit per level, level 0 (chunk summaries) first, top last."""
+        top = self.settings.summary_tokens
+        if n_chunks <= 1:
+            return [top]
+        for levels in range(2, MAX_LEVELS + 1):
+            limits = [max(MIN_LEVEL_TOKENS, round(top * self.settings.level_shrink ** (levels - 1 - i))) for i in range(levels)]
+            remaining = n_chunks
+            for level in range(1, levels):
+                per_merge = max(1, self.merge_room(limits[level], with_context=True) // (limits[level - 1] + 8))
+                if per_merge < 2:
+                    break
+                remaining = math.ceil(remaining / per_merge)
+            if remaining == 1:
+                return limits
+        raise PromptTooLongError(
+            f"the {self.llm.context_window}-token context window is too small to merge {n_chunks} chunk summaries "
+            f"into a {top}-token summary; use a model with a larger context, fewer --summary-words or larger chunks"
+        )
+
+    # -- steps -------------------------------------------------------------
+
+    def summarize_chunk(self, chunk: Chunk, n_chunks: int, token_limit: int) -> SummaryRecord:
+        where = f"part {chunk.idx + 1} of {n_chunks}"
+        if chunk.section:
+            where += f", in the section headed '{chunk.section}'"
+        words = words_for_tokens(token_limit)
+        outcome = self.generation.run(
+            "chunk_summary", {"text": chunk.text, "position": where, **self._common},
+            token_limit, words, step=f"chunk:{chunk.idx}",
+            fallback=lambda w: lead_sentences(chunk.text, w),
+        )
+        self.progress.step("chunk")
+        return SummaryRecord.from_outcome(outcome, level=0, idx=chunk.idx, kind="chunk", token_limit=token_limit, word_limit=words,
+                       first_chunk=chunk.idx, last_chunk=chunk.idx)
+
+    def summarize_chunks(self, chunks: list[Chunk], token_limit: int) -> list[SummaryRecord]:
+        def one(chunk: Chunk) -> SummaryRecord:
+            return self.summarize_chunk(chunk, len(chunks), token_limit)
+
+        workers = max(1, min(self.settings.concurrency, len(chunks)))
+        if workers == 1:
+            return [one(c) for c in chunks]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="longsum-chunk") as pool:
+            return list(pool.map(one, chunks))
+
+    def group(self, below: list[SummaryRecord], out_limit: int) -> list[list[SummaryRecord]]:
+        """Consecutive runs of summaries that fit one merge prompt each."""
+        groups: list[list[SummaryRecord]] = []
+        current: list[SummaryRecord] = []
+        used = 0
+        for record in below:
+            with_context = bool(groups)
+            room = self.merge_room(out_limit, with_context=with_context)
+            cost = self.llm.count_tokens(_labelled(len(current) + 1, record.text)) + 2
+            if current and used + cost > room:
+                groups.append(current)
+                current, used = [], 0
+                room = self.merge_room(out_limit, with_context=True)
+                cost = self.llm.count_tokens(_labelled(1, record.text)) + 2
+            if cost > room:
+                raise PromptTooLongError(f"a level-{record.level} summary of {cost} tokens does not fit a merge prompt")
+            current.append(record)
+            used += cost
+        if current:
+            groups.append(current)
+        return groups
+
+    def merge_level(self, below: list[SummaryRecord], level: int, limits: list[int]) -> list[SummaryRecord]:
+        top = self.settings.summary_tokens
+        # If everything fits one prompt at the top limit, this merge is the last.
+        final_groups = self.group(below, top)
+        if len(final_groups) == 1:
+            out_limit, groups = top, final_groups
+        else:
+            out_limit = limits[level] if level < len(limits) else top
+            groups = self.group(below, out_limit)
+        self.progress.expect(len(groups))
+        merged: list[SummaryRecord] = []
+        for idx, group in enumerate(groups):
+            context = self._context(merged[-1].text, out_limit) if merged else ""
+            merged.append(self.merge(group, level, idx, out_limit, context))
+        return merged
+
+    def merge(self, group: list[SummaryRecord], level: int, idx: int, out_limit: int, context: str) -> SummaryRecord:
+        words = words_for_tokens(out_limit)
+        text = _SEPARATOR.join(_labelled(i + 1, r.text) for i, r in enumerate(group))
+        template = "merge_with_context" if context else "merge"
+        outcome = self.generation.run(
+            template, {"summaries": text, "context": context, **self._common},
+            out_limit, words, step=f"merge:{level}.{idx}",
+            fallback=lambda w: lead_sentences(" ".join(r.text for r in group), w),
+        )
+        self.progress.step("merge")
+        return SummaryRecord.from_outcome(outcome, level=level, idx=idx, kind="merge", token_limit=out_limit, word_limit=words,
+                       first_chunk=group[0].first_chunk, last_chunk=group[-1].last_chunk)
+
+    def _context(self, previous: str, out_limit: int) -> str:
+        """The end of the previous merge, whole sentences, within the context budget."""
+        budget = self.context_budget(out_limit)
+        kept: list[str] = []
+        used = 0
+        for sentence in reversed(sentences(previous)):
+            cost = self.llm.count_tokens(sentence) + 1
+            if used + cost > budget:
+                break
+            kept.append(sentence)
+            used += cost
+        return " ".join(reversed(kept))
+
+    # -- the whole workflow --------------------------------------------------
+
+    def run(self, chunks: list[Chunk]) -> list[SummaryRecord]:
+        if not chunks:
+            return []
+        limits = self.plan_limits(len(chunks))
+        self.progress.expect(len(chunks))
+        current = self.summarize_chunks(chunks, limits[0])
+        records = list(current)
+        level = 1
+        while len(current) > 1:
+            if level > MAX_LEVELS:
+                raise PromptTooLongError("summaries stopped getting shorter; merging did not converge")
+            current = self.merge_level(current, level, limits)
+            records.extend(current)
+            level += 1
+        current[0].is_final = True
+        return records
+
+
+def _labelled(n: int, text: str) -> str:
+    return f"Summary {n}:\n{text}"
+

@@ -1,0 +1,109 @@
+"""Incremental updating (BooookScore, Chang et al. 2024, section 2).
+
+A running summary is updated with each chunk in order. Its word budget grows
+with progress through the document (chunk j of n may use j/n of the final
+budget); when an update leaves it over that budget, it is compressed to the
+budget, and when the next update prompt would not fit the context window it
+is compressed first. The workflow is sequential by nature.
+"""
+
+from __future__ import annotations
+
+import prompts
+from pipelines.chunking import Chunk
+from pipelines.llm.base import CONTEXT_SAFETY_TOKENS, prompt_tokens
+from pipelines.llm.recording import RecordingLLM
+from pipelines.summarize.common import (
+    Generation,
+    Progress,
+    SummarizeSettings,
+    SummaryRecord,
+    lead_sentences,
+    tokens_for_words,
+)
+from pipelines.summarize.hierarchical import kind_noun
+from pipelines.text import count_words
+
+# An updated summary may run this much over its current budget before it is
+# compressed: models rarely hit a word count exactly.
+BUDGET_TOLERANCE = 1.2
+MIN_WORDS = 24
+
+
+class IncrementalSummarizer:
+    def __init__(self, llm: RecordingLLM, settings: SummarizeSettings, kind: str = "book", progress: Progress | None = None):
+        self.llm = llm
+        self.settings = settings
+        self.progress = progress or Progress()
+        self.generation = Generation(llm, settings)
+        self._common = {
+            "system": prompts.snippet("system_summarizer"),
+            "kind": kind_noun(kind),
+            "focus": prompts.snippet(f"focus_{kind}" if kind in ("book", "paper", "code") else "focus_book"),
+        }
+
+    def target_words(self, j: int, n: int) -> int:
+        """Budget after reading chunk j (0-based) of n: grows linearly to the full budget."""
+        return max(MIN_WORDS, round(self.settings.summary_words * (j + 1) / n))
+
+    def run(self, chunks: list[Chunk]) -> list[SummaryRecord]:
+        records: list[SummaryRecord] = []
+        n = len(chunks)
+        self.progress.expect(n)
+        summary: SummaryRecord | None = None
+        limit = self.settings.summary_tokens
+        for j, chunk in enumerate(chunks):
+            words = self.target_words(j, n)
+            position = f"part {j + 1} of {n}" + (f", in the section headed '{chunk.section}'" if chunk.section else "")
+            if summary is None:
+                outcome = self.generation.run(
+                    "incremental_start", {"text": chunk.text, **self._common}, limit, words,
+                    step=f"update:{j}", fallback=lambda w: lead_sentences(chunk.text, w),
+                )
+            else:
+                if not self._update_fits(summary.text, chunk.text, limit):
+                    summary = self._compress(summary, self.target_words(j - 1, n) // 2, j, records)
+                previous = summary.text
+                outcome = self.generation.run(
+                    "incremental_update",
+                    {"summary": previous, "text": chunk.text, "position": position, **self._common},
+                    limit, words, step=f"update:{j}",
+                    fallback=lambda w: lead_sentences(previous + " " + chunk.text, w),
+                )
+            summary = SummaryRecord.from_outcome(
+                outcome, level=0, idx=j, kind="update", token_limit=limit, word_limit=words,
+                first_chunk=0, last_chunk=j,
+            )
+            records.append(summary)
+            if summary.n_tokens > BUDGET_TOLERANCE * tokens_for_words(words):
+                summary = self._compress(summary, words, j, records)
+            self.progress.step("chunk")
+        if summary is not None:
+            summary.is_final = True
+        return records
+
+    def _update_fits(self, summary: str, text: str, limit: int) -> bool:
+        rendered = prompts.render(
+            "incremental_update", summary=summary, text=text, position="part 999 of 999", words=9999, **self._common
+        )
+        needed = prompt_tokens(self.llm.backend, rendered.messages) + limit + CONTEXT_SAFETY_TOKENS
+        return needed <= self.llm.context_window
+
+    def _compress(self, summary: SummaryRecord, words: int, j: int, records: list[SummaryRecord]) -> SummaryRecord:
+        """Shorten the running summary to `words`; keeps the original if that fails to shorten it."""
+        limit = tokens_for_words(words)
+        outcome = self.generation.run(
+            "incremental_compress", {"summary": summary.text, "words_now": count_words(summary.text), **self._common},
+            limit, words, step=f"compress:{j}", fallback=lambda w: lead_sentences(summary.text, w),
+        )
+        compressed = SummaryRecord.from_outcome(
+            outcome, level=0, idx=j, kind="compress", token_limit=limit, word_limit=words,
+            first_chunk=0, last_chunk=j,
+        )
+        if compressed.n_tokens >= summary.n_tokens:
+            compressed.degraded = True
+            compressed.note = (compressed.note + "; " if compressed.note else "") + "compression did not shorten; kept the original"
+            records.append(compressed)
+            return summary
+        records.append(compressed)
+        return compressed

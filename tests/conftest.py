@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+BOOKS = DATA / "books"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Tests run offline and quiet: no hub, no telemetry.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+for secret in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL"):
+    os.environ.pop(secret, None)
+
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+@pytest.fixture(scope="session")
+def books() -> Path:
+    return BOOKS
+
+
+@pytest.fixture(scope="session")
+def scandal_text() -> str:
+    return (BOOKS / "doyle_scandal_in_bohemia.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """The embedded model, loaded once per test session."""
+    from pipelines.llm import resolve
+
+    return resolve("llamacpp")
+
+
+@pytest.fixture()
+def store(tmp_path):
+    from pipelines.store import Store
+
+    return Store(tmp_path / "test.duckdb")
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory) -> dict:
+    """Environment for `summarize` subprocesses: no keys, this venv first on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "LONGSUM_DB")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
+
+
+def excerpt(text: str, words: int) -> str:
+    """The first `words` words of text, cut at a paragraph end."""
+    out, count = [], 0
+    for para in text.split("\n\n"):
+        out.append(para)
+        count += len(para.split())
+        if count >= words:
+            break
+    return "\n\n".join(out) + "\n"

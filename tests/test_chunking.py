@@ -1,0 +1,93 @@
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines.chunking import chunk_text, fixed_window_chunks
+from pipelines.documents import load_document
+from pipelines.llm.tokenizers import count_cl100k
+
+BOOK_NAMES = ["austen_persuasion", "austen_prideprejudice", "doyle_red_headed_league", "doyle_scandal_in_bohemia"]
+
+
+@pytest.fixture(scope="module")
+def documents(books):
+    return {name: load_document(books / f"{name}.txt") for name in BOOK_NAMES}
+
+
+def _check(text, chunks, budget, count):
+    assert "".join(c.text for c in chunks) == text  # lossless
+    for c in chunks:
+        assert c.text == text[c.start:c.end]
+        assert count(c.text) == c.n_tokens <= budget
+    for left, right in zip(chunks, chunks[1:]):
+        assert left.end == right.start
+        # never inside a word: a boundary has whitespace on at least one side
+        assert text[left.end - 1].isspace() or text[right.start].isspace()
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(BOOK_NAMES), budget=st.integers(min_value=40, max_value=4096), start=st.floats(0, 0.9))
+def test_chunks_are_lossless_and_within_budget_on_real_novels(documents, name, budget, start):
+    text = documents[name].text
+    begin = int(len(text) * start)
+    piece = text[begin:begin + 60_000]
+    _check(piece, chunk_text(piece, budget, count_cl100k), budget, count_cl100k)
+
+
+@pytest.mark.parametrize("name", BOOK_NAMES)
+def test_whole_novels_chunk_losslessly_with_chapter_boundaries(documents, name):
+    doc = documents[name]
+    titles = {s.start: s.title for s in doc.sections}
+    chunks = chunk_text(doc.text, 2048, count_cl100k, doc.boundaries, titles)
+    _check(doc.text, chunks, 2048, count_cl100k)
+    if len(doc.sections) > 10:
+        # chunks prefer to end where a chapter starts
+        starts = set(doc.boundaries)
+        ending_at_chapter = sum(1 for c in chunks[:-1] if c.end in starts)
+        assert ending_at_chapter >= len(doc.sections) // 2
+
+
+def test_real_tokenizer_budget(documents, gemma):
+    text = documents["doyle_scandal_in_bohemia"].text
+    chunks = chunk_text(text, 512, gemma.count_tokens)
+    _check(text, chunks, 512, gemma.count_tokens)
+
+
+def test_overlong_paragraph_splits_at_sentences_then_clauses_then_words():
+    sentences = " ".join(f"Sentence number {i} is here, with a clause; and another." for i in range(40))
+    chunks = chunk_text(sentences, 30, count_cl100k)
+    _check(sentences, chunks, 30, count_cl100k)
+    assert all(re.search(r"[.;,]\s*$", c.text) for c in chunks[:-1])
+    one_sentence = "word " * 500
+    chunks = chunk_text(one_sentence, 50, count_cl100k)
+    _check(one_sentence, chunks, 50, count_cl100k)
+
+
+def test_unbroken_run_is_cut_by_characters_as_a_last_resort():
+    text = "x" * 20_000 + " tail."
+    chunks = chunk_text(text, 100, count_cl100k)
+    assert "".join(c.text for c in chunks) == text
+    assert all(c.n_tokens <= 100 for c in chunks)
+
+
+def test_section_boundaries_are_preferred():
+    body = "Some words in a paragraph here.\n\n" * 30
+    text = "Chapter 1\n\n" + body + "Chapter 2\n\n" + body
+    boundary = text.index("Chapter 2")
+    chunks = chunk_text(text, 400, count_cl100k, boundaries=[boundary], section_titles={0: "Chapter 1", boundary: "Chapter 2"})
+    assert any(c.end == boundary for c in chunks)
+    assert chunks[-1].section == "Chapter 2"
+
+
+def test_fixed_windows_overlap_and_stay_within_budget(documents):
+    text = documents["doyle_red_headed_league"].text[:30_000]
+    windows = fixed_window_chunks(text, 300, count_cl100k, overlap=50)
+    assert all(w.n_tokens <= 300 for w in windows)
+    assert windows[0].start == 0 and windows[-1].end == len(text)
+    for a, b in zip(windows, windows[1:]):
+        assert b.start < a.end  # overlapping
+        assert count_cl100k(text[b.start:a.end]) <= 60
+    no_overlap = fixed_window_chunks(text, 300, count_cl100k)
+    assert "".join(w.text for w in no_overlap) == text
