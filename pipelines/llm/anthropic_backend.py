@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 
@@ -47,6 +48,9 @@ class AnthropicBackend:
         self._client = anthropic.Anthropic(
             api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries, http_client=http_client
         )
+        # Recent SDKs dropped `temperature` from messages.create (the API
+        # ignores it for current models); pass it only where it exists.
+        self._accepts_temperature = "temperature" in inspect.signature(self._client.messages.create).parameters
 
     def identity(self) -> dict:
         return {"backend": self.backend, "model": self.model, "base_url": self.base_url}
@@ -63,11 +67,12 @@ class AnthropicBackend:
     def complete(self, request: CompletionRequest) -> Completion:
         system, messages = to_anthropic_messages(request.messages, request.cache_prefix_messages)
         kwargs = {"system": system} if system else {}
+        if self._accepts_temperature:
+            kwargs["temperature"] = request.temperature
         started = time.perf_counter()
         try:
             response = self._client.messages.create(
-                model=self.model, max_tokens=request.max_tokens, temperature=request.temperature,
-                messages=messages, **kwargs,
+                model=self.model, max_tokens=request.max_tokens, messages=messages, **kwargs,
             )
         except self._anthropic.AuthenticationError:
             raise LLMConfigError("the Anthropic API rejected the API key (401); check ANTHROPIC_API_KEY") from None

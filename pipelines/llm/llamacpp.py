@@ -142,16 +142,19 @@ class LlamaCppBackend:
         self.path = path
         self.model = DEFAULT_MODEL_NAME if self.is_default else path.stem
         self.context_window = context_window or DEFAULT_CONTEXT_WINDOW
+        # A smaller window only tightens the budgets; the loaded context never
+        # shrinks below the default, so backends of one file share one model.
+        self._n_ctx = max(self.context_window, DEFAULT_CONTEXT_WINDOW)
         self.reuse_prefix = reuse_prefix
         self._fingerprint = _file_fingerprint(path)
-        self._vocab, self._vocab_lock = load_llama(path, self.context_window, vocab_only=True)
+        self._vocab, self._vocab_lock = load_llama(path, self._n_ctx, vocab_only=True)
         # Gemma's chat template has no system role: fold it into the user turn.
         self._fold_system = self._vocab.chat_format == "gemma"
 
     @property
     def _loaded(self):
         """The full model and its lock, loaded on the first generation."""
-        return load_llama(self.path, self.context_window)
+        return load_llama(self.path, self._n_ctx)
 
     def identity(self) -> dict:
         return {"backend": self.backend, "model": self.model, "file": self._fingerprint}

@@ -30,6 +30,7 @@ from pipelines.text import sentences
 
 MIN_LEVEL_TOKENS = 64
 MAX_LEVELS = 12
+_LABEL_TOKENS = 8  # "Summary N:" and separators around each merged summary
 _SEPARATOR = "\n\n"
 
 
@@ -72,16 +73,20 @@ class HierarchicalSummarizer:
         top = self.settings.summary_tokens
         if n_chunks <= 1:
             return [top]
+        # Simulate the merging policy of merge_level with every summary at its
+        # limit: the first plan whose merges end in one top-limit merge wins.
+        final_room = self.merge_room(top, with_context=False)
         for levels in range(2, MAX_LEVELS + 1):
             limits = [max(MIN_LEVEL_TOKENS, round(top * self.settings.level_shrink ** (levels - 1 - i))) for i in range(levels)]
             remaining = n_chunks
             for level in range(1, levels):
-                per_merge = max(1, self.merge_room(limits[level], with_context=True) // (limits[level - 1] + 8))
+                below = limits[level - 1] + _LABEL_TOKENS
+                if remaining * below <= final_room:
+                    return limits
+                per_merge = self.merge_room(limits[level], with_context=True) // below
                 if per_merge < 2:
                     break
                 remaining = math.ceil(remaining / per_merge)
-            if remaining == 1:
-                return limits
         raise PromptTooLongError(
             f"the {self.llm.context_window}-token context window is too small to merge {n_chunks} chunk summaries "
             f"into a {top}-token summary; use a model with a larger context, fewer --summary-words or larger chunks"

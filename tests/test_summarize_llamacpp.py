@@ -1,0 +1,85 @@
+"""Both workflows end to end through the real embedded model (llama.cpp).
+
+The model is a tiny base model: these tests check structure, budgets and
+bookkeeping, never the quality of the prose."""
+
+import pytest
+from conftest import excerpt
+
+from pipelines.llm.llamacpp import LlamaCppBackend
+from pipelines.runner import RunConfig, summarize_file
+
+pytestmark = pytest.mark.llm
+
+
+@pytest.fixture(scope="module")
+def small_window(gemma):
+    # Same loaded model as `gemma`, budgets computed for a 768-token window.
+    return LlamaCppBackend(None, context_window=768)
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory, scandal_text):
+    path = tmp_path_factory.mktemp("story") / "scandal_excerpt.txt"
+    path.write_text(excerpt(scandal_text, 1400), encoding="utf-8")
+    return path
+
+
+def _rows(store, sql, *params):
+    return store.execute(sql, list(params))
+
+
+def test_hierarchical_real_model_three_levels(story, small_window, store):
+    config = RunConfig(method="hierarchical", chunk_size=160, summary_words=60, context_window=768)
+    result = summarize_file(story, config, store, backend=small_window)
+    records = result.records
+    levels = sorted({r.level for r in records})
+    assert len(levels) >= 3, f"expected at least 3 levels, got {levels}"
+    assert result.n_chunks == len([r for r in records if r.level == 0])
+    for r in records:
+        assert r.text, r
+        assert r.n_tokens <= r.token_limit + 2, r  # re-tokenizing stripped text may differ by a token
+    top = [r for r in records if r.is_final]
+    assert len(top) == 1 and top[0].token_limit == config.settings().summary_tokens
+    assert result.summary == top[0].text
+
+    (run,) = _rows(store, "SELECT status, n_chunks, n_summaries, llm_calls, cache_hits, input_tokens, output_tokens, final_summary FROM runs WHERE run_id = ?", result.run_id)
+    assert run[0] in ("ok", "degraded") and run[1] == result.n_chunks and run[2] == len(records)
+    assert run[3] == result.usage.calls >= len(records) and run[4] == 0 and run[5] > 0 and run[6] > 0
+    assert run[7] == result.summary
+    (n_calls,) = _rows(store, "SELECT count(*) FROM llm_calls WHERE run_id = ? AND NOT cached AND status = 'ok'", result.run_id)[0]
+    assert n_calls == result.usage.calls
+    (chunks_joined,) = _rows(store, "SELECT string_agg(text, '' ORDER BY idx) FROM chunks WHERE run_id = ?", result.run_id)[0]
+    assert chunks_joined == story.read_text(encoding="utf-8")
+
+    # The same command again replays every call from the store: zero new calls.
+    again = summarize_file(story, config, store, backend=small_window)
+    assert again.usage.calls == 0 and again.usage.cache_hits == result.usage.calls
+    assert again.summary == result.summary
+
+
+def test_incremental_real_model(story, small_window, store):
+    config = RunConfig(method="incremental", chunk_size=240, summary_words=60, context_window=768)
+    result = summarize_file(story, config, store, backend=small_window)
+    updates = [r for r in result.records if r.kind == "update"]
+    assert len(updates) == result.n_chunks >= 4
+    word_limits = [r.word_limit for r in updates]
+    assert word_limits == sorted(word_limits) and word_limits[-1] == 60
+    final = [r for r in result.records if r.is_final]
+    assert len(final) == 1 and final[0].n_tokens <= config.settings().summary_tokens + 2
+    kinds = {row[0] for row in _rows(store, "SELECT DISTINCT kind FROM summaries WHERE run_id = ?", result.run_id)}
+    assert "update" in kinds
+    steps = [row[0] for row in _rows(store, "SELECT step FROM llm_calls WHERE run_id = ? ORDER BY created_at", result.run_id)]
+    assert steps[0].startswith("update:0") and any(s.startswith(f"update:{result.n_chunks - 1}") for s in steps)
+
+
+def test_prefix_reuse_is_reported(gemma):
+    from pipelines.llm.base import CompletionRequest
+
+    shared = {"role": "user", "content": "Read this carefully. " * 60}
+    first = gemma.complete(CompletionRequest(messages=(shared, {"role": "user", "content": "One?"}), max_tokens=4))
+    second = gemma.complete(CompletionRequest(messages=(shared, {"role": "user", "content": "Two?"}), max_tokens=4))
+    assert second.cached_input_tokens >= 0.8 * first.input_tokens
+    cold = LlamaCppBackend(None, reuse_prefix=False)
+    third = cold.complete(CompletionRequest(messages=(shared, {"role": "user", "content": "Three?"}), max_tokens=4))
+    assert third.cached_input_tokens == 0
