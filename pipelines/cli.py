@@ -80,12 +80,14 @@ def cli() -> None:
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
               help="Chunk summaries in flight at once (useful with API backends).")
 @click.option("--kind", type=click.Choice(["book", "paper", "code"]), default=None, help="Override the detected document kind.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=None, help="API backends: seconds per request (default 120).")
+@click.option("--retries", "max_retries", type=click.IntRange(min=0), default=None, help="API backends: retries with backoff on 429/5xx/connection errors (default 4).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (run_id, summary, usage) instead of the summary.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the summary to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or notices on stderr.")
 @db_option
 def run_command(file, method, model, base_url, context_window, chunk_size, chunker, overlap, summary_words,
-                concurrency, kind, as_json, output, quiet, db_path) -> None:
+                concurrency, kind, timeout_s, max_retries, as_json, output, quiet, db_path) -> None:
     """Summarize FILE (a book, a paper or a source file)."""
     from pipelines.progress import RunProgress
     from pipelines.runner import RunConfig, make_backend, summarize_file
@@ -93,6 +95,7 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
     config = RunConfig(
         method=method, model=model, base_url=base_url, context_window=context_window, chunk_size=chunk_size,
         chunker=chunker, overlap=overlap, summary_words=summary_words, concurrency=concurrency, kind=kind,
+        timeout_s=timeout_s, max_retries=max_retries,
     )
     config.validate()
     if not file.exists():
@@ -217,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(70)
+
+
+from scoring import cli as _scoring_cli  # noqa: E402,F401 (registers the score, eval and import-booookscore commands)
 
 
 if __name__ == "__main__":

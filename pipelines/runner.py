@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,8 @@ class RunConfig:
     max_attempts: int = 3
     temperature: float = 0.0
     kind: str | None = None
+    timeout_s: float | None = None  # API backends: per-request timeout
+    max_retries: int | None = None  # API backends: SDK retries on 429 / 5xx / connection errors
 
     def settings(self) -> SummarizeSettings:
         return SummarizeSettings(
@@ -100,7 +104,10 @@ class RunResult:
 def make_backend(config: RunConfig) -> LLMBackend | None:
     if config.method == "extractive":
         return None
-    return resolve(config.model, base_url=config.base_url, context_window=config.context_window)
+    return resolve(
+        config.model, base_url=config.base_url, context_window=config.context_window,
+        timeout_s=config.timeout_s, max_retries=config.max_retries,
+    )
 
 
 def count_tokens_for(backend: LLMBackend | None):
@@ -162,6 +169,7 @@ def summarize_document(
     progress = progress or Progress()
     run_id = new_id()
     started = time.time()
+    reap_dead_runs(store)
     record_document(store, document)
     start_run(store, run_id, document, config, backend)
     llm = None
@@ -230,8 +238,30 @@ def start_run(store: Store, run_id: str, document: Document, config: RunConfig, 
         "method": config.method, "backend": backend.backend if backend else None,
         "model": _model_name(config, backend), "chunk_size": config.chunk_size,
         "summary_words": config.summary_words, "params": json.loads(redact(json.dumps(params))),
-        "status": "running", "started_at": utc(),
+        "status": "running", "started_at": utc(), "pid": os.getpid(), "host": socket.gethostname(),
     }])
+
+
+def reap_dead_runs(store: Store) -> int:
+    """Mark `running` runs whose process on this host is gone (killed) as failed."""
+    rows = store.execute("SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ?", [socket.gethostname()])
+    dead = [run_id for run_id, pid in rows if pid is None or not _alive(pid)]
+    for run_id in dead:
+        store.execute(
+            "UPDATE runs SET status = 'failed', error = 'interrupted: the process died before the run finished' "
+            "WHERE run_id = ?", [run_id],
+        )
+    return len(dead)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def chunk_row(run_id: str, chunk: Chunk) -> dict:
