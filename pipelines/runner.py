@@ -231,8 +231,10 @@ def record_document(store: Store, document: Document) -> None:
     store.insert_rows("documents", [row], ignore_conflicts=True)
 
 
-def start_run(store: Store, run_id: str, document: Document, config: RunConfig, backend: LLMBackend | None) -> None:
-    params = {**dataclasses.asdict(config), "backend": backend.describe() if backend else None}
+def start_run(
+    store: Store, run_id: str, document: Document, config: RunConfig, backend: LLMBackend | None, extra: dict | None = None
+) -> None:
+    params = {**dataclasses.asdict(config), "backend": backend.describe() if backend else None, **(extra or {})}
     store.insert_rows("runs", [{
         "run_id": run_id, "doc_id": document.doc_id, "document_path": str(Path(document.path).resolve()),
         "method": config.method, "backend": backend.backend if backend else None,

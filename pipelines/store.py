@@ -285,3 +285,118 @@ class DuckDBJournal:
         row = dict(record.__dict__)
         row["created_at"] = utc(row["created_at"])
         self.store.insert_rows("llm_calls", [row])
+
+
+def record_calls(store: Store, run_id: str, records: list) -> list:
+    """Write call records returned by workers, in bulk; returns them as written.
+    A record whose call_id is already stored (a task result replayed by the
+    orchestrator's cache) becomes a cached replay for this run, so a call is
+    never counted twice."""
+    import dataclasses
+
+    if not records:
+        return []
+    ids = [r.call_id for r in records]
+    with store.connect() as con:
+        known = {row[0] for row in con.execute("SELECT call_id FROM llm_calls WHERE list_contains(?, call_id)", [ids]).fetchall()}
+        written, rows = [], []
+        for record in records:
+            if record.call_id in known:
+                record = dataclasses.replace(record, call_id=_new_call_id(), cached=True)
+            record = dataclasses.replace(record, run_id=run_id)
+            written.append(record)
+            rows.append({**record.__dict__, "created_at": utc(record.created_at)})
+        store.insert_rows("llm_calls", rows, con=con)
+    return written
+
+
+def _new_call_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def export_call_snapshot(store: Store, path: str | Path, backend: str, model: str) -> str | None:
+    """Successful calls of one model as a Parquet file that worker processes can
+    read while this process keeps the database (None when there are none)."""
+    import pyarrow.parquet as pq
+
+    with store.connect() as con:
+        table = con.sql(
+            "SELECT * EXCLUDE (created_at), epoch(created_at) AS created_at FROM llm_calls "
+            "WHERE status = 'ok' AND NOT cached AND backend = ? AND model = ?",
+            params=[backend, model],
+        ).to_arrow_table()
+    if table.num_rows == 0:
+        return None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, str(path))
+    return str(path)
+
+
+class SnapshotJournal:
+    """A journal for worker processes: lookups in a Parquet snapshot of
+    `llm_calls`, new records kept in memory and returned to the one writer."""
+
+    def __init__(self, snapshot: str | None = None):
+        self.snapshot = snapshot
+        self.records: list = []
+        self._lock = threading.Lock()
+        self._con = None
+
+    def lookup(self, request_hash: str):
+        from pipelines.llm.recording import CallRecord
+
+        with self._lock:
+            for record in self.records:
+                if record.request_hash == request_hash and record.status == "ok" and not record.cached:
+                    return record
+            if not self.snapshot:
+                return None
+            if self._con is None:
+                import duckdb
+
+                self._con = duckdb.connect()
+            cursor = self._con.execute(
+                "SELECT * FROM read_parquet(?) WHERE request_hash = ? LIMIT 1", [self.snapshot, request_hash]
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            return CallRecord(**dict(zip([d[0] for d in cursor.description], row)))
+
+    def record(self, record) -> None:
+        with self._lock:
+            self.records.append(record)
+
+    def __getstate__(self):
+        return {"snapshot": self.snapshot, "records": list(self.records)}
+
+    def __setstate__(self, state):
+        self.__init__(state["snapshot"])
+        self.records = state["records"]
+
+
+EXPORT_TABLES = ("runs", "chunks", "summaries", "llm_calls", "scores", "booookscore_annotations")
+
+
+def export_parquet(store: Store, run_ids: list[str], folder: str | Path) -> Path:
+    """Write everything about these runs as one Parquet file per table into a
+    new batch folder, for DuckDB to read back with a glob:
+    `SELECT * FROM read_parquet('FOLDER/*/runs.parquet')`."""
+    import uuid
+
+    batch = Path(folder).expanduser() / f"batch-{utc():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    batch.mkdir(parents=True, exist_ok=False)
+    with store.connect() as con:
+        present = {name for (name,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        for table in EXPORT_TABLES:
+            if table in present:
+                con.sql(f"SELECT * FROM {table} WHERE list_contains(?, run_id)", params=[list(run_ids)]).write_parquet(
+                    str(batch / f"{table}.parquet")
+                )
+        con.sql(
+            "SELECT * FROM documents WHERE doc_id IN (SELECT doc_id FROM runs WHERE list_contains(?, run_id))",
+            params=[list(run_ids)],
+        ).write_parquet(str(batch / "documents.parquet"))
+    return batch

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,10 +17,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-for secret in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL"):
+for secret in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "PREFECT_API_URL"):
     os.environ.pop(secret, None)
+# Prefect keeps its database and cached task results here: fresh every session.
+PREFECT_TEST_HOME = ROOT / ".prefect" / "pytest"
+shutil.rmtree(PREFECT_TEST_HOME, ignore_errors=True)
+PREFECT_TEST_HOME.mkdir(parents=True)
+os.environ["PREFECT_HOME"] = str(PREFECT_TEST_HOME)
 
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 @pytest.fixture(scope="session")

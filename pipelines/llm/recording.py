@@ -89,6 +89,23 @@ class Usage:
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
+    @classmethod
+    def from_records(cls, records: list["CallRecord"]) -> "Usage":
+        usage = cls()
+        for r in records:
+            if r.status != "ok":
+                usage.errors += 1
+            elif r.cached:
+                usage.cache_hits += 1
+            else:
+                usage.calls += 1
+                usage.input_tokens += r.input_tokens
+                usage.cached_input_tokens += r.cached_input_tokens
+                usage.output_tokens += r.output_tokens
+                usage.llm_seconds += r.latency_s
+                usage.cost_usd += r.cost_usd or 0.0
+        return usage
+
 
 @dataclass(frozen=True)
 class LLMResult:

@@ -68,6 +68,7 @@ class SummaryRecord:
     note: str | None = None
     request_hash: str | None = None
     is_final: bool = False
+    kept: bool = True  # False when the workflow discarded this output (a compression that did not shorten)
 
     @property
     def n_words(self) -> int:

@@ -140,19 +140,22 @@ class HierarchicalSummarizer:
             groups.append(current)
         return groups
 
-    def merge_level(self, below: list[SummaryRecord], level: int, limits: list[int]) -> list[SummaryRecord]:
+    def plan_level(self, below: list[SummaryRecord], level: int, limits: list[int]) -> tuple[int, list[list[SummaryRecord]]]:
+        """The output limit of this level's merges and the groups they merge."""
         top = self.settings.summary_tokens
         # If everything fits one prompt at the top limit, this merge is the last.
         final_groups = self.group(below, top)
         if len(final_groups) == 1:
-            out_limit, groups = top, final_groups
-        else:
-            out_limit = limits[level] if level < len(limits) else top
-            groups = self.group(below, out_limit)
+            return top, final_groups
+        out_limit = limits[level] if level < len(limits) else top
+        return out_limit, self.group(below, out_limit)
+
+    def merge_level(self, below: list[SummaryRecord], level: int, limits: list[int]) -> list[SummaryRecord]:
+        out_limit, groups = self.plan_level(below, level, limits)
         self.progress.expect(len(groups))
         merged: list[SummaryRecord] = []
         for idx, group in enumerate(groups):
-            context = self._context(merged[-1].text, out_limit) if merged else ""
+            context = self.context_from(merged[-1].text, out_limit) if merged else ""
             merged.append(self.merge(group, level, idx, out_limit, context))
         return merged
 
@@ -169,7 +172,7 @@ class HierarchicalSummarizer:
         return SummaryRecord.from_outcome(outcome, level=level, idx=idx, kind="merge", token_limit=out_limit, word_limit=words,
                        first_chunk=group[0].first_chunk, last_chunk=group[-1].last_chunk)
 
-    def _context(self, previous: str, out_limit: int) -> str:
+    def context_from(self, previous: str, out_limit: int) -> str:
         """The end of the previous merge, whole sentences, within the context budget."""
         budget = self.context_budget(out_limit)
         kept: list[str] = []

@@ -48,39 +48,47 @@ class IncrementalSummarizer:
 
     def run(self, chunks: list[Chunk]) -> list[SummaryRecord]:
         records: list[SummaryRecord] = []
-        n = len(chunks)
-        self.progress.expect(n)
-        summary: SummaryRecord | None = None
-        limit = self.settings.summary_tokens
-        for j, chunk in enumerate(chunks):
-            words = self.target_words(j, n)
-            position = f"part {j + 1} of {n}" + (f", in the section headed '{chunk.section}'" if chunk.section else "")
-            if summary is None:
-                outcome = self.generation.run(
-                    "incremental_start", {"text": chunk.text, **self._common}, limit, words,
-                    step=f"update:{j}", fallback=lambda w: lead_sentences(chunk.text, w),
-                )
-            else:
-                if not self._update_fits(summary.text, chunk.text, limit):
-                    summary = self._compress(summary, self.target_words(j - 1, n) // 2, j, records)
-                previous = summary.text
-                outcome = self.generation.run(
-                    "incremental_update",
-                    {"summary": previous, "text": chunk.text, "position": position, **self._common},
-                    limit, words, step=f"update:{j}",
-                    fallback=lambda w: lead_sentences(previous + " " + chunk.text, w),
-                )
-            summary = SummaryRecord.from_outcome(
-                outcome, level=0, idx=j, kind="update", token_limit=limit, word_limit=words,
-                first_chunk=0, last_chunk=j,
-            )
-            records.append(summary)
-            if summary.n_tokens > BUDGET_TOLERANCE * tokens_for_words(words):
-                summary = self._compress(summary, words, j, records)
+        self.progress.expect(len(chunks))
+        running: SummaryRecord | None = None
+        for chunk in chunks:
+            produced = self.step(running, chunk, len(chunks))
+            records.extend(produced)
+            running = current_summary(produced)
             self.progress.step("chunk")
-        if summary is not None:
-            summary.is_final = True
+        if running is not None:
+            running.is_final = True
         return records
+
+    def step(self, running: SummaryRecord | None, chunk: Chunk, n: int) -> list[SummaryRecord]:
+        """Read one more chunk: the records it produced; `current_summary()` of
+        them is the running summary afterwards."""
+        j = chunk.idx
+        words = self.target_words(j, n)
+        limit = self.settings.summary_tokens
+        produced: list[SummaryRecord] = []
+        if running is None:
+            outcome = self.generation.run(
+                "incremental_start", {"text": chunk.text, **self._common}, limit, words,
+                step=f"update:{j}", fallback=lambda w: lead_sentences(chunk.text, w),
+            )
+        else:
+            if not self._update_fits(running.text, chunk.text, limit):
+                running = self._compress(running, self.target_words(j - 1, n) // 2, j, produced)
+            previous = running.text
+            position = f"part {j + 1} of {n}" + (f", in the section headed '{chunk.section}'" if chunk.section else "")
+            outcome = self.generation.run(
+                "incremental_update",
+                {"summary": previous, "text": chunk.text, "position": position, **self._common},
+                limit, words, step=f"update:{j}",
+                fallback=lambda w: lead_sentences(previous + " " + chunk.text, w),
+            )
+        updated = SummaryRecord.from_outcome(
+            outcome, level=0, idx=j, kind="update", token_limit=limit, word_limit=words, first_chunk=0, last_chunk=j,
+        )
+        produced.append(updated)
+        if updated.n_tokens > BUDGET_TOLERANCE * tokens_for_words(words):
+            self._compress(updated, words, j, produced)
+        return produced
 
     def _update_fits(self, summary: str, text: str, limit: int) -> bool:
         rendered = prompts.render(
@@ -90,7 +98,8 @@ class IncrementalSummarizer:
         return needed <= self.llm.context_window
 
     def _compress(self, summary: SummaryRecord, words: int, j: int, records: list[SummaryRecord]) -> SummaryRecord:
-        """Shorten the running summary to `words`; keeps the original if that fails to shorten it."""
+        """Shorten the running summary to `words`; keeps the original if that fails to shorten it.
+        A compression that did not shorten is recorded as degraded (and is not the running summary)."""
         limit = tokens_for_words(words)
         outcome = self.generation.run(
             "incremental_compress", {"summary": summary.text, "words_now": count_words(summary.text), **self._common},
@@ -102,8 +111,14 @@ class IncrementalSummarizer:
         )
         if compressed.n_tokens >= summary.n_tokens:
             compressed.degraded = True
+            compressed.kept = False
             compressed.note = (compressed.note + "; " if compressed.note else "") + "compression did not shorten; kept the original"
             records.append(compressed)
             return summary
         records.append(compressed)
         return compressed
+
+
+def current_summary(produced: list[SummaryRecord]) -> SummaryRecord:
+    """The running summary after a step: the last output the step kept."""
+    return [r for r in produced if r.kept][-1]

@@ -1,0 +1,104 @@
+"""`summarize corpus` and `summarize serve`: the Prefect face, from the CLI.
+
+Prefect is imported only when one of these commands runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pipelines.cli import UserError, cli, db_option
+
+
+def _prefect_environment() -> None:
+    import os
+
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _configs(methods: tuple[str, ...], model: str, chunk_size: int | None, summary_words: int | None,
+             configs_json: str | None) -> list[dict]:
+    if configs_json:
+        try:
+            configs = json.loads(configs_json)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--configs is not valid JSON: {exc.msg}") from None
+        if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+            raise UserError("--configs must be a JSON list of objects")
+        return configs
+    extra = {k: v for k, v in (("chunk_size", chunk_size), ("summary_words", summary_words)) if v}
+    return [{"method": m, **({"model": model} if m != "extractive" else {}), **extra} for m in methods]
+
+
+corpus_options = [
+    click.option("--method", "methods", multiple=True, default=("hierarchical", "incremental", "extractive"),
+                 type=click.Choice(["hierarchical", "incremental", "extractive"]), show_default=True,
+                 help="Repeat for several; every method runs on every document."),
+    click.option("--model", default="llamacpp", show_default=True, metavar="SPEC"),
+    click.option("--chunk-size", type=click.IntRange(min=64), default=None),
+    click.option("--summary-words", type=click.IntRange(min=10), default=None),
+    click.option("--configs", "configs_json", default=None, help="JSON list of configurations (overrides --method/--model)."),
+    click.option("--metrics", default=None, help="rouge,bertscore,booookscore (default: rouge when references exist)."),
+    click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N documents."),
+    click.option("--dask-address", default=None, metavar="tcp://HOST:PORT", help="Run tasks on this existing Dask cluster."),
+    click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+                 help="LLM calls in flight per API backend (a Prefect global concurrency limit)."),
+    click.option("--export-dir", type=click.Path(file_okay=False), default=None, help="Also write the batch as Parquet files here."),
+]
+
+
+def _apply(options):
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+    return decorate
+
+
+@cli.command("corpus")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@_apply(corpus_options)
+@db_option
+def corpus_command(source, methods, model, chunk_size, summary_words, configs_json, metrics, limit, dask_address,
+                   concurrency, export_dir, db_path) -> None:
+    """Run the evaluate-corpus flow once: every document of SOURCE (a folder or a SQuALITY .jsonl) x every configuration."""
+    _prefect_environment()
+    from flows.corpus import evaluate_corpus
+    from pipelines.sql import render
+
+    table = evaluate_corpus(
+        source=str(source), configs=_configs(methods, model, chunk_size, summary_words, configs_json),
+        metrics=metrics.split(",") if metrics else None, limit=limit, db=str(db_path) if db_path else None,
+        dask_address=dask_address, concurrency=concurrency, export_dir=export_dir,
+    )
+    columns = list(table[0]) if table else []
+    click.echo(render(columns, [tuple(row[c] for c in columns) for row in table]))
+
+
+@cli.command("serve")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--cron", default=None, help='Cron schedule of the corpus evaluation, e.g. "0 2 * * *".')
+@click.option("--interval", type=click.FloatRange(min=1), default=None, help="Or: run it every N seconds.")
+@_apply(corpus_options)
+@db_option
+def serve_command(source, cron, interval, methods, model, chunk_size, summary_words, configs_json, metrics, limit,
+                  dask_address, concurrency, export_dir, db_path) -> None:
+    """Serve the flows as Prefect deployments; SOURCE is evaluated on the schedule.
+
+    Needs a Prefect server: `prefect server start --host 127.0.0.1` and
+    PREFECT_API_URL=http://127.0.0.1:4200/api in this shell."""
+    _prefect_environment()
+    if (cron is None) == (interval is None):
+        raise UserError("give exactly one of --cron or --interval")
+    from flows.deploy import build_deployments, serve_deployments
+
+    deployments = build_deployments(
+        str(source), cron=cron, interval=interval,
+        configs=_configs(methods, model, chunk_size, summary_words, configs_json),
+        metrics=metrics.split(",") if metrics else None, db=str(db_path) if db_path else None,
+        dask_address=dask_address, limit=limit, export_dir=export_dir,
+    )
+    serve_deployments(deployments)
