@@ -4,7 +4,7 @@ It answers `/v1/chat/completions` after a fixed delay with a deterministic,
 well-formed summary (the first sentences of the prompt's last fenced block,
 within the word budget the prompt asks for), so pipelines run end to end
 without a model. It counts requests in flight, and can inject faults, one
-per request, from a script: "429" (with Retry-After), "500", "hang" (longer
+per request, from a script: "429" (with Retry-After), "500", "401", "hang" (longer
 than any client timeout), "drop" (close the connection), "malformed" (not
 JSON), "empty" (an empty completion).
 
@@ -91,6 +91,8 @@ class FakeOpenAIServer:
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
                     self._respond(body, fault)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout) or we dropped it on purpose
                 finally:
                     with server._lock:
                         server.in_flight -= 1
@@ -101,6 +103,8 @@ class FakeOpenAIServer:
                     self._json(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"retry-after": "0.1"})
                 elif fault == "500":
                     self._json(500, {"error": {"message": "internal error"}})
+                elif fault == "401":
+                    self._json(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
                 elif fault == "hang":
                     time.sleep(server.hang_s)
                     self._json(200, self._completion(body, ""))

@@ -26,6 +26,8 @@ TokenCounter = Callable[[str], int]
 # A chunk that is at least this full ends at the next section start instead
 # of running on into the new chapter.
 SECTION_BREAK_MIN_FILL = 0.5
+# A last chunk smaller than this share of the budget is rebalanced with the one before.
+TAIL_MIN_FILL = 0.25
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def chunk_text(
     pieces = _pieces(text, budget, count_tokens, boundaries)
     spans = _pack(pieces, budget, sorted(set(boundaries)))
     spans = _enforce_exact_budget(text, spans, pieces, budget, count_tokens)
-    return _as_chunks(text, spans, count_tokens, boundaries, section_titles or {})
+    return _as_chunks(text, spans, section_titles or {})
 
 
 def _pieces(text: str, budget: int, count_tokens: TokenCounter, boundaries: Sequence[int]) -> list[_Piece]:
@@ -115,35 +117,54 @@ def _split_by_characters(segment: str, offset: int, budget: int, count_tokens: T
 def _pack(pieces: list[_Piece], budget: int, boundaries: list[int]) -> list[tuple[int, int]]:
     """Greedy packing of pieces into spans, breaking early at section starts."""
     boundary_set = set(boundaries)
-    spans: list[tuple[int, int]] = []
-    start, used, end = None, 0, 0
+    groups: list[list[_Piece]] = []
+    current: list[_Piece] = []
+    used = 0
     for piece in pieces:
-        if start is not None:
+        if current:
             overflow = used + piece.n_tokens > budget
             section_break = piece.start in boundary_set and used >= SECTION_BREAK_MIN_FILL * budget
             if overflow or section_break:
-                spans.append((start, end))
-                start, used = None, 0
-        if start is None:
-            start = piece.start
+                groups.append(current)
+                current, used = [], 0
+        current.append(piece)
         used += piece.n_tokens
-        end = piece.end
-    if start is not None:
-        spans.append((start, end))
-    return spans
+    if current:
+        groups.append(current)
+    _rebalance_tail(groups, budget)
+    return [(g[0].start, g[-1].end) for g in groups]
+
+
+def _rebalance_tail(groups: list[list[_Piece]], budget: int) -> None:
+    """A last chunk of a few tokens ("Finis") would cost a call for nothing:
+    share the last two chunks' pieces out as evenly as the budget allows."""
+    if len(groups) < 2 or sum(p.n_tokens for p in groups[-1]) >= TAIL_MIN_FILL * budget:
+        return
+    pieces = groups[-2] + groups[-1]
+    total = sum(p.n_tokens for p in pieces)
+    best, best_gap, left = None, None, 0
+    for i in range(1, len(pieces)):
+        left += pieces[i - 1].n_tokens
+        right = total - left
+        if left <= budget and right <= budget and (best_gap is None or abs(left - right) < best_gap):
+            best, best_gap = i, abs(left - right)
+    if best is not None:
+        groups[-2:] = [pieces[:best], pieces[best:]]
 
 
 def _enforce_exact_budget(
     text: str, spans: list[tuple[int, int]], pieces: list[_Piece], budget: int, count_tokens: TokenCounter
-) -> list[tuple[int, int]]:
+) -> list[tuple[int, int, int]]:
     """Token counts are not exactly additive across piece seams: re-count each
-    packed span and move trailing pieces to the next chunk until it fits."""
+    packed span and move trailing pieces to the next chunk until it fits.
+    Returns (start, end, exact token count) per chunk."""
     piece_starts = [p.start for p in pieces]
-    exact: list[tuple[int, int]] = []
+    exact: list[tuple[int, int, int]] = []
     queue = deque(spans)
     while queue:
         start, end = queue.popleft()
-        while count_tokens(text[start:end]) > budget:
+        n_tokens = count_tokens(text[start:end])
+        while n_tokens > budget:
             i = bisect.bisect_left(piece_starts, end) - 1  # last piece inside the span
             cut = pieces[i].start
             if cut <= start:
@@ -153,24 +174,18 @@ def _enforce_exact_budget(
             else:
                 queue.appendleft((cut, end))
             end = cut
-        exact.append((start, end))
+            n_tokens = count_tokens(text[start:end])
+        exact.append((start, end, n_tokens))
     return exact
 
 
-def _as_chunks(
-    text: str,
-    spans: list[tuple[int, int]],
-    count_tokens: TokenCounter,
-    boundaries: Sequence[int],
-    section_titles: dict[int, str],
-) -> list[Chunk]:
+def _as_chunks(text: str, spans: list[tuple[int, int, int]], section_titles: dict[int, str]) -> list[Chunk]:
     starts = sorted(section_titles)
     chunks = []
-    for idx, (start, end) in enumerate(spans):
+    for idx, (start, end, n_tokens) in enumerate(spans):
         pos = bisect.bisect_right(starts, start) - 1
         section = section_titles[starts[pos]] if pos >= 0 else None
-        body = text[start:end]
-        chunks.append(Chunk(idx=idx, start=start, end=end, text=body, n_tokens=count_tokens(body), section=section))
+        chunks.append(Chunk(idx=idx, start=start, end=end, text=text[start:end], n_tokens=n_tokens, section=section))
     return chunks
 
 

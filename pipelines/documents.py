@@ -176,6 +176,8 @@ def _control_ratio(sample: bytes, encoding: str) -> float:
 
 
 def normalise_newlines(text: str) -> str:
+    if "\r" not in text:
+        return text  # the common case: no copy of a large text
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 

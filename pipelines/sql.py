@@ -20,9 +20,19 @@ SANDBOX = {"enable_external_access": False, "lock_configuration": True}
 
 
 def run_readonly_query(store: Store, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+    """A query on a read-only, sandboxed connection (what `summarize sql` runs)."""
+    return _run(store, sql, params, SANDBOX)
+
+
+def run_query(store: Store, sql: str) -> tuple[list[str], list[tuple]]:
+    """Any statement, on a normal read-write connection (`summarize sql --unsafe`)."""
+    return _run(store, sql, None, None)
+
+
+def _run(store: Store, sql: str, params: list | None, config: dict | None) -> tuple[list[str], list[tuple]]:
     import duckdb
 
-    with store.connect(config=SANDBOX) as con:
+    with store.connect(config=config) as con:
         try:
             cursor = con.execute(sql, params or [])
         except duckdb.Error as exc:

@@ -27,11 +27,13 @@ _OPENERS = "\"'“‘([«"
 _SENTENCE_END = re.compile(
     r"(?P<punct>[.!?…]+)(?P<close>[" + re.escape(_CLOSERS) + r"]*)(?P<space>\s+)"
     r"(?=[" + re.escape(_OPENERS) + r"]*[A-Z0-9À-ÖØ-Þ\u0400-\u042f\u0370-\u03ff]|[^\x00-\x7f])"
+    # CJK full stops end a sentence with or without a following space.
+    r"|(?P<cjk>[。！？]+)(?P<cjk_close>[」』”’）]*)\s*"
 )
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 _CLAUSE_END = re.compile(r"[,;:—–)](?=\s)\s+|\s+(?=—|--)")
 _WORD = re.compile(r"\S+\s*")
-_TERMINAL = re.compile(r"[.!?…][" + re.escape(_CLOSERS) + r"]*\s*$")
+_TERMINAL = re.compile(r"[.!?…。！？][" + re.escape(_CLOSERS) + r"」』）]*\s*$")
 
 
 def _is_abbreviation(text: str, dot_index: int) -> bool:
@@ -66,9 +68,8 @@ def split_sentences(text: str) -> list[str]:
     """Sentences, each keeping its trailing whitespace; ''.join() gives text back."""
     ends = []
     for match in _SENTENCE_END.finditer(text):
-        punct_start = match.start("punct")
         if match.group("punct") == "." and not match.group("close"):
-            if _is_abbreviation(text, punct_start):
+            if _is_abbreviation(text, match.start("punct")):
                 continue
         ends.append(match.end())
     for match in _PARAGRAPH_BREAK.finditer(text):
@@ -106,7 +107,7 @@ def ends_with_sentence_end(text: str) -> bool:
     return bool(_TERMINAL.search(text.rstrip()))
 
 
-_TERMINAL_RUN = re.compile(r"[.!?…]+[" + re.escape(_CLOSERS) + r"]*")
+_TERMINAL_RUN = re.compile(r"[.!?…。！？]+[" + re.escape(_CLOSERS) + r"」』）]*")
 
 
 def trim_to_last_sentence(text: str) -> str:

@@ -71,3 +71,21 @@ def excerpt(text: str, words: int) -> str:
         if count >= words:
             break
     return "\n\n".join(out) + "\n"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API for the whole session (it takes ~15 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture()
+def fake_openai():
+    """An OpenAI-compatible server that answers instantly with deterministic summaries."""
+    from fake_openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer() as server:
+        yield server

@@ -1,25 +1,11 @@
 """The `summarize` command as a user runs it: a real subprocess."""
 
 import json
-import subprocess
 
 import pytest
 from conftest import BOOKS, excerpt
 
-TRACEBACK = "Traceback (most recent call last)"
-
-
-def run(args, env, timeout=300, **kwargs):
-    return subprocess.run(["summarize", *args], capture_output=True, text=True, env=env, timeout=timeout, **kwargs)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    assert TRACEBACK not in result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("note:")]
-    assert len(lines) == 1 and lines[0].startswith("summarize: error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+from clitools import assert_one_line_error, run
 
 
 @pytest.fixture()
@@ -32,42 +18,6 @@ def test_help_lists_commands(cli_env):
     assert result.returncode == 0
     for command in ("runs", "show", "sql", "db-path"):
         assert command in result.stdout
-
-
-@pytest.mark.parametrize(
-    "content, fragment",
-    [
-        (None, "no such file"),
-        ("DIR", "is a directory"),
-        (b"", "empty"),
-        (b"   \n\n\t  ", "only whitespace"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200), "PNG image"),
-    ],
-)
-def test_bad_input_files(tmp_path, cli_env, db, content, fragment):
-    path = tmp_path / "input.txt"
-    if content == "DIR":
-        path.mkdir()
-    elif content is not None:
-        path.write_bytes(content)
-    result = run([str(path), "--db", db, "-q"], cli_env)
-    assert_one_line_error(result, fragment)
-
-
-def test_bad_model_specs_and_missing_keys(tmp_path, cli_env, db):
-    story = BOOKS / "doyle_scandal_in_bohemia.txt"
-    assert_one_line_error(run([str(story), "--model", "gpt-4", "--db", db], cli_env), "unknown model spec")
-    assert_one_line_error(run([str(story), "--model", "openai:gpt-4o-mini", "--db", db], cli_env), "OPENAI_API_KEY is not set")
-    assert_one_line_error(run([str(story), "--model", "anthropic:claude-3-5-haiku-latest", "--db", db], cli_env), "ANTHROPIC_API_KEY")
-    assert_one_line_error(run([str(story), "--model", "llamacpp:/nowhere/m.gguf", "--db", db], cli_env), "model file not found")
-    assert_one_line_error(run([str(story), "--chunk-size", "7900", "--db", db, "-q"], cli_env), "context")
-
-
-def test_database_that_is_not_duckdb(tmp_path, cli_env):
-    bogus = tmp_path / "notes.duckdb"
-    bogus.write_text("this is not a database\n" * 100)
-    story = BOOKS / "doyle_scandal_in_bohemia.txt"
-    assert_one_line_error(run([str(story), "--method", "extractive", "--db", str(bogus), "-q"], cli_env), "not a DuckDB database")
 
 
 def test_extractive_run_json_output_file_and_queries(tmp_path, cli_env, db, scandal_text):
@@ -90,29 +40,3 @@ def test_extractive_run_json_output_file_and_queries(tmp_path, cli_env, db, scan
     assert csv_out.stdout.splitlines() == ["method,status", "extractive,ok"]
     table = run(["sql", "SELECT count(*) AS n FROM chunks", "--db", db], cli_env)
     assert "(1 row)" in table.stdout
-
-
-@pytest.mark.parametrize(
-    "query, fragment",
-    [
-        ("SELEC nonsense", "SQL error"),
-        ("DROP TABLE runs", "read-only"),
-        ("DELETE FROM runs", "read-only"),
-        ("SELECT * FROM read_csv('/etc/passwd')", "disabled"),
-        ("ATTACH '/tmp/other.duckdb' AS other", "disabled"),
-        ("COPY runs TO '/tmp/runs.csv'", "disabled"),
-        ("INSTALL httpfs", "disabled"),
-        ("LOAD httpfs", "disabled"),
-    ],
-)
-def test_sql_is_read_only_and_sandboxed(tmp_path, cli_env, query, fragment):
-    db = str(tmp_path / "q.duckdb")
-    assert run(["db-path", "--db", db], cli_env).stdout.strip() == db
-    from pipelines.store import Store
-
-    Store(db).execute("SELECT 1")  # create the schema
-    assert_one_line_error(run(["sql", query, "--db", db], cli_env), fragment)
-
-
-def test_sql_on_missing_database(tmp_path, cli_env):
-    assert_one_line_error(run(["sql", "SELECT 1", "--db", str(tmp_path / "none.duckdb")], cli_env), "no database")

@@ -14,11 +14,8 @@ pytestmark = pytest.mark.llm
 
 
 @pytest.fixture(scope="module", autouse=True)
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def harness(prefect_harness):
+    yield
 
 
 @pytest.fixture(scope="module")

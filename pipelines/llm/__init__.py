@@ -26,7 +26,7 @@ SPEC_HELP = "llamacpp, llamacpp:/path/model.gguf, openai:MODEL or anthropic:MODE
 
 __all__ = [
     "Completion", "CompletionRequest", "LLMBackend", "LLMCallError", "LLMConfigError", "LLMError",
-    "PromptTooLongError", "DEFAULT_SPEC", "parse_spec", "resolve",
+    "PromptTooLongError", "DEFAULT_SPEC", "parse_spec", "resolve", "token_counter",
 ]
 
 
@@ -67,3 +67,18 @@ def resolve(
     from pipelines.llm.anthropic_backend import AnthropicBackend
 
     return AnthropicBackend(model, base_url=base_url, context_window=context_window, **api_options)
+
+
+def token_counter(spec: str = DEFAULT_SPEC, context_window: int | None = None):
+    """(tokenizer name, count function) for a spec, without API keys or a loaded model."""
+    backend, model = parse_spec(spec)
+    if backend == "llamacpp":
+        llama = resolve(spec, context_window=context_window)
+        return f"llamacpp:{llama.model}", llama.count_tokens
+    if backend == "openai":
+        from pipelines.llm.tokenizers import count_cl100k
+
+        return "cl100k_base", count_cl100k
+    from pipelines.llm.anthropic_backend import count_tokens
+
+    return "cl100k_base x1.15 (Claude approximation)", count_tokens

@@ -7,7 +7,7 @@ import inspect
 import os
 import time
 
-from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError
+from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError, TransientLLMError
 from pipelines.llm.tokenizers import count_cl100k
 from pipelines.secrets import redact
 
@@ -53,7 +53,9 @@ class AnthropicBackend:
         self._accepts_temperature = "temperature" in inspect.signature(self._client.messages.create).parameters
 
     def identity(self) -> dict:
-        return {"backend": self.backend, "model": self.model, "base_url": self.base_url}
+        # The model name identifies the model: a server that moves to another
+        # port or host keeps its cache (serve distinct models under distinct names).
+        return {"backend": self.backend, "model": self.model}
 
     def describe(self) -> dict:
         return {
@@ -62,7 +64,7 @@ class AnthropicBackend:
         }
 
     def count_tokens(self, text: str) -> int:
-        return int(count_cl100k(text) * TOKEN_COUNT_FACTOR + 0.5)
+        return count_tokens(text)
 
     def complete(self, request: CompletionRequest) -> Completion:
         system, messages = to_anthropic_messages(request.messages, request.cache_prefix_messages)
@@ -86,6 +88,8 @@ class AnthropicBackend:
             raise LLMCallError(f"the Anthropic API returned HTTP {exc.status_code}: {_short(exc)}") from None
         except self._anthropic.AnthropicError as exc:
             raise LLMCallError(f"Anthropic: {_short(exc)}") from None
+        except ValueError as exc:  # json.JSONDecodeError: a garbled or truncated body
+            raise TransientLLMError(f"the Anthropic API sent a malformed response ({_short(exc)})") from None
         latency = time.perf_counter() - started
         usage = response.usage
         cache_read = int(getattr(usage, "cache_read_input_tokens", 0) or 0)
@@ -99,6 +103,11 @@ class AnthropicBackend:
             latency_s=latency,
             cached_input_tokens=cache_read,
         )
+
+
+def count_tokens(text: str) -> int:
+    """Claude's tokenizer is not public: cl100k scaled up, to keep budgets safe."""
+    return int(count_cl100k(text) * TOKEN_COUNT_FACTOR + 0.5)
 
 
 def to_anthropic_messages(messages, cache_prefix_messages: int) -> tuple[list[dict], list[dict]]:

@@ -48,6 +48,11 @@ class LLMCallError(LLMError):
     """A request that failed after the SDK's own retries."""
 
 
+class TransientLLMError(LLMCallError):
+    """A failure the SDK does not retry but a new attempt may fix (a garbled
+    or truncated response body); retried a bounded number of times."""
+
+
 class PromptTooLongError(LLMError):
     """The prompt leaves no room for the answer in the context window."""
 

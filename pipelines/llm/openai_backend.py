@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 
-from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError
+from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError, TransientLLMError
 from pipelines.llm.tokenizers import count_cl100k
 from pipelines.secrets import redact
 
@@ -64,7 +64,9 @@ class OpenAIBackend:
         )
 
     def identity(self) -> dict:
-        return {"backend": self.backend, "model": self.model, "base_url": self.base_url}
+        # The model name identifies the model: a server that moves to another
+        # port or host keeps its cache (serve distinct models under distinct names).
+        return {"backend": self.backend, "model": self.model}
 
     def describe(self) -> dict:
         return {
@@ -99,8 +101,12 @@ class OpenAIBackend:
             raise LLMCallError(f"cannot connect to {self._where()} (after {self.max_retries} retries)") from None
         except self._openai.APIStatusError as exc:
             raise LLMCallError(f"{self._where()} returned HTTP {exc.status_code}: {_short(exc)}") from None
+        except self._openai.APIResponseValidationError as exc:
+            raise TransientLLMError(f"{self._where()} sent a response that does not fit the API: {_short(exc)}") from None
         except self._openai.OpenAIError as exc:
             raise LLMCallError(f"{self._where()}: {_short(exc)}") from None
+        except ValueError as exc:  # json.JSONDecodeError: a garbled or truncated body
+            raise TransientLLMError(f"{self._where()} sent a malformed response ({_short(exc)})") from None
         latency = time.perf_counter() - started
         return _completion_from(response, latency)
 
@@ -110,7 +116,7 @@ class OpenAIBackend:
 
 def _completion_from(response, latency: float) -> Completion:
     if not getattr(response, "choices", None):
-        raise LLMCallError("the server answered without any choices")
+        raise TransientLLMError("the server answered without any choices")
     choice = response.choices[0]
     usage = getattr(response, "usage", None)
     details = getattr(usage, "prompt_tokens_details", None) if usage else None

@@ -13,10 +13,21 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
-from pipelines.llm.base import Completion, CompletionRequest, LLMBackend, LLMError, fit_max_tokens
+from pipelines.llm.base import (
+    Completion,
+    CompletionRequest,
+    LLMBackend,
+    LLMError,
+    TransientLLMError,
+    fit_max_tokens,
+)
 from pipelines.llm.pricing import cost_usd
 from pipelines.secrets import redact
 from prompts import RenderedPrompt
+
+
+TRANSIENT_ATTEMPTS = 3
+TRANSIENT_BACKOFF_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -163,13 +174,7 @@ class RecordingLLM:
             run_id=self.run_id, request_hash=key, backend=self.backend.backend, model=self.backend.model,
             template=prompt.template, template_hash=prompt.template_hash, step=step, request=request_json,
         )
-        try:
-            completion = self.backend.complete(request)
-        except LLMError as exc:
-            self.journal.record(_error_record(base, redact(str(exc))))
-            with self._lock:
-                self.usage.errors += 1
-            raise
+        completion = self._complete_with_retries(request, base)
         cost = cost_usd(self.backend.backend, self.backend.model, completion)
         self.journal.record(
             CallRecord(
@@ -182,6 +187,21 @@ class RecordingLLM:
         result = LLMResult(completion, key, cached=False, max_tokens=budget)
         self._count(result, cost)
         return result
+
+    def _complete_with_retries(self, request: CompletionRequest, base: dict) -> Completion:
+        """The backend's answer; transient failures the SDK does not retry are
+        retried here with backoff. Every failed attempt is journaled."""
+        for attempt in range(TRANSIENT_ATTEMPTS):
+            try:
+                return self.backend.complete(request)
+            except LLMError as exc:
+                self.journal.record(_error_record(base, redact(str(exc))))
+                with self._lock:
+                    self.usage.errors += 1
+                if not isinstance(exc, TransientLLMError) or attempt == TRANSIENT_ATTEMPTS - 1:
+                    raise
+                time.sleep(TRANSIENT_BACKOFF_S * 2**attempt)
+        raise AssertionError("unreachable")
 
     def _count(self, result: LLMResult, cost: float | None) -> None:
         c = result.completion
