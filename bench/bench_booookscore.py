@@ -1,0 +1,149 @@
+"""BooookScore checker on llama.cpp: wall time with and without KV prefix reuse.
+
+One ~600-word summary (by default the extractive baseline's 600-word summary
+of "A Scandal in Bohemia": real sentences, deterministic) is annotated
+sentence by sentence (prompt v1) with the embedded Gemma 3 270M, twice:
+
+* prefix reuse on (llama.cpp keeps the KV cache of the previous prompt, and
+  every call shares the instructions + examples + summary prefix), and
+* prefix reuse off (`LlamaCppBackend(reuse_prefix=False)`: the KV cache is
+  reset before every call, so each prompt is evaluated from scratch).
+
+Both runs use a fresh in-memory journal (no answer replayed from a cache) and
+one attempt per sentence by default, so they make the same calls; with v1 the
+two runs interleave sentence by sentence (each on its own loaded copy of the
+model), so machine load hits both alike. Printed:
+calls, prompt tokens sent, prompt tokens the model actually evaluated,
+output tokens, wall time, and the two ratios. Usage:
+
+    python bench/bench_booookscore.py [--sentences N] [--words 600] [--attempts 1]
+        [--version v1|v2] [--summary FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SHARED = ROOT.parent / "shared" / "data"
+LOCAL = ROOT / "tests" / "data"
+
+
+def data_file(*candidates: Path) -> Path:
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise SystemExit(f"no data file among: {', '.join(map(str, candidates))}")
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(h) for h in headers]] + [[f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+                                           for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def the_summary(args) -> str:
+    if args.summary:
+        return Path(args.summary).read_text(encoding="utf-8")
+    from pipelines.summarize.extractive import extractive_summary
+
+    book = data_file(SHARED / "books" / "doyle_scandal_in_bohemia.txt", LOCAL / "books" / "doyle_scandal_in_bohemia.txt")
+    return extractive_summary(book.read_text(encoding="utf-8"), args.words).text
+
+
+def run_interleaved(backends: dict, summary: str, args) -> dict:
+    """Annotate every sentence with each backend in turn (order alternating), so both
+    modes meet the same machine load; returns mode -> (result, usage, seconds)."""
+    from pipelines.llm.recording import MemoryJournal, RecordingLLM
+    from pipelines.text import sentences
+    from scoring.booookscore import BooookScoreChecker, CheckResult, SentenceAnnotation
+
+    checkers = {name: BooookScoreChecker(RecordingLLM(b, MemoryJournal()), "v1", max_attempts=args.attempts)
+                for name, b in backends.items()}
+    annotations = {name: [] for name in backends}
+    seconds = {name: 0.0 for name in backends}
+    names = list(backends)
+    for n, sentence in enumerate(sentences(summary), 1):
+        for name in names if n % 2 else reversed(names):
+            annotation = SentenceAnnotation(n, sentence, "unparseable")
+            started = time.perf_counter()
+            checkers[name].annotate_sentence(summary, annotation)
+            seconds[name] += time.perf_counter() - started
+            annotations[name].append(annotation)
+    return {name: (CheckResult(annotations[name], "v1"), checkers[name].llm.usage, seconds[name]) for name in names}
+
+
+def run_sequential(backends: dict, summary: str, args) -> dict:
+    from pipelines.llm.recording import MemoryJournal, RecordingLLM
+    from scoring.booookscore import BooookScoreChecker
+
+    out = {}
+    for name, backend in backends.items():
+        llm = RecordingLLM(backend, MemoryJournal())
+        started = time.perf_counter()
+        result = BooookScoreChecker(llm, args.version, max_attempts=args.attempts).check(summary)
+        out[name] = (result, llm.usage, time.perf_counter() - started)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sentences", type=int, default=None, help="only the summary's first N sentences")
+    parser.add_argument("--words", type=int, default=600, help="length of the extractive summary")
+    parser.add_argument("--attempts", type=int, default=1, help="attempts per sentence (1: same calls in both runs)")
+    parser.add_argument("--version", choices=["v1", "v2"], default="v1")
+    parser.add_argument("--summary", default=None, help="annotate this summary file instead")
+    args = parser.parse_args()
+
+    from pipelines.llm.llamacpp import LlamaCppBackend
+    from pipelines.text import count_words, sentences
+
+    summary = the_summary(args)
+    if args.sentences:
+        summary = " ".join(sentences(summary)[: args.sentences])
+    # Two loaded copies of the model (a different context size keys a separate Llama), so the
+    # runs can interleave without one clearing the other's KV cache.
+    reuse = LlamaCppBackend(None, context_window=8192, reuse_prefix=True)
+    fresh = LlamaCppBackend(None, context_window=8190, reuse_prefix=False)  # KV cache reset before every call
+    from pipelines.llm.base import CompletionRequest
+
+    for backend in (reuse, fresh):  # load both outside the timings
+        backend.complete(CompletionRequest(messages=({"role": "user", "content": "Hello"},), max_tokens=1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n_sentences = len(sentences(summary))
+    print(f"BooookScore checker ({args.version}, {args.attempts} attempt(s) per sentence), {reuse.model} on "
+          f"llama.cpp, {cores} cores, load average {os.getloadavg()[0]:.1f}; summary: {count_words(summary)} words, "
+          f"{n_sentences} sentences")
+    backends = {"prefix reuse on": reuse, "prefix reuse off": fresh}
+    results = (run_interleaved if args.version == "v1" else run_sequential)(backends, summary, args)
+    rows = []
+    for name, (result, usage, seconds) in results.items():
+        evaluated = usage.input_tokens - usage.cached_input_tokens
+        rows.append([name, usage.calls, usage.input_tokens, evaluated, usage.output_tokens, seconds,
+                     seconds / max(1, n_sentences), result.n_unparseable,
+                     "n/a" if result.score is None else f"{100 * result.score:.1f}"])
+    print()
+    print(table(["mode", "calls", "prompt tok", "evaluated", "output tok", "seconds", "s/sentence", "unparseable",
+                 "score"], rows))
+    (on, on_usage, on_s), (off, off_usage, off_s) = results["prefix reuse on"], results["prefix reuse off"]
+    evaluated_on = max(1, on_usage.input_tokens - on_usage.cached_input_tokens)
+    evaluated_off = off_usage.input_tokens - off_usage.cached_input_tokens
+    same = sum(1 for a, b in zip(on.annotations, off.annotations) if (a.status, a.types) == (b.status, b.types))
+    print(f"\nprompt tokens evaluated: {evaluated_off / evaluated_on:.1f}x fewer with reuse; "
+          f"wall time: {off_s / on_s:.1f}x faster; same verdict on {same} of {n_sentences} sentences")
+
+
+if __name__ == "__main__":
+    main()
