@@ -1,0 +1,335 @@
+"""Benchmark the compressors on real data and print tables.
+
+LongCodeZip on the stdlib function-completion tasks at ratio 0.3: achieved
+ratio, seconds per task, and how often the definitions of the names the
+answer body uses (and the context defines) survive compression, against a
+random selection of the same functions-level chunks up to the same size.
+
+SCOPE on three SQuALITY dev stories at ratio 0.5: achieved ratio, what was
+done with the chunks, and keyword retention (the required keywords kept in
+the compressed chunks, and the story's named entities still present).
+
+Data comes from ../shared/data when present, else from the copies in
+tests/data. Usage:
+
+    python bench/bench_compress.py [--part code|prose|all] [--start N] [--limit N]
+        [--code-ratio 0.3] [--prose-ratio 0.5] [--model llamacpp] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import random
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SHARED = ROOT.parent / "shared" / "data"
+LOCAL = ROOT / "tests" / "data"
+RANDOM_SEEDS = (0, 1, 2, 3, 4)
+
+
+def data_file(*candidates: Path) -> Path:
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise SystemExit(f"no data file among: {', '.join(map(str, candidates))}")
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.rjust(w) if n and _numeric(c) else c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
+    return str(value)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text.rstrip("%"))
+        return True
+    except ValueError:
+        return False
+
+
+# --- LongCodeZip -------------------------------------------------------------------
+
+
+def parse_prefix(code: str):
+    from pipelines.compress.longcodezip import _parse_prefix, split_lines
+
+    tree, _ = _parse_prefix(split_lines(code))
+    return tree
+
+
+def definitions(code: str) -> dict[str, list[str]]:
+    """name -> the first lines of its definitions in code: def/class (any
+    level outside function bodies), module/class-level assignments, imports,
+    and `self.NAME = ...` assignments inside methods."""
+    tree = parse_prefix(code)
+    lines = code.split("\n")
+    out: dict[str, list[str]] = {}
+
+    def add(name: str, lineno: int) -> None:
+        out.setdefault(name, []).append(lines[lineno - 1].strip())
+
+    def visit(stmts, in_class: bool) -> None:
+        for st in stmts:
+            if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                add(st.name, st.lineno)
+                if in_class:
+                    for node in ast.walk(st):
+                        for target in _targets(node):
+                            if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
+                                    and target.value.id == "self":
+                                add(target.attr, target.lineno)
+            elif isinstance(st, ast.ClassDef):
+                add(st.name, st.lineno)
+                visit(st.body, True)
+            elif isinstance(st, (ast.Import, ast.ImportFrom)):
+                for alias in st.names:
+                    add((alias.asname or alias.name).split(".")[0], st.lineno)
+            else:
+                for target in _targets(st):
+                    for node in ast.walk(target):
+                        if isinstance(node, ast.Name):
+                            add(node.id, st.lineno)
+                if isinstance(st, (ast.If, ast.Try, ast.With)):
+                    visit(getattr(st, "body", []) + getattr(st, "orelse", []) + getattr(st, "finalbody", []), in_class)
+
+    if tree is not None:
+        visit(tree.body, False)
+    return out
+
+
+def _targets(node) -> list:
+    if isinstance(node, ast.Assign):
+        return list(node.targets)
+    if isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+        return [node.target]
+    return []
+
+
+def used_names(query: str, answer: str) -> set[str]:
+    """Names and attributes the answer body reads, minus what it (or the signature) binds locally."""
+    source = textwrap.dedent(query.rstrip() + "\n" + answer)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        tree = ast.parse("def _f():\n" + textwrap.indent(textwrap.dedent(answer), "    "))
+    used, bound = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (used if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+            used.add(node.attr)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    function = next((n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+    if function is not None:
+        bound.add(function.name)
+    return used - bound
+
+
+def survived(defs: dict[str, list[str]], names: set[str], compressed: str) -> int:
+    kept = {line.strip() for line in compressed.split("\n")}
+    return sum(1 for name in names if any(line in kept for line in defs[name]))
+
+
+def random_selection(code: str, budget: int, count_tokens, seed: int) -> str:
+    """Whole function-level chunks taken in a random order while they fit
+    `budget` tokens, in original order, each run of dropped chunks one
+    placeholder line (like LongCodeZip's coarse stage)."""
+    from pipelines.compress.longcodezip import split_code
+
+    chunks = split_code(code, "python")
+    order = list(range(len(chunks)))
+    random.Random(seed).shuffle(order)
+    chosen, used = [], 0
+    for i in order:
+        n = count_tokens(chunks[i].text)
+        if used + n <= budget:
+            chosen.append(i)
+            used += n
+    text = assemble(chunks, set(chosen))
+    while chosen and count_tokens(text) > budget:  # placeholders cost tokens too
+        chosen.pop()
+        text = assemble(chunks, set(chosen))
+    return text
+
+
+def assemble(chunks, chosen: set[int]) -> str:
+    from pipelines.compress.longcodezip import indentation, placeholder_line
+
+    out, previous_dropped = [], False
+    for i, chunk in enumerate(chunks):
+        if i in chosen:
+            out.append(chunk.text)
+            previous_dropped = False
+        elif not previous_dropped:
+            out.append(placeholder_line(indentation(chunk.text), "python"))
+            previous_dropped = True
+    return "".join(out)
+
+
+def bench_code(ratio: float, limit: int | None, model: str, report: dict, threads: int | None = None,
+               start: int = 0) -> None:
+    from pipelines.compress.longcodezip import compress_code
+    from pipelines.llm import resolve
+    from pipelines.llm.logprobs import default_scorer
+
+    path = data_file(SHARED / "code" / "stdlib_funccomp" / "tasks.jsonl", LOCAL / "code" / "stdlib_funccomp" / "tasks.jsonl")
+    tasks = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][start:]
+    if limit:
+        tasks = tasks[:limit]
+    backend = resolve(model)
+    count = backend.count_tokens
+    scorer = default_scorer()
+    if threads:
+        scorer.set_threads(threads)
+    print(f"LongCodeZip at ratio {ratio} on {len(tasks)} tasks from {path} "
+          f"(tokens counted with {backend.model}; scored with {scorer.model})", file=sys.stderr)
+    rows, totals = [], {"needed": 0, "lcz": 0, "random": 0.0, "seconds": 0.0, "orig": 0, "comp": 0}
+    for task in tasks:
+        context = task["context"]
+        defs = definitions(context)
+        names = {n for n in used_names(task["query"], task["answer"])
+                 if n in defs and not (n.startswith("__") and n.endswith("__"))}
+        result = compress_code(context, ratio, task["query"], scorer=scorer, count_tokens=count)
+        lcz = survived(defs, names, result.text)
+        rand = [survived(defs, names, random_selection(context, result.compressed_tokens, count, seed))
+                for seed in RANDOM_SEEDS]
+        rand_mean = sum(rand) / len(rand)
+        row = {
+            "task": task["task_id"], "tokens": result.original_tokens, "ratio": round(result.ratio, 3),
+            "seconds": round(result.seconds, 1), "names": len(names), "lcz_kept": lcz,
+            "random_kept": round(rand_mean, 2), "chunks": result.stats.get("chunks"),
+            "selected": result.stats.get("selected"), "scorer_tokens": result.stats.get("scorer", {}).get("tokens_evaluated"),
+        }
+        rows.append(row)
+        totals["needed"] += len(names)
+        totals["lcz"] += lcz
+        totals["random"] += rand_mean
+        totals["seconds"] += result.seconds
+        totals["orig"] += result.original_tokens
+        totals["comp"] += result.compressed_tokens
+        print(f"  {row}", file=sys.stderr, flush=True)
+    headers = ["task", "tokens", "ratio", "s/task", "names", "LCZ kept", "random kept"]
+    body = [[r["task"], r["tokens"], r["ratio"], r["seconds"], r["names"],
+             _share(r["lcz_kept"], r["names"]), _share(r["random_kept"], r["names"])] for r in rows]
+    n = max(1, len(rows))
+    body.append(["ALL (pooled)", totals["orig"], round(totals["comp"] / max(1, totals["orig"]), 3),
+                 round(totals["seconds"] / n, 1), totals["needed"],
+                 _share(totals["lcz"], totals["needed"]), _share(totals["random"], totals["needed"])])
+    macro_lcz = sum(r["lcz_kept"] / r["names"] for r in rows if r["names"]) / max(1, sum(1 for r in rows if r["names"]))
+    macro_rand = sum(r["random_kept"] / r["names"] for r in rows if r["names"]) / max(1, sum(1 for r in rows if r["names"]))
+    print(f"\nLongCodeZip, ratio {ratio}: definitions of the names the answer uses that survive compression "
+          f"(random = same chunking, random order, same token budget, mean of {len(RANDOM_SEEDS)} seeds)\n")
+    print(table(headers, body))
+    print(f"\nmean over tasks: LongCodeZip {macro_lcz:.1%}, random {macro_rand:.1%}; "
+          f"mean achieved ratio {sum(r['ratio'] for r in rows) / n:.3f}; {totals['seconds'] / n:.1f} s per task")
+    report["code"] = {"ratio": ratio, "rows": rows, "totals": totals, "macro_lcz": macro_lcz, "macro_random": macro_rand}
+
+
+def _share(kept: float, total: int) -> str:
+    if not total:
+        return "-"
+    return f"{kept / total:.0%} ({kept:g}/{total})"
+
+
+# --- SCOPE ----------------------------------------------------------------------------
+
+
+def _progress(result) -> None:
+    """A dot per LLM call on stderr (the embedded model takes seconds per call)."""
+    print("." if not result.cached else ",", end="", file=sys.stderr, flush=True)
+
+
+def bench_prose(ratio: float, limit: int | None, model: str, report: dict, start: int = 0) -> None:
+    from pipelines.compress import keywords as kw
+    from pipelines.compress.scope import compress_prose
+    from pipelines.llm import resolve
+    from pipelines.llm.recording import MemoryJournal, RecordingLLM
+
+    path = data_file(SHARED / "squality" / "dev.jsonl", LOCAL / "squality" / "dev_subset.jsonl")
+    stories = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    stories = stories[start:][: limit or max(0, 3 - start)]
+    backend = resolve(model)
+    print(f"SCOPE at ratio {ratio} on {len(stories)} SQuALITY stories from {path} with {backend.model}",
+          file=sys.stderr)
+    rows = []
+    for story in stories:
+        text = story["document"]
+        question = story["questions"][0]["question_text"]
+        llm = RecordingLLM(backend, MemoryJournal(), on_call=_progress)
+        started = time.perf_counter()
+        result = compress_prose(text, ratio, llm, query=question)
+        seconds = time.perf_counter() - started
+        required = sum(len(c.keywords) for c in result.chunks)
+        kept = sum(len(c.keywords_kept) for c in result.chunks)
+        vocab = kw.vocabulary(text, [text])
+        entities = sorted(set(vocab.proper.values()))
+        entities_kept = sum(1 for e in entities if kw.present(e, result.text))
+        actions = {a: sum(c.action == a for c in result.chunks) for a in ("rewritten", "extractive", "verbatim")}
+        row = {
+            "story": story["metadata"]["passage_id"], "tokens": result.original_tokens,
+            "compressed": result.compressed_tokens, "ratio": round(result.ratio, 3), "chunks": len(result.chunks),
+            **actions, "keywords": required, "keywords_kept": kept, "entities": len(entities),
+            "entities_kept": entities_kept, "llm_calls": llm.usage.calls, "seconds": round(seconds, 1),
+            "fallback_reasons": [c.fallback_reason for c in result.fallbacks][:3],
+        }
+        rows.append(row)
+        print(f"\n  {dict((k, v) for k, v in row.items() if k != 'fallback_reasons')}", file=sys.stderr, flush=True)
+    headers = ["story", "tokens", "ratio", "chunks", "rewritten", "extractive", "verbatim", "keywords kept",
+               "entities kept", "LLM calls", "seconds"]
+    body = [[r["story"], r["tokens"], r["ratio"], r["chunks"], r["rewritten"], r["extractive"], r["verbatim"],
+             _share(r["keywords_kept"], r["keywords"]), _share(r["entities_kept"], r["entities"]), r["llm_calls"],
+             r["seconds"]] for r in rows]
+    print(f"\nSCOPE, ratio {ratio}, rewriting with {backend.model}\n")
+    print(table(headers, body))
+    for r in rows:
+        for reason in r["fallback_reasons"]:
+            print(f"  e.g. story {r['story']} fallback: {reason}")
+    report["prose"] = {"ratio": ratio, "model": backend.model, "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=["code", "prose", "all"], default="all")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N tasks / stories")
+    parser.add_argument("--start", type=int, default=0, help="skip the first N tasks / stories")
+    parser.add_argument("--code-ratio", type=float, default=0.3)
+    parser.add_argument("--prose-ratio", type=float, default=0.5)
+    parser.add_argument("--model", default="llamacpp", help="tokenizer for the ratio, and SCOPE's rewriter")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads for LongCodeZip's scorer")
+    args = parser.parse_args(argv)
+    from pipelines.embeddings import offline_environment
+
+    offline_environment()
+    report: dict = {}
+    if args.part in ("code", "all"):
+        bench_code(args.code_ratio, args.limit, args.model, report, args.threads, args.start)
+    if args.part in ("prose", "all"):
+        bench_prose(args.prose_ratio, args.limit, args.model, report, args.start)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

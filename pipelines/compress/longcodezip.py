@@ -1,0 +1,687 @@
+"""LongCodeZip: query-aware, two-stage compression of long source code.
+
+After "LongCodeZip: Compress Long Context for Code Language Models" (Shi et
+al., 2025), with the packaged Gemma 3 270M (llama.cpp) as the scoring model.
+
+**Coarse stage (functions).** The code is split into function-level chunks:
+for Python with `ast` (every function, every method, each class's header
+with its docstring and attributes, and runs of module-level statements), for
+other languages (or Python that does not parse) at the definitions that
+`pipelines.documents.code_sections` finds. Chunks are contiguous slices, so
+``"".join(chunk.text) == code``. Each chunk is ranked by its approximated
+mutual information with the query,
+
+    AMI(chunk, q) = PPL(q) - PPL(q | chunk),
+
+the perplexity of the query alone minus its perplexity after the chunk:
+how much the chunk makes the query predictable. Chunks are taken by rank
+while they fit the coarse budget (the final budget divided by the share the
+fine stage keeps), kept in their original order, and every run of dropped
+chunks becomes one placeholder line (``# ...`` in the language's comment
+syntax, at the dropped code's indentation).
+
+**Fine stage (blocks).** Inside each kept function the perplexity of every
+line given the lines before it is measured (one pass over the function; the
+paper's entropy-based chunking), and the body is cut into blocks where
+per-line perplexity spikes: a line whose perplexity is at least both of its
+neighbours' and rises above one of them by more than the adaptive threshold
+mean + k * std of the function's line perplexities starts a new block (the
+reference implementation's rule; a block still longer than
+`max_block_lines` is cut again at its strongest rise, so that the knapsack
+has pieces to choose from). Each block is scored like a chunk,
+PPL(q) - PPL(q | block). The final token budget (what the coarse stage did
+not spend on small chunks and placeholders) is shared among the kept
+functions by importance (`allocate_ratios`, the paper's importance-biased
+retention ratio), and each function keeps the set of blocks with the most
+total importance that fits its share: an exact 0/1 knapsack over block
+token counts (importances min-max scaled to (0, 1], so that a share is
+spent even where some blocks' AMI is negative). The signature (decorators,
+leading comments and the ``def``/``class`` header) is always kept; dropped
+blocks become placeholder lines.
+
+The budget is counted with the caller's tokenizer (the model that will read
+the compressed code). Knapsacks leave part of a share unspent and
+placeholders cost tokens, so after each pass the budgets are moved by the
+miss and selection repeats with the cached scores (a few rounds), keeping
+the result closest to the budget without exceeding it by more than
+`tolerance`.
+
+Scoring stays within memory on long files: `pipelines.llm.logprobs` asks
+llama.cpp for logits only where a token is scored and reduces them to
+log-probs a few rows at a time in float32; texts longer than its context are
+scored in sliding windows.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+from pipelines.compress.common import (
+    ChunkReport,
+    CompressionResult,
+    TokenCounter,
+    allocate_ratios,
+    check_ratio,
+    normalise,
+)
+
+PLACEHOLDER = "..."
+_HASH_COMMENT = {"python", "shell", "ruby", "r", "julia", "elixir", "perl"}
+_DASH_COMMENT = {"sql", "haskell", "lua"}
+
+
+class Scorer(Protocol):
+    """What LongCodeZip needs from a language model (see pipelines.llm.logprobs)."""
+
+    n_ctx: int
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def token_offsets(self, tokens: Sequence[int]) -> list[int]: ...
+
+    def token_logprobs(self, tokens: Sequence[int], first: int = 1): ...
+
+
+@dataclass(frozen=True)
+class LongCodeZipSettings:
+    # Share of the coarse selection the fine stage keeps: the coarse stage
+    # selects up to budget / fine_keep tokens of functions.
+    fine_keep: float = 0.6
+    fine_grained: bool = True  # False: coarse stage only (the paper's rank-only mode)
+    importance_beta: float = 0.5  # how strongly importance skews each function's budget share
+    min_lines_for_fine: int = 5  # shorter chunks are kept whole
+    spike_k: float = 0.2  # adaptive threshold: mean + k * std of line perplexities
+    max_block_lines: int = 6  # longer blocks are cut again at their strongest spike
+    max_query_tokens: int = 64  # the query is scored on its first N tokens (each chunk pays for them)
+    max_context_tokens: int = 1024  # a chunk conditions the query with at most its last N tokens
+    max_module_lines: int = 30  # module-level statements are grouped into chunks of at most this many lines
+    tolerance: float = 0.03  # accepted overshoot of the budget before tightening
+    max_rounds: int = 4
+
+
+@dataclass(frozen=True)
+class CodeChunk:
+    idx: int
+    start: int  # character offsets into the code
+    end: int
+    text: str
+    kind: str  # function | method | class | module | tail | code
+    name: str | None = None
+    signature_lines: int = 0  # leading lines always kept by the fine stage
+
+    @property
+    def lines(self) -> list[str]:
+        return split_lines(self.text)
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines with their newline; ''.join() gives text back (only \\n ends a line)."""
+    return re.findall(r"[^\n]*\n|[^\n]+$", text)
+
+
+def comment_marker(language: str | None) -> str:
+    language = (language or "python").lower()
+    if language in _HASH_COMMENT:
+        return "#"
+    if language in _DASH_COMMENT:
+        return "--"
+    return "//"
+
+
+def indentation(text: str) -> str:
+    for line in split_lines(text):
+        if line.strip():
+            return line[: len(line) - len(line.lstrip(" \t"))]
+    return ""
+
+
+def placeholder_line(indent: str, language: str | None) -> str:
+    return f"{indent}{comment_marker(language)} {PLACEHOLDER}\n"
+
+
+# --- coarse stage: function-level chunks ------------------------------------
+
+
+@dataclass
+class _Unit:
+    line: int  # 0-based first line
+    kind: str
+    name: str | None
+    header_end: int | None = None  # 0-based line after the def/class header
+
+
+def split_code(code: str, language: str | None = "python", max_module_lines: int = 30) -> list[CodeChunk]:
+    """Function-level chunks of code, contiguous and lossless."""
+    if not code:
+        return []
+    lines = split_lines(code)
+    units = None
+    if (language or "python").lower() == "python":
+        units = _python_units(lines, max_module_lines)
+    if units is None:
+        units = _pattern_units(code, lines, language)
+    return _chunks_from_units(code, lines, units)
+
+
+def _parse_prefix(lines: list[str]) -> tuple[ast.Module | None, int]:
+    """Parse the longest prefix that parses (a context often ends mid-definition)."""
+    n = len(lines)
+    for _ in range(40):
+        if n <= 0:
+            return None, 0
+        try:
+            return ast.parse("".join(lines[:n])), n
+        except SyntaxError as exc:
+            bad = exc.lineno or n
+            n = min(n - 1, bad - 1) if bad - 1 >= 1 else n - 1
+        except (ValueError, RecursionError):
+            return None, 0
+    return None, 0
+
+
+def _first_line(node: ast.stmt) -> int:
+    decorators = getattr(node, "decorator_list", [])
+    return min([node.lineno] + [d.lineno for d in decorators]) - 1
+
+
+def _header_end(node: ast.stmt) -> int:
+    body = getattr(node, "body", None)
+    if body and body[0].lineno > node.lineno:
+        return body[0].lineno - 1
+    return node.end_lineno or node.lineno
+
+
+def _python_units(lines: list[str], max_module_lines: int) -> list[_Unit] | None:
+    tree, parsed = _parse_prefix(lines)
+    if tree is None:
+        return None
+    units: list[_Unit] = []
+    defs = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+    def visit(stmts: list[ast.stmt], prefix: str, in_class: bool) -> None:
+        after_def = not in_class  # module: the first statements open a group
+        group_start = None
+        for st in stmts:
+            if isinstance(st, defs):
+                units.append(_Unit(_first_line(st), "method" if in_class else "function", prefix + st.name, _header_end(st)))
+                after_def, group_start = True, None
+            elif isinstance(st, ast.ClassDef):
+                units.append(_Unit(_first_line(st), "class", prefix + st.name, _header_end(st)))
+                visit(st.body, prefix + st.name + ".", True)
+                after_def, group_start = True, None
+            else:
+                start = _first_line(st)
+                if after_def or (group_start is not None and start - group_start >= max_module_lines):
+                    units.append(_Unit(start, "class" if in_class else "module", None))
+                    group_start = start
+                elif group_start is None:
+                    group_start = start
+                after_def = False
+
+    visit(tree.body, "", False)
+    if parsed < len(lines):
+        units.append(_Unit(parsed, "tail", None))
+    # Comment lines directly above a definition belong to it.
+    for i, unit in enumerate(units):
+        floor = units[i - 1].line + 1 if i else 0
+        line = unit.line
+        while line - 1 >= floor and lines[line - 1].lstrip().startswith("#"):
+            line -= 1
+        if unit.header_end is not None:
+            unit.header_end = max(unit.header_end, line)
+        unit.line = line
+    return units
+
+
+_SIGNATURE_END = re.compile(r"[{:;]\s*(//.*|#.*)?$|\)\s*(->\s*[^{]*)?$")
+
+
+def _pattern_units(code: str, lines: list[str], language: str | None) -> list[_Unit]:
+    from pipelines.documents import code_sections
+
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    units = []
+    for section in code_sections(code, language):
+        line = _line_of(starts, section.start)
+        header_end = line + 1
+        for j in range(line, min(len(lines), line + 6)):
+            if _SIGNATURE_END.search(lines[j].rstrip()):
+                header_end = j + 1
+                break
+        units.append(_Unit(line, section.kind, section.title, header_end))
+    return units
+
+
+def _line_of(starts: list[int], offset: int) -> int:
+    import bisect
+
+    return max(0, bisect.bisect_right(starts, offset) - 1)
+
+
+def _chunks_from_units(code: str, lines: list[str], units: list[_Unit]) -> list[CodeChunk]:
+    by_line: dict[int, _Unit] = {}
+    for unit in units:
+        by_line.setdefault(unit.line, unit)
+    boundaries = sorted({0, *[u.line for u in units if 0 < u.line < len(lines)]})
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    chunks = []
+    for i, first in enumerate(boundaries):
+        last = boundaries[i + 1] if i + 1 < len(boundaries) else len(lines)
+        unit = by_line.get(first)
+        if unit is None:  # text before the first definition
+            kind, name, signature = ("module" if units else "code"), None, 0
+        else:
+            kind, name = unit.kind, unit.name
+            signature = 0 if unit.header_end is None else max(0, min(last, unit.header_end) - first)
+        start, end = offsets[first], offsets[last]
+        chunks.append(CodeChunk(len(chunks), start, end, code[start:end], kind, name, signature))
+    return chunks
+
+
+def query_ami(scorer: Scorer, query_tokens: list[int], context: str, baseline_nll: float,
+              max_context_tokens: int) -> float:
+    """PPL(q) - PPL(q | context)."""
+    nll = mean_nll(scorer, query_tokens, context, max_context_tokens)
+    if not math.isfinite(nll) or not math.isfinite(baseline_nll):
+        return float("-inf")
+    return math.exp(baseline_nll) - math.exp(nll)
+
+
+def mean_nll(scorer: Scorer, target_tokens: list[int], context: str = "", max_context_tokens: int = 1024) -> float:
+    """Mean negative log-likelihood (nats) of target tokens after BOS + context."""
+    if not target_tokens:
+        return float("nan")
+    context_tokens = scorer.tokenize(context) if context else []
+    room = min(max_context_tokens, scorer.n_ctx - 2 - len(target_tokens))
+    context_tokens = context_tokens[max(0, len(context_tokens) - max(0, room)):] if room > 0 else []
+    bos = getattr(scorer, "bos_token", None)
+    head = [bos] if bos is not None else []
+    tokens = head + context_tokens + list(target_tokens)
+    logprobs = scorer.token_logprobs(tokens, first=len(head) + len(context_tokens))
+    return -float(sum(float(x) for x in logprobs)) / len(logprobs) if len(logprobs) else float("nan")
+
+
+def select_by_rank(sizes: Sequence[int], scores: Sequence[float], budget: float, at_least_one: bool = False) -> list[int]:
+    """Indices taken in descending score while they fit the budget, in original order.
+
+    With `at_least_one`, the top-ranked chunk is taken even when it alone
+    exceeds the budget (the fine stage will cut it down)."""
+    order = sorted(range(len(sizes)), key=lambda i: (-_finite(scores[i]), i))
+    chosen, used = [], 0
+    for i in order:
+        if used + sizes[i] <= budget or (at_least_one and not chosen and budget > 0):
+            chosen.append(i)
+            used += sizes[i]
+    return sorted(chosen)
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else -1e30
+
+
+# --- fine stage: entropy blocks and knapsack ---------------------------------
+
+
+def line_perplexities(scorer: Scorer, text: str) -> list[float]:
+    """log2 perplexity of each line given the lines before it (NaN for blank lines)."""
+    import bisect
+
+    import numpy as np
+
+    lines = split_lines(text)
+    tokens = scorer.tokenize(text)
+    if not tokens:
+        return [float("nan")] * len(lines)
+    bos = getattr(scorer, "bos_token", None)
+    head = [bos] if bos is not None else []
+    logprobs = np.asarray(scorer.token_logprobs(head + tokens, first=len(head)) if head else
+                          scorer.token_logprobs(tokens, first=1), dtype=np.float64)
+    offsets = scorer.token_offsets(tokens)
+    if not head:
+        offsets = offsets[1:]  # the first token has no prediction
+    line_starts, pos = [], 0
+    for line in lines:
+        line_starts.append(pos)
+        pos += len(line.encode("utf-8"))
+    sums = [0.0] * len(lines)
+    counts = [0] * len(lines)
+    for offset, lp in zip(offsets, logprobs):
+        j = max(0, bisect.bisect_right(line_starts, offset) - 1)
+        sums[j] -= lp
+        counts[j] += 1
+    return [
+        (sums[j] / counts[j]) / math.log(2) if counts[j] and lines[j].strip() else float("nan")
+        for j in range(len(lines))
+    ]
+
+
+def spike_lines(values: Sequence[float], k: float = 0.2) -> list[int]:
+    """Indices of lines whose perplexity spikes (see module doc); NaN lines are skipped."""
+    import numpy as np
+
+    present = [i for i, v in enumerate(values) if math.isfinite(v)]
+    if len(present) < 3:
+        return []
+    series = np.array([values[i] for i in present], dtype=np.float64)
+    threshold = float(series.mean() + k * series.std())
+    spikes = []
+    for j in range(1, len(series) - 1):
+        left, right = series[j] - series[j - 1], series[j] - series[j + 1]
+        if left >= 0 and right >= 0 and (left >= threshold or right >= threshold):
+            spikes.append(present[j])
+    return spikes
+
+
+def entropy_blocks(lines: Sequence[str], values: Sequence[float], first: int, k: float = 0.2,
+                   max_lines: int | None = None) -> list[tuple[int, int]]:
+    """Blocks [start, end) of line indices in [first, len(lines)), a new block
+    starting at each perplexity spike; blank lines stay with the block above.
+
+    With `max_lines`, a block with more non-blank lines than that is cut again
+    at its strongest spike (the line rising most above the line before it),
+    until every block fits, so that the knapsack has pieces to choose from."""
+    if first >= len(lines):
+        return []
+    spikes = set(spike_lines([values[i] if i >= first else float("nan") for i in range(len(values))], k))
+    blocks, start = [], first
+    for i in range(first + 1, len(lines)):
+        if i in spikes and any(lines[j].strip() for j in range(start, i)):
+            blocks.append((start, i))
+            start = i
+    blocks.append((start, len(lines)))
+    if max_lines:
+        blocks = [piece for block in blocks for piece in _cut_block(block, lines, values, max_lines)]
+    return blocks
+
+
+def _cut_block(block: tuple[int, int], lines: Sequence[str], values: Sequence[float], max_lines: int) -> list[tuple[int, int]]:
+    start, end = block
+    content = [i for i in range(start, end) if lines[i].strip()]
+    if len(content) <= max_lines:
+        return [block]
+    best, best_rise = None, -math.inf
+    for before, here in zip(content, content[1:]):
+        rise = values[here] - values[before] if math.isfinite(values[here]) and math.isfinite(values[before]) else -1e9
+        if rise > best_rise:
+            best, best_rise = here, rise
+    if best is None or best_rise == -1e9:
+        best = content[len(content) // 2]
+    return _cut_block((start, best), lines, values, max_lines) + _cut_block((best, end), lines, values, max_lines)
+
+
+def knapsack(weights: Sequence[int], values: Sequence[float], capacity: int) -> list[int]:
+    """Exact 0/1 knapsack: the indices with the most total value within capacity."""
+    import numpy as np
+
+    capacity = int(capacity)
+    n = len(weights)
+    if n == 0 or capacity <= 0:
+        return []
+    best = np.zeros(capacity + 1, dtype=np.float64)
+    take = np.zeros((n, capacity + 1), dtype=bool)
+    for i, (w, v) in enumerate(zip(weights, values)):
+        w = int(w)
+        if not math.isfinite(v) or v <= 0 or w > capacity:
+            continue
+        candidate = np.full(capacity + 1, -np.inf)
+        candidate[w:] = best[: capacity + 1 - w] + v
+        better = candidate > best
+        take[i] = better
+        best = np.where(better, candidate, best)
+    chosen, room = [], capacity
+    for i in range(n - 1, -1, -1):
+        if take[i, room]:
+            chosen.append(i)
+            room -= int(weights[i])
+    return sorted(chosen)
+
+
+# --- the compressor ------------------------------------------------------------
+
+
+@dataclass
+class _FunctionAnalysis:
+    blocks: list[tuple[int, int]]
+    block_scores: list[float]
+    block_tokens: list[int]
+    signature_tokens: int
+    line_values: list[float] = field(default_factory=list)
+
+
+class LongCodeZip:
+    def __init__(self, scorer: Scorer, count_tokens: TokenCounter, settings: LongCodeZipSettings | None = None,
+                 language: str | None = "python"):
+        self.scorer = scorer
+        self.count_tokens = count_tokens
+        self.settings = settings or LongCodeZipSettings()
+        self.language = language
+        self._analysis: dict[int, _FunctionAnalysis] = {}
+
+    def compress(self, code: str, query: str, ratio: float) -> CompressionResult:
+        started = time.perf_counter()
+        ratio = check_ratio(ratio)
+        s = self.settings
+        stats_before = _scorer_stats(self.scorer)
+        query = query.strip("\n") or default_query()
+        chunks = split_code(code, self.language, s.max_module_lines)
+        sizes = [self.count_tokens(c.text) for c in chunks]
+        total = self.count_tokens(code)
+        budget = ratio * total
+        if total <= budget or not chunks:
+            reports = [self._report(c, sizes[i], sizes[i], 1.0, float("nan"), "kept", c.text) for i, c in enumerate(chunks)]
+            return self._result(code, total, total, ratio, reports, started, stats_before, {"budget": budget})
+
+        self._query_tokens = self.scorer.tokenize(query)[: s.max_query_tokens]
+        self._baseline = mean_nll(self.scorer, self._query_tokens)
+        self._analysis = {}
+        scores = self.rank([c.text for c in chunks])
+
+        # Select, compress, measure; move the coarse budget by the miss and
+        # repeat (scores are cached), keeping the closest result within budget.
+        coarse_budget = min(total, budget / s.fine_keep) if s.fine_grained else budget
+        best = None
+        for round_ in range(s.max_rounds):
+            selected = select_by_rank(sizes, scores, coarse_budget, at_least_one=s.fine_grained)
+            text, reports = self._assemble(chunks, sizes, scores, selected, budget)
+            n = self.count_tokens(text)
+            fits = n <= budget * (1 + s.tolerance)
+            if best is None or (fits and (not best[0] or n > best[1])) or (not fits and not best[0] and n < best[1]):
+                best = (fits, n, text, reports, selected, coarse_budget)
+            if fits and n >= budget * (1 - s.tolerance):
+                break
+            step = (budget - n) / (s.fine_keep if s.fine_grained and not fits else 1.0)
+            coarse_budget = max(0.0, min(total, coarse_budget + step))
+        _, n, text, reports, selected, coarse_budget = best
+        stats = {"budget": round(budget, 1), "coarse_budget": round(coarse_budget, 1), "rounds": round_ + 1,
+                 "selected": len(selected), "chunks": len(chunks), "query_tokens": len(self._query_tokens)}
+        return self._result(text, total, n, ratio, reports, started, stats_before, stats)
+
+    # -- stages ---------------------------------------------------------------
+
+    def rank(self, texts: Sequence[str], query: str | None = None) -> list[float]:
+        """AMI of each text with the query (PPL(q) - PPL(q | text)); -inf for blank text."""
+        if query is not None:
+            self._query_tokens = self.scorer.tokenize(query.strip("\n") or default_query())[: self.settings.max_query_tokens]
+            self._baseline = mean_nll(self.scorer, self._query_tokens)
+        return [self._ami(t) if t.strip() else float("-inf") for t in texts]
+
+    def _ami(self, context: str) -> float:
+        return query_ami(self.scorer, self._query_tokens, context.rstrip("\n") + "\n\n", self._baseline,
+                         self.settings.max_context_tokens)
+
+    def _compressible(self, chunk: CodeChunk) -> bool:
+        body = chunk.lines[chunk.signature_lines:]
+        return self.settings.fine_grained and sum(1 for line in body if line.strip()) >= self.settings.min_lines_for_fine
+
+    def _assemble(self, chunks, sizes, scores, selected, budget) -> tuple[str, list[ChunkReport]]:
+        s = self.settings
+        selected_set = set(selected)
+        compressible = [i for i in selected if self._compressible(chunks[i])]
+        fixed = [i for i in selected if i not in compressible]
+        placeholders = self._dropped_runs(chunks, selected_set)
+        placeholder_cost = sum(self.count_tokens(placeholder_line(indentation(chunks[i].text), self.language)) for i in placeholders)
+        fine_budget = budget - sum(sizes[i] for i in fixed) - placeholder_cost
+        shares: dict[int, float] = {i: 1.0 for i in compressible}
+        pieces: dict[int, tuple[str, str, dict]] = {}
+        # Knapsacks leave part of each share unspent and placeholders cost
+        # tokens: move the budget handed out by the miss and repeat.
+        asked, best = fine_budget, None
+        for _ in range(s.max_rounds if compressible else 1):
+            if compressible and asked < sum(sizes[i] for i in compressible):
+                # every kept function keeps at least its signature and one placeholder line
+                floors = [min(1.0, self._minimum(chunks[i]) / max(1, sizes[i])) for i in compressible]
+                ratios = allocate_ratios([sizes[i] for i in compressible], [scores[i] for i in compressible],
+                                         max(0.0, asked), beta=s.importance_beta, floor=floors)
+                shares = dict(zip(compressible, ratios))
+            else:
+                shares = {i: 1.0 for i in compressible}
+            pieces = {i: self._fine(chunks[i], shares[i] * sizes[i]) for i in compressible}
+            used = sum(self.count_tokens(pieces[i][0]) for i in compressible)
+            fits = used <= fine_budget + s.tolerance * budget
+            if best is None or (fits and (not best[0] or used > best[1])) or (not fits and not best[0] and used < best[1]):
+                best = (fits, used, shares, pieces)
+            if fits and used >= fine_budget - s.tolerance * budget:
+                break
+            asked = max(0.0, asked + (fine_budget - used))
+        _, _, shares, pieces = best
+        out, reports, previous_dropped = [], [], False
+        for i, chunk in enumerate(chunks):
+            if i in selected_set:
+                if i in pieces:
+                    text, action, detail = pieces[i]
+                else:
+                    text, action, detail = chunk.text, "kept", {}
+                out.append(text)
+                previous_dropped = False
+                reports.append(self._report(chunk, sizes[i], self.count_tokens(text), shares.get(i, 1.0), scores[i],
+                                            action, text, detail))
+            else:
+                if not previous_dropped:
+                    out.append(placeholder_line(indentation(chunk.text), self.language))
+                previous_dropped = True
+                reports.append(self._report(chunk, sizes[i], 0, 0.0, scores[i], "dropped", ""))
+        return "".join(out), reports
+
+    def _minimum(self, chunk: CodeChunk) -> int:
+        """Tokens of a function cut down to its signature and a placeholder."""
+        lines = chunk.lines
+        body = "".join(lines[chunk.signature_lines:])
+        return self.count_tokens("".join(lines[: chunk.signature_lines]) + placeholder_line(indentation(body), self.language))
+
+    @staticmethod
+    def _dropped_runs(chunks, selected_set) -> list[int]:
+        """First index of each run of dropped chunks (each becomes one placeholder)."""
+        return [i for i in range(len(chunks)) if i not in selected_set and (i == 0 or i - 1 in selected_set)]
+
+    def _analyse(self, chunk: CodeChunk) -> _FunctionAnalysis:
+        if chunk.idx not in self._analysis:
+            lines = chunk.lines
+            values = line_perplexities(self.scorer, chunk.text)
+            blocks = entropy_blocks(lines, values, chunk.signature_lines, self.settings.spike_k,
+                                    self.settings.max_block_lines)
+            texts = ["".join(lines[a:b]) for a, b in blocks]
+            self._analysis[chunk.idx] = _FunctionAnalysis(
+                blocks=blocks,
+                block_scores=[self._ami(t) if t.strip() else float("-inf") for t in texts],
+                block_tokens=[self.count_tokens(t) for t in texts],
+                signature_tokens=self.count_tokens("".join(lines[: chunk.signature_lines])),
+                line_values=values,
+            )
+        return self._analysis[chunk.idx]
+
+    def _fine(self, chunk: CodeChunk, target: float) -> tuple[str, str, dict]:
+        """The function cut to at most `target` tokens by knapsack over its blocks."""
+        if target >= self.count_tokens(chunk.text) * 0.999:
+            return chunk.text, "kept", {"share": 1.0}
+        a = self._analyse(chunk)
+        marker_cost = self.count_tokens(placeholder_line(indentation(chunk.text), self.language))
+        # Importances scaled to (0, 1]: every block is worth something, so the
+        # knapsack spends the function's share on the most important blocks
+        # instead of leaving it unused when some AMIs are negative.
+        values = [0.01 + v for v in normalise(a.block_scores)]
+        capacity = int(target - a.signature_tokens - marker_cost)
+        while True:  # each gap between kept blocks costs a placeholder line: tighten until it fits
+            kept = set(knapsack(a.block_tokens, values, capacity))
+            text = self._join_blocks(chunk, a.blocks, kept)
+            over = self.count_tokens(text) - int(target)
+            if over <= 0 or not kept:
+                break
+            capacity -= max(over, 1)
+        detail = {"blocks": len(a.blocks), "blocks_kept": len(kept), "target_tokens": round(target, 1),
+                  "block_scores": [round(x, 4) if math.isfinite(x) else None for x in a.block_scores]}
+        return text, "pruned", detail
+
+    def _join_blocks(self, chunk: CodeChunk, blocks: list[tuple[int, int]], kept: set[int]) -> str:
+        lines = chunk.lines
+        out = ["".join(lines[: chunk.signature_lines])]
+        previous_dropped = False
+        for j, (start, end) in enumerate(blocks):
+            block = "".join(lines[start:end])
+            if j in kept:
+                out.append(block)
+                previous_dropped = False
+            elif not previous_dropped:
+                out.append(placeholder_line(indentation(block), self.language))
+                previous_dropped = True
+        return "".join(out)
+
+    # -- reporting --------------------------------------------------------------
+
+    @staticmethod
+    def _report(chunk, original, compressed, share, score, action, text, detail=None) -> ChunkReport:
+        return ChunkReport(
+            idx=chunk.idx, method="longcodezip", kind=chunk.kind, start=chunk.start, end=chunk.end,
+            original_tokens=original, compressed_tokens=compressed, target_ratio=round(float(share), 4),
+            importance=float(score) if math.isfinite(score) else float("nan"), action=action, text=text,
+            name=chunk.name, detail=detail or {},
+        )
+
+    def _result(self, text, total, n, ratio, reports, started, stats_before, stats) -> CompressionResult:
+        after = _scorer_stats(self.scorer)
+        scorer = {k: round(after.get(k, 0) - stats_before.get(k, 0), 3) for k in after}
+        return CompressionResult(
+            method="longcodezip", text=text, original_tokens=total, compressed_tokens=n, target_ratio=ratio,
+            chunks=reports, seconds=time.perf_counter() - started, stats={**stats, "scorer": scorer},
+        )
+
+
+def _scorer_stats(scorer) -> dict:
+    stats = getattr(scorer, "stats", None)
+    return stats.as_dict() if stats is not None and hasattr(stats, "as_dict") else {}
+
+
+def default_query() -> str:
+    import prompts
+
+    return prompts.snippet("longcodezip_query")
+
+
+def compress_code(
+    code: str,
+    ratio: float,
+    query: str = "",
+    *,
+    scorer: Scorer | None = None,
+    count_tokens: TokenCounter | None = None,
+    language: str | None = "python",
+    settings: LongCodeZipSettings | None = None,
+) -> CompressionResult:
+    """Compress code to about `ratio` of its tokens, keeping what matters to `query`.
+
+    `scorer` defaults to the packaged model (`pipelines.llm.logprobs.default_scorer`);
+    `count_tokens` (the tokenizer the budget is counted in) defaults to the scorer's."""
+    if scorer is None:
+        from pipelines.llm.logprobs import default_scorer
+
+        scorer = default_scorer()
+    counter: Callable[[str], int] = count_tokens or (lambda t: len(scorer.tokenize(t)))
+    return LongCodeZip(scorer, counter, settings, language).compress(code, query, ratio)

@@ -1,0 +1,229 @@
+"""Token log-probabilities from a local llama.cpp model, within bounded memory.
+
+Used by LongCodeZip to measure perplexity (of a query with and without a code
+chunk, of each line of a function given the lines before it).
+
+Why not `Llama.eval` with `logits_all=True`: it asks llama.cpp for a logits
+row for *every* token and copies each into `Llama.scores`, a float32 matrix
+of n_ctx x n_vocab (262,144 columns for Gemma 3: 1 MiB per token). Here the
+batch asks for logits only at the positions whose next token is scored (the
+output head is the most expensive layer of this model), and each batch's
+rows are reduced to log-probs in windows of a few rows, in float32, so the
+peak extra memory is `window x n_vocab x 4` bytes, never tokens x vocab.
+
+Texts longer than the context are scored with a sliding window: each window
+starts `overlap` tokens before the first position it scores, so every token
+is predicted from at least that much context.
+
+The scorer owns a dedicated `Llama` (loaded with `logits_all=True` through
+`load_llama`, one per process) and drives its KV cache directly, under the
+model's lock. It keeps the KV cache of the last call and reuses the longest
+common token prefix, so a fixed text scored in front of varying ones (or the
+same query again) is evaluated once.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_SCORER_CONTEXT = 4096
+# Logits rows reduced to log-probs at a time (x n_vocab x 4 bytes each).
+LOGPROB_WINDOW_ROWS = 32
+
+
+@dataclass
+class ScorerStats:
+    calls: int = 0
+    tokens_evaluated: int = 0  # tokens run through the model
+    tokens_reused: int = 0  # tokens served from the KV cache
+    tokens_scored: int = 0  # tokens whose log-prob was returned
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class LogprobScorer:
+    """log P(token | previous tokens) from a llama.cpp model (default: the packaged Gemma 3 270M)."""
+
+    backend = "llamacpp"
+
+    def __init__(self, model_path: str | Path | None = None, n_ctx: int = DEFAULT_SCORER_CONTEXT,
+                 window_rows: int = LOGPROB_WINDOW_ROWS, n_threads: int | None = None):
+        from pipelines.llm.llamacpp import DEFAULT_MODEL_NAME, default_model_path, load_llama
+
+        self.path = default_model_path() if model_path is None else Path(model_path).expanduser()
+        self.model = DEFAULT_MODEL_NAME if model_path is None else self.path.stem
+        self.n_ctx = n_ctx
+        self.window_rows = max(1, window_rows)
+        self._llama, self._lock = load_llama(self.path, n_ctx, logits_all=True)
+        self._n_vocab = self._llama.n_vocab()
+        self.bos_token = self._llama.token_bos()
+        self.stats = ScorerStats()
+        self._stats_lock = threading.Lock()
+        if n_threads:
+            self.set_threads(n_threads)
+
+    def set_threads(self, n_threads: int) -> None:
+        """Threads llama.cpp uses for this scorer (on a busy machine one can be faster than two)."""
+        import llama_cpp
+
+        with self._lock:
+            llama_cpp.llama_set_n_threads(self._llama._ctx.ctx, n_threads, n_threads)
+
+    # --- tokens -------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of text, without BOS."""
+        if not text:
+            return []
+        return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def token_offsets(self, tokens: Sequence[int]) -> list[int]:
+        """UTF-8 byte offset at which each token starts in the detokenized text."""
+        offsets, pos = [], 0
+        for token in tokens:
+            offsets.append(pos)
+            pos += len(self._llama.detokenize([token]))
+        return offsets
+
+    # --- scoring ------------------------------------------------------------
+
+    def token_logprobs(self, tokens: Sequence[int], first: int = 1, overlap: int | None = None) -> np.ndarray:
+        """log P(tokens[i] | tokens[:i]) for i in [first, len(tokens)), float32.
+
+        `tokens` should start with BOS. Longer than the context, the tokens are
+        scored in windows that each keep `overlap` tokens of left context
+        (default: half the context) and the BOS token."""
+        tokens = list(tokens)
+        first = max(1, first)
+        if first >= len(tokens):
+            return np.zeros(0, dtype=np.float32)
+        limit = self.n_ctx - 1
+        if len(tokens) <= limit:
+            return self._score(tokens, first)
+        overlap = limit // 2 if overlap is None else max(0, min(overlap, limit - 2))
+        out = np.empty(len(tokens) - first, dtype=np.float32)
+        pos = first
+        while pos < len(tokens):
+            ctx_start = max(1, pos - overlap)
+            end = min(len(tokens), ctx_start + limit - 1)
+            window = [tokens[0]] + tokens[ctx_start:end]
+            local_first = 1 + (pos - ctx_start)
+            out[pos - first:end - first] = self._score(window, local_first)
+            pos = end
+        return out
+
+    def conditional_logprobs(self, target: str, context: str = "", max_context_tokens: int | None = None) -> np.ndarray:
+        """Log-probs of target's tokens after BOS + context (context truncated on the left to fit)."""
+        target_tokens = self.tokenize(target)
+        context_tokens = self.tokenize(context)
+        room = self.n_ctx - 1 - 1 - len(target_tokens)
+        if max_context_tokens is not None:
+            room = min(room, max_context_tokens)
+        if room < len(context_tokens):
+            context_tokens = context_tokens[len(context_tokens) - max(0, room):] if room > 0 else []
+        tokens = [self.bos_token] + context_tokens + target_tokens
+        return self.token_logprobs(tokens, first=1 + len(context_tokens))
+
+    def perplexity(self, target: str, context: str = "", max_context_tokens: int | None = None) -> float:
+        """exp(mean negative log-likelihood) of target given context."""
+        logprobs = self.conditional_logprobs(target, context, max_context_tokens)
+        if logprobs.size == 0:
+            return float("nan")
+        return math.exp(-float(logprobs.mean(dtype=np.float64)))
+
+    # --- llama.cpp -----------------------------------------------------------
+
+    def _score(self, tokens: list[int], first: int) -> np.ndarray:
+        """One pass of at most n_ctx tokens: log-probs of tokens[first:]."""
+        import llama_cpp
+
+        llama = self._llama
+        started = time.perf_counter()
+        out = np.empty(len(tokens) - first, dtype=np.float32)
+        with self._lock:
+            ctx = llama._ctx
+            cached = getattr(llama, "_longsum_kv_tokens", None)
+            if cached is None or llama.n_tokens != 0:
+                cached = []  # someone else used this context through Llama's own API
+                ctx.kv_cache_clear()
+            # Reuse the common prefix, but re-evaluate from the first position
+            # whose logits are needed (logits are not kept between calls).
+            keep = 0
+            for a, b in zip(cached, tokens[:first - 1]):
+                if a != b:
+                    break
+                keep += 1
+            ctx.kv_cache_seq_rm(0, keep, -1)
+            llama._longsum_kv_tokens = None  # invalid until this pass completes
+            batch = llama._batch
+            n_batch = llama.n_batch
+            for start in range(keep, len(tokens), n_batch):
+                piece = tokens[start:start + n_batch]
+                outputs = []  # positions whose logits predict a scored token
+                b = batch.batch
+                b.n_tokens = len(piece)
+                for i, token in enumerate(piece):
+                    pos = start + i
+                    b.token[i] = token
+                    b.pos[i] = pos
+                    b.seq_id[i][0] = 0
+                    b.n_seq_id[i] = 1
+                    wanted = first - 1 <= pos < len(tokens) - 1
+                    b.logits[i] = wanted
+                    if wanted:
+                        outputs.append(pos)
+                if not outputs:
+                    b.logits[len(piece) - 1] = True  # llama.cpp wants at least one output
+                ctx.decode(batch)
+                if not outputs:
+                    continue
+                rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(len(outputs), self._n_vocab))
+                for w in range(0, len(outputs), self.window_rows):
+                    block = rows[w:w + self.window_rows]  # float32 view, no copy
+                    targets = [tokens[p + 1] for p in outputs[w:w + self.window_rows]]
+                    out_index = [p + 1 - first for p in outputs[w:w + self.window_rows]]
+                    out[out_index] = _log_softmax_at(block, targets)
+            llama._longsum_kv_tokens = list(tokens)
+            llama.n_tokens = 0  # Llama's own API must not trust this KV cache
+        with self._stats_lock:
+            self.stats.calls += 1
+            self.stats.tokens_evaluated += len(tokens) - keep
+            self.stats.tokens_reused += keep
+            self.stats.tokens_scored += len(out)
+            self.stats.seconds += time.perf_counter() - started
+        return out
+
+
+def _log_softmax_at(logits: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+    """log_softmax(logits)[row, target] per row, in float32, one row block at a time."""
+    peak = logits.max(axis=1)
+    shifted = logits - peak[:, None]  # the one (rows, vocab) float32 temporary
+    np.exp(shifted, out=shifted)
+    lse = peak + np.log(shifted.sum(axis=1, dtype=np.float32))
+    picked = logits[np.arange(len(targets)), np.asarray(targets)]
+    return (picked - lse).astype(np.float32, copy=False)
+
+
+_SCORERS: dict[tuple, LogprobScorer] = {}
+_SCORERS_LOCK = threading.Lock()
+
+
+def default_scorer(model_path: str | Path | None = None, n_ctx: int = DEFAULT_SCORER_CONTEXT) -> LogprobScorer:
+    """The process-wide scorer for this model file and context size."""
+    key = (str(model_path) if model_path else None, n_ctx)
+    with _SCORERS_LOCK:
+        if key not in _SCORERS:
+            _SCORERS[key] = LogprobScorer(model_path, n_ctx=n_ctx)
+        return _SCORERS[key]
