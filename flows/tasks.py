@@ -91,6 +91,26 @@ def chunk_task(document: Document, config: RunConfig) -> list[Chunk]:
     return make_chunks(document, config, count_tokens_for(backend))
 
 
+@dataclass
+class CompressedChunk:
+    chunk: Chunk  # what the summarizer reads
+    row: dict  # its `compressed_chunks` row
+    calls: list = field(default_factory=list)
+
+
+@llm_task("compress-chunk", "compress chunk {chunk.idx}")
+def compress_chunk_task(
+    chunk: Chunk, document: Document, config: RunConfig, run_id: str, snapshot: str | None, limit_name: str | None = None,
+) -> CompressedChunk:
+    from pipelines.runner import compress_chunk, compressed_chunk
+
+    llm, journal = _llm(config, run_id, snapshot)
+    with _slot(limit_name):
+        result = compress_chunk(chunk, document, config, llm)
+    new_chunk, row = compressed_chunk(chunk, result)
+    return CompressedChunk(new_chunk, row, journal.records)
+
+
 @llm_task("summarize-chunk", "chunk {chunk.idx}")
 def summarize_chunk_task(
     chunk: Chunk, n_chunks: int, token_limit: int, config: RunConfig, kind: str,

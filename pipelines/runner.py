@@ -35,6 +35,7 @@ from pipelines.text import count_words
 
 METHODS = ("hierarchical", "incremental", "extractive")
 CHUNKERS = ("structured", "fixed")
+COMPRESSORS = ("none", "scope", "longcodezip", "auto")
 # Room a chunk prompt needs besides the chunk and the answer (instructions).
 PROMPT_OVERHEAD_TOKENS = 256
 
@@ -55,6 +56,9 @@ class RunConfig:
     kind: str | None = None
     timeout_s: float | None = None  # API backends: per-request timeout
     max_retries: int | None = None  # API backends: SDK retries on 429 / 5xx / connection errors
+    compress: str = "none"  # none | scope | longcodezip | auto: compress each chunk before summarizing
+    compress_ratio: float = 0.5
+    compress_query: str = ""
 
     def settings(self) -> SummarizeSettings:
         return SummarizeSettings(
@@ -73,6 +77,12 @@ class RunConfig:
             raise ValueError("--summary-words must be at least 10")
         if self.concurrency < 1 or self.max_attempts < 1:
             raise ValueError("concurrency and attempts must be at least 1")
+        if self.compress not in COMPRESSORS:
+            raise ValueError(f"unknown compression {self.compress!r}; choose one of {', '.join(COMPRESSORS)}")
+        if not 0 < self.compress_ratio <= 1:
+            raise ValueError("--compress-ratio must be in (0, 1]")
+        if self.compress != "none" and self.method == "extractive":
+            raise ValueError("--compress needs an LLM method (hierarchical or incremental), not extractive")
 
 
 @dataclass
@@ -181,6 +191,8 @@ def summarize_document(
             usage = Usage()
         else:
             llm = RecordingLLM(backend, DuckDBJournal(store), run_id=run_id, on_call=on_call)
+            if config.compress != "none":
+                chunks = compress_chunks(store, run_id, document, chunks, config, llm)
             records = summarizer_for(config, llm, document.kind, progress).run(chunks)
             usage = llm.usage
         final = next(r for r in records if r.is_final)
@@ -194,6 +206,52 @@ def summarize_document(
     return RunResult(
         run_id=run_id, status=status, summary=final.text, method=config.method, model=_model_name(config, backend),
         seconds=seconds, n_chunks=len(chunks), usage=usage, records=records, document=document,
+    )
+
+
+def compress_chunk(chunk: Chunk, document: Document, config: RunConfig, llm: RecordingLLM, concurrency: int = 1):
+    """One chunk through the compressor; its LLM calls are journaled under the run."""
+    from pipelines.compress import compress_text
+
+    return compress_text(
+        chunk.text, method=config.compress, ratio=config.compress_ratio, kind=document.kind,
+        language=document.language, query=config.compress_query, llm=llm, count_tokens=llm.count_tokens,
+        step=f"compress:{chunk.idx}", concurrency=concurrency,
+    )
+
+
+def compressed_chunk(chunk: Chunk, result) -> tuple[Chunk, dict]:
+    """The chunk the summarizer reads instead, and its `compressed_chunks` row."""
+    row = {
+        "idx": chunk.idx, "method": result.method, "target_ratio": result.target_ratio,
+        "original_tokens": result.original_tokens, "compressed_tokens": result.compressed_tokens,
+        "ratio": result.ratio, "fallbacks": len(result.fallbacks), "text": result.text,
+        "report": result.as_dict(with_text=False),
+    }
+    return dataclasses.replace(chunk, text=result.text, n_tokens=result.compressed_tokens), row
+
+
+def compress_chunks(store: Store, run_id: str, document: Document, chunks: list[Chunk], config: RunConfig,
+                    llm: RecordingLLM) -> list[Chunk]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # `concurrency` calls in flight in all: split between the chunks and the rewrites inside each.
+    workers = max(1, min(config.concurrency, len(chunks)))
+    inner = max(1, config.concurrency // workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(lambda c: compress_chunk(c, document, config, llm, inner), chunks))
+    pairs = [compressed_chunk(c, r) for c, r in zip(chunks, results)]
+    record_compression(store, run_id, [row for _, row in pairs])
+    return [c for c, _ in pairs]
+
+
+def record_compression(store: Store, run_id: str, rows: list[dict]) -> None:
+    """The chunks' rows, and the run's totals under the method(s) actually used (what `auto` chose)."""
+    store.insert_rows("compressed_chunks", [{"run_id": run_id, **row} for row in rows])
+    method = "+".join(sorted({row["method"] for row in rows}))
+    store.execute(
+        "UPDATE runs SET compression = ?, tokens_before_compression = ?, tokens_after_compression = ? WHERE run_id = ?",
+        [method, sum(r["original_tokens"] for r in rows), sum(r["compressed_tokens"] for r in rows), run_id],
     )
 
 
@@ -305,7 +363,12 @@ def finish_run(store, run_id, status, seconds, n_chunks, records, usage: Usage, 
 
 
 def fail_run(store: Store, run_id: str, exc: BaseException, seconds: float, usage: Usage) -> None:
-    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, KeyboardInterrupt):
+        reason = "interrupted"
+    elif type(exc).__name__ == "Terminated":
+        reason = "terminated (SIGTERM)"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
     try:
         store.execute(
             f"UPDATE runs SET status = 'failed', error = ?, finished_at = ?, seconds = ?, {_USAGE_COLUMNS} "

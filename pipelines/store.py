@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from pipelines.paths import default_db_path
+
 DEFAULT_TIMEOUT_S = 60.0
 SCHEMA_VERSION = "1"
 
@@ -57,6 +59,13 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     created_at TIMESTAMP
 );
 CREATE INDEX IF NOT EXISTS llm_calls_request_hash ON llm_calls (request_hash);
+CREATE TABLE IF NOT EXISTS compressed_chunks (
+    run_id VARCHAR, idx INTEGER, method VARCHAR, target_ratio DOUBLE, original_tokens INTEGER,
+    compressed_tokens INTEGER, ratio DOUBLE, fallbacks INTEGER, text VARCHAR, report JSON
+);
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS compression VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS tokens_before_compression BIGINT;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS tokens_after_compression BIGINT;
 -- scoring (scoring/__init__.py documents the columns)
 CREATE TABLE IF NOT EXISTS scores (
     score_id VARCHAR, run_id VARCHAR, summary_id VARCHAR, label VARCHAR, metric VARCHAR, variant VARCHAR,
@@ -113,7 +122,9 @@ FROM latest
 GROUP BY run_id;
 """
 
-TABLES = ("documents", "runs", "chunks", "summaries", "llm_calls", "scores", "booookscore_annotations")
+TABLES = (
+    "documents", "runs", "chunks", "compressed_chunks", "summaries", "llm_calls", "scores", "booookscore_annotations",
+)
 _LOCKED = re.compile(r"lock|being used by another process", re.IGNORECASE)
 _PROCESS_LOCKS: dict[str, threading.RLock] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
@@ -121,14 +132,6 @@ _PROCESS_LOCKS_GUARD = threading.Lock()
 
 class StoreError(RuntimeError):
     """A database problem, described in one line for the user."""
-
-
-def default_db_path() -> Path:
-    env = os.environ.get("LONGSUM_DB")
-    if env:
-        return Path(env).expanduser()
-    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(data_home) / "longsum" / "longsum.duckdb"
 
 
 def utc(timestamp: float | None = None) -> dt.datetime:
@@ -377,7 +380,7 @@ class SnapshotJournal:
         self.records = state["records"]
 
 
-EXPORT_TABLES = ("runs", "chunks", "summaries", "llm_calls", "scores", "booookscore_annotations")
+EXPORT_TABLES = ("runs", "chunks", "compressed_chunks", "summaries", "llm_calls", "scores", "booookscore_annotations")
 
 
 def export_parquet(store: Store, run_ids: list[str], folder: str | Path) -> Path:

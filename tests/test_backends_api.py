@@ -13,7 +13,7 @@ import pytest
 
 # The SDKs' own HTTP stack (anthropic and openai ship on httpx2); mocks must use it.
 import httpx2 as http
-from conftest import ROOT, excerpt
+from conftest import excerpt
 
 from pipelines.llm import LLMCallError, LLMConfigError, parse_spec, resolve
 from pipelines.llm.anthropic_backend import AnthropicBackend

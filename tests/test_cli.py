@@ -3,9 +3,9 @@
 import json
 
 import pytest
-from conftest import BOOKS, excerpt
+from conftest import excerpt
 
-from clitools import assert_one_line_error, run
+from clitools import run
 
 
 @pytest.fixture()

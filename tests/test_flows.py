@@ -2,6 +2,7 @@
 llama.cpp backend for workflows, a small OpenAI-compatible test server where
 only orchestration (concurrency) is under test, and a Dask LocalCluster."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -115,9 +116,9 @@ def test_evaluate_corpus_on_dask_matches_thread_runner(tmp_path, scandal_text, b
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    (corpus / "scandal.txt").write_text(excerpt(scandal_text, 450), encoding="utf-8")
+    (corpus / "scandal.txt").write_text(excerpt(scandal_text, 300), encoding="utf-8")
     league = (books / "doyle_red_headed_league.txt").read_text(encoding="utf-8")
-    (corpus / "league.txt").write_text(excerpt(league, 450), encoding="utf-8")
+    (corpus / "league.txt").write_text(excerpt(league, 300), encoding="utf-8")
     (corpus / "league.ref1.txt").write_text(excerpt(league, 80), encoding="utf-8")
     configs = [{"method": "hierarchical", **SMALL}, {"method": "extractive", "summary_words": 40}]
 
@@ -144,3 +145,32 @@ def test_evaluate_corpus_on_dask_matches_thread_runner(tmp_path, scandal_text, b
 
     exported = duckdb.sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/parquet/*/runs.parquet')").fetchall()[0][0]
     assert exported == 4
+
+
+def test_flow_compresses_chunks_and_records_the_saving(small_story, tmp_path):
+    """--compress in the flow: each chunk through SCOPE in its own task (an
+    OpenAI-compatible server rewrites), rows in compressed_chunks, the saving on the run."""
+    from flows.summarize_flow import summarize_document
+
+    db = tmp_path / "compress.duckdb"
+    with FakeOpenAIServer() as server:
+        result = summarize_document(path=str(small_story), db=str(db), model="openai:fake", base_url=server.base_url,
+                                    compress="scope", compress_ratio=0.5, compress_query="Who is Irene Adler?",
+                                    **SMALL)
+    store = Store(db)
+    rows = store.execute("SELECT idx, method, original_tokens, compressed_tokens FROM compressed_chunks "
+                         "WHERE run_id = ? ORDER BY idx", [result["run_id"]])
+    assert [r[0] for r in rows] == list(range(result["n_chunks"])) and {r[1] for r in rows} == {"scope"}
+    ((method, before, after),) = store.execute(
+        "SELECT compression, tokens_before_compression, tokens_after_compression FROM runs WHERE run_id = ?",
+        [result["run_id"]])
+    assert method == "scope" and before == sum(r[2] for r in rows) and after == sum(r[3] for r in rows)
+    assert abs(after / before - 0.5) <= 0.05
+    compress_steps = store.execute("SELECT count(*) FROM llm_calls WHERE run_id = ? AND step LIKE 'compress:%'",
+                                   [result["run_id"]])[0][0]
+    assert compress_steps > 0
+    # The chunk summaries were written from the compressed chunks.
+    for idx, text in store.execute("SELECT idx, text FROM compressed_chunks WHERE run_id = ?", [result["run_id"]]):
+        (request,) = store.execute("SELECT request FROM llm_calls WHERE run_id = ? AND step LIKE ?",
+                                   [result["run_id"], f"chunk:{idx}#%"])[0]
+        assert text.strip()[:60] in json.loads(request)["messages"][-1]["content"]

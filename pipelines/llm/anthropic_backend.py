@@ -71,6 +71,8 @@ class AnthropicBackend:
         kwargs = {"system": system} if system else {}
         if self._accepts_temperature:
             kwargs["temperature"] = request.temperature
+        if request.stop:
+            kwargs["stop_sequences"] = list(request.stop)
         started = time.perf_counter()
         try:
             response = self._client.messages.create(

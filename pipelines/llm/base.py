@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
 Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
@@ -33,7 +33,7 @@ class CompletionRequest:
     # after this many messages; backends that support explicit prompt
     # caching mark it.
     cache_prefix_messages: int = 0
-    extra: dict = field(default_factory=dict)
+    stop: tuple[str, ...] = ()  # generation ends at the first of these (not included in the text)
 
 
 class LLMError(RuntimeError):

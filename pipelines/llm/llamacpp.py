@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError
+from pipelines.paths import longsum_home
 
 DEFAULT_CONTEXT_WINDOW = 8192
 DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m"
@@ -28,10 +29,6 @@ DEFAULT_MODEL_NOTICE = (
 
 _MODELS: dict[tuple, tuple] = {}
 _MODELS_LOCK = threading.Lock()
-
-
-def longsum_home() -> Path:
-    return Path(os.environ.get("LONGSUM_HOME") or Path.home() / ".cache" / "longsum")
 
 
 def default_model_path() -> Path:
@@ -194,6 +191,7 @@ class LlamaCppBackend:
                     max_tokens=request.max_tokens,
                     temperature=request.temperature,
                     seed=request.seed,
+                    stop=list(request.stop) or None,
                 )
             except ValueError as exc:  # e.g. "Requested tokens exceed context window"
                 raise LLMCallError(f"llama.cpp: {exc}") from None

@@ -84,6 +84,8 @@ class OpenAIBackend:
         kwargs = {length_arg: request.max_tokens}
         if request.seed is not None:
             kwargs["seed"] = request.seed
+        if request.stop:
+            kwargs["stop"] = list(request.stop)[:4]  # the API takes at most four
         started = time.perf_counter()
         try:
             response = self._client.chat.completions.create(

@@ -151,17 +151,18 @@ class RecordingLLM:
         return self.backend.context_window
 
     def complete(
-        self, prompt: RenderedPrompt, max_tokens: int, *, temperature: float = 0.0, seed: int = 0, step: str = ""
+        self, prompt: RenderedPrompt, max_tokens: int, *, temperature: float = 0.0, seed: int = 0, step: str = "",
+        stop: tuple[str, ...] = (),
     ) -> LLMResult:
         budget = fit_max_tokens(self.backend, prompt.messages, max_tokens)
         request = CompletionRequest(
             messages=prompt.messages, max_tokens=budget, temperature=temperature, seed=seed,
-            cache_prefix_messages=prompt.cache_prefix_messages,
+            cache_prefix_messages=prompt.cache_prefix_messages, stop=tuple(stop),
         )
-        request_json = json.dumps(
-            {"messages": list(prompt.messages), "max_tokens": budget, "temperature": temperature, "seed": seed},
-            sort_keys=True, ensure_ascii=False,
-        )
+        fields = {"messages": list(prompt.messages), "max_tokens": budget, "temperature": temperature, "seed": seed}
+        if stop:
+            fields["stop"] = list(stop)
+        request_json = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         key = request_hash(self.backend.identity(), prompt, request_json)
         hit = self.journal.lookup(key)
         if hit is not None:

@@ -18,11 +18,8 @@ import prompts
 from pipelines.llm.recording import LLMResult, RecordingLLM
 from pipelines.text import count_words, ends_with_sentence_end, sentences, trim_to_last_sentence
 
-# BooookScore's ratio of words to tokens, used to turn token limits into the
-# word counts that prompts ask for.
-WORDS_PER_TOKEN = 0.65
-DEFAULT_SUMMARY_WORDS = 585  # = BooookScore's default 900-token summary limit
-DEFAULT_CHUNK_TOKENS = 2048
+from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_SUMMARY_WORDS, WORDS_PER_TOKEN  # noqa: F401 (re-exported)
+
 # A salvaged answer must keep at least this share of the words asked for.
 MIN_SALVAGE_SHARE = 0.3
 # Each retry asks for this much less than the attempt before.

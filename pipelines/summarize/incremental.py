@@ -9,6 +9,8 @@ is compressed first. The workflow is sequential by nature.
 
 from __future__ import annotations
 
+import math
+
 import prompts
 from pipelines.chunking import Chunk
 from pipelines.llm.base import CONTEXT_SAFETY_TOKENS, prompt_tokens
@@ -27,6 +29,10 @@ from pipelines.text import count_words
 # An updated summary may run this much over its current budget before it is
 # compressed: models rarely hit a word count exactly.
 BUDGET_TOLERANCE = 1.2
+# An update may write up to this multiple of its current budget (never more
+# than the final limit): room to see an overrun, without paying for a model
+# that rambles to the final limit on every chunk.
+UPDATE_HEADROOM = 2.0
 MIN_WORDS = 24
 
 
@@ -64,7 +70,7 @@ class IncrementalSummarizer:
         them is the running summary afterwards."""
         j = chunk.idx
         words = self.target_words(j, n)
-        limit = self.settings.summary_tokens
+        limit = min(self.settings.summary_tokens, math.ceil(UPDATE_HEADROOM * tokens_for_words(words)))
         produced: list[SummaryRecord] = []
         if running is None:
             outcome = self.generation.run(

@@ -1,0 +1,96 @@
+"""The Prefect face against the CLI's in-process runner.
+
+1. Overhead of a flow run vs. the same work through the library (what the
+   `summarize` command runs), on a short story with the embedded model.
+2. One hierarchical level of N chunks through the flow (Prefect `.map` under
+   a global concurrency limit) at concurrency 1 vs. 4, against an
+   OpenAI-compatible server that answers after a fixed delay.
+
+    python bench/bench_flows.py [--words 1500] [--chunks 12] [--delay 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def excerpt(text: str, words: int) -> str:
+    out, count = [], 0
+    for para in text.split("\n\n"):
+        out.append(para)
+        count += len(para.split())
+        if count >= words:
+            break
+    return "\n\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--words", type=int, default=1500)
+    parser.add_argument("--chunks", type=int, default=12)
+    parser.add_argument("--delay", type=float, default=0.5)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="longsum-bench-flows-"))
+    os.environ["PREFECT_HOME"] = str(tmp / "prefect")
+    from prefect.testing.utilities import prefect_test_harness
+
+    from fake_openai_server import FakeOpenAIServer
+    from flows.summarize_flow import summarize_document
+    from pipelines.runner import RunConfig, summarize_file
+    from pipelines.store import Store
+
+    story = tmp / "story.txt"
+    text = (ROOT / "tests" / "data" / "books" / "doyle_scandal_in_bohemia.txt").read_text(encoding="utf-8")
+    story.write_text(excerpt(text, args.words), encoding="utf-8")
+    settings = dict(chunk_size=512, summary_words=120)
+
+    started = time.perf_counter()
+    cli = summarize_file(story, RunConfig(**settings), Store(tmp / "cli.duckdb"))
+    cli_wall = time.perf_counter() - started
+
+    with prefect_test_harness(server_startup_timeout=120):
+        started = time.perf_counter()
+        flow = summarize_document(path=str(story), db=str(tmp / "flow.duckdb"), resume=False, **settings)
+        flow_wall = time.perf_counter() - started
+
+        level_story = tmp / "level.txt"
+        level_story.write_text(excerpt(text, 150 * args.chunks), encoding="utf-8")
+        walls = {}
+        with FakeOpenAIServer(delay=args.delay) as server:
+            for concurrency in (1, 4):
+                server.requests.clear()
+                started = time.perf_counter()
+                out = summarize_document(
+                    path=str(level_story), model="openai:fake", base_url=server.base_url, chunk_size=200,
+                    summary_words=40, context_window=8192, concurrency=concurrency, db=str(tmp / f"c{concurrency}.duckdb"),
+                    resume=False,
+                )
+                walls[concurrency] = (time.perf_counter() - started, out["n_chunks"], len(server.requests))
+
+    print(f"\n1. Flow vs. CLI runner, {args.words}-word story, embedded model, chunk 512 tokens\n")
+    print("face | wall s | LLM calls | LLM s | outside the model s")
+    print("--- | --- | --- | --- | ---")
+    print(f"library (summarize CLI) | {cli_wall:.1f} | {cli.usage.calls} | {cli.usage.llm_seconds:.1f} | {cli_wall - cli.usage.llm_seconds:.1f}")
+    flow_llm = flow["usage"]["llm_seconds"]
+    print(f"Prefect flow | {flow_wall:.1f} | {flow['usage']['calls']} | {flow_llm:.1f} | {flow_wall - flow_llm:.1f}")
+    print(f"\nflow / CLI wall: {flow_wall / cli_wall:.2f}; flow overhead {flow_wall - cli_wall:+.1f} s "
+          "(the temporary Prefect API was already running)")
+    print(f"\n2. Hierarchical run through the flow, server delay {args.delay} s per call\n")
+    print("concurrency | chunks | requests | wall s | ratio")
+    print("--- | --- | --- | --- | ---")
+    for concurrency, (wall, chunks, requests) in walls.items():
+        print(f"{concurrency} | {chunks} | {requests} | {wall:.2f} | {wall / walls[1][0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
