@@ -17,34 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-SHARED = ROOT.parent / "shared" / "data"
-LOCAL = ROOT / "tests" / "data"
+from benchlib import LOCAL, SHARED, data_file, table  # noqa: E402 (puts the repository on sys.path)
 
 
-def data_file(*candidates: Path) -> Path:
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise SystemExit(f"no data file among: {', '.join(map(str, candidates))}")
 
 
-def table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(h) for h in headers]] + [[f"{v:,.3f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for n, row in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
+def _fmt(value) -> str:
+    return f"{value:,.3f}" if isinstance(value, float) else str(value)
 
 def pairs(stories: int | None) -> tuple[list[str], list[str], str]:
     path = data_file(SHARED / "squality" / "dev.jsonl", LOCAL / "squality" / "dev_subset.jsonl")
@@ -109,7 +90,7 @@ def main() -> None:
     print(f"model load {load_s:.1f} s (once per process)")
     print(f"texts over the {capacity}-piece window: {len(over)} of {len(distinct)} "
           f"(longest {max(lengths)} pieces; bert-score drops {sum(n - capacity for n in over)} pieces in all)\n")
-    print(table(["implementation", "pairs", "windows", "seconds", "pairs/s"], rows))
+    print(table(["implementation", "pairs", "windows", "seconds", "pairs/s"], rows, fmt=_fmt))
     if diff is not None:
         print(f"\nlargest F1 difference, windowed vs truncated: {diff:.4f}")
 

@@ -24,35 +24,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-SHARED = ROOT.parent / "shared" / "data"
-LOCAL = ROOT / "tests" / "data"
+from benchlib import LOCAL, SHARED, data_file, table  # noqa: E402 (puts the repository on sys.path)
 
 
-def data_file(*candidates: Path) -> Path:
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise SystemExit(f"no data file among: {', '.join(map(str, candidates))}")
 
 
-def table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(h) for h in headers]] + [[f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
-                                           for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for n, row in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 def the_summary(args) -> str:
     if args.summary:
@@ -136,7 +119,7 @@ def main() -> None:
                      "n/a" if result.score is None else f"{100 * result.score:.1f}"])
     print()
     print(table(["mode", "calls", "prompt tok", "evaluated", "output tok", "seconds", "s/sentence", "unparseable",
-                 "score"], rows))
+                 "score"], rows, fmt=_fmt))
     (on, on_usage, on_s), (off, off_usage, off_s) = results["prefix reuse on"], results["prefix reuse off"]
     evaluated_on = max(1, on_usage.input_tokens - on_usage.cached_input_tokens)
     evaluated_off = off_usage.input_tokens - off_usage.cached_input_tokens

@@ -27,30 +27,10 @@ import textwrap
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-SHARED = ROOT.parent / "shared" / "data"
-LOCAL = ROOT / "tests" / "data"
+from benchlib import LOCAL, SHARED, data_file, table  # noqa: E402 (puts the repository on sys.path)
 RANDOM_SEEDS = (0, 1, 2, 3, 4)
 
 
-def data_file(*candidates: Path) -> Path:
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise SystemExit(f"no data file among: {', '.join(map(str, candidates))}")
-
-
-def table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(h) for h in headers]] + [[_fmt(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for n, row in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if n and _numeric(c) else c.ljust(w) for c, w in zip(row, widths)).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _fmt(value) -> str:
@@ -58,13 +38,6 @@ def _fmt(value) -> str:
         return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
     return str(value)
 
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text.rstrip("%"))
-        return True
-    except ValueError:
-        return False
 
 
 # --- LongCodeZip -------------------------------------------------------------------
@@ -240,7 +213,7 @@ def bench_code(ratio: float, limit: int | None, model: str, report: dict, thread
     macro_rand = sum(r["random_kept"] / r["names"] for r in rows if r["names"]) / max(1, sum(1 for r in rows if r["names"]))
     print(f"\nLongCodeZip, ratio {ratio}: definitions of the names the answer uses that survive compression "
           f"(random = same chunking, random order, same token budget, mean of {len(RANDOM_SEEDS)} seeds)\n")
-    print(table(headers, body))
+    print(table(headers, body, fmt=_fmt))
     print(f"\nmean over tasks: LongCodeZip {macro_lcz:.1%}, random {macro_rand:.1%}; "
           f"mean achieved ratio {sum(r['ratio'] for r in rows) / n:.3f}; {totals['seconds'] / n:.1f} s per task")
     report["code"] = {"ratio": ratio, "rows": rows, "totals": totals, "macro_lcz": macro_lcz, "macro_random": macro_rand}
@@ -301,7 +274,7 @@ def bench_prose(ratio: float, limit: int | None, model: str, report: dict, start
              _share(r["keywords_kept"], r["keywords"]), _share(r["entities_kept"], r["entities"]), r["llm_calls"],
              r["seconds"]] for r in rows]
     print(f"\nSCOPE, ratio {ratio}, rewriting with {backend.model}\n")
-    print(table(headers, body))
+    print(table(headers, body, fmt=_fmt))
     for r in rows:
         for reason in r["fallback_reasons"]:
             print(f"  e.g. story {r['story']} fallback: {reason}")

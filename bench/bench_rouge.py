@@ -24,34 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-SHARED = ROOT.parent / "shared" / "data"
-LOCAL = ROOT / "tests" / "data"
+from benchlib import LOCAL, SHARED, data_file, table  # noqa: E402 (puts the repository on sys.path)
 TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
-def data_file(*candidates: Path) -> Path:
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise SystemExit(f"no data file among: {', '.join(map(str, candidates))}")
-
-
-def table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(h) for h in headers]] + [[_fmt(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for n, row in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _fmt(value) -> str:
@@ -162,10 +140,10 @@ def main() -> None:
     print(f"ROUGE speed ({platform.processor() or platform.machine()}, {_cores()} cores), stemming on")
     print(f"\n{args.words}-word pairs, seconds per pair (mean of {args.pairs}); longsum timed cold")
     rows = bench_long(args.pairs, args.words)
-    print(table(["type", "rouge-score s", "longsum s", "speed-up", "max |diff|"], rows))
+    print(table(["type", "rouge-score s", "longsum s", "speed-up", "max |diff|"], rows, fmt=_fmt))
     rows, what = bench_squality(args.reference_stories)
     print(f"\nSQuALITY dev, summaries vs references ({what}); all four types per pair")
-    print(table(["implementation", "pairs", "seconds", "pairs/s", "max |diff|"], rows))
+    print(table(["implementation", "pairs", "seconds", "pairs/s", "max |diff|"], rows, fmt=_fmt))
     print(f"speed-up {rows[1][3] / rows[0][3]:.0f}x")
 
 

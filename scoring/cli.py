@@ -70,22 +70,27 @@ def prepare_scoring(references, score_spec: str | None, **option_values):
     options = options_from(**option_values)
 
     def score(store, run_id: str) -> list[dict]:
-        import warnings
-
-        from scoring import score_run
-
         _judge_notice(metrics, options)
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                rows = score_run(store, run_id, metrics, texts or None, reference_ids=ids or None, **vars(options))
-        except _scoring_errors() as exc:
-            raise UserError(str(exc)) from None
-        for warning in caught:
-            click.echo(f"summarize: warning: {warning.message}", err=True)
-        return rows
+        return _score_and_warn(store, run_id, metrics, texts, ids, options)
 
     return score
+
+
+def _score_and_warn(store, run_id: str, metrics, texts, ids, options) -> list[dict]:
+    """score_run, with its errors as one-line user errors and its warnings on stderr."""
+    import warnings
+
+    from scoring import score_run
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rows = score_run(store, run_id, metrics, texts or None, reference_ids=ids or None, **vars(options))
+    except _scoring_errors() as exc:
+        raise UserError(str(exc)) from None
+    for warning in caught:
+        click.echo(f"summarize: warning: {warning.message}", err=True)
+    return rows
 
 
 def _scoring_errors():
@@ -107,25 +112,19 @@ def _scoring_errors():
 @db_option
 def score_command(run_id, references, score_spec, as_json, db_path, **kwargs) -> None:
     """Score an earlier run's final summary and store the scores."""
-    import warnings
-
     from pipelines.sql import render
     from pipelines.store import Store
-    from scoring import parse_metrics, score_run, summary_table
+    from scoring import parse_metrics, summary_table
 
     texts, ids = read_references(references)
     try:
         metrics = parse_metrics(score_spec) if score_spec else (["rouge", "bertscore"] if texts else ["booookscore"])
         options = options_from(**kwargs)
-        _judge_notice(metrics, options)
         store = Store(db_path)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            rows = score_run(store, run_id, metrics, texts or None, reference_ids=ids or None, **vars(options))
     except _scoring_errors() as exc:
         raise UserError(str(exc)) from None
-    for warning in caught:
-        click.echo(f"summarize: warning: {warning.message}", err=True)
+    _judge_notice(metrics, options)
+    rows = _score_and_warn(store, run_id, metrics, texts, ids, options)
     if as_json:
         click.echo(json.dumps(rows, default=str, ensure_ascii=False))
         return

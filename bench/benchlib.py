@@ -1,0 +1,36 @@
+"""What the benchmark scripts share: the repository on sys.path, the data
+files (../shared/data when present, else the copies in tests/data), and a
+plain-text table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SHARED = ROOT.parent / "shared" / "data"
+LOCAL = ROOT / "tests" / "data"
+
+
+def data_file(*candidates: Path) -> Path:
+    """The first of these files that exists."""
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise SystemExit(f"no data file among: {', '.join(map(str, candidates))}")
+
+
+def table(headers: list[str], rows: list[list], fmt: Callable[[object], str] = str) -> str:
+    """Rows under headers, the first column left-aligned and the others right-aligned."""
+    cells = [[str(h) for h in headers]] + [[fmt(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
