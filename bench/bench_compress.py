@@ -12,7 +12,7 @@ the compressed chunks, and the story's named entities still present).
 Data comes from ../shared/data when present, else from the copies in
 tests/data. Usage:
 
-    python bench/bench_compress.py [--part code|prose|all] [--start N] [--limit N]
+    python bench/bench_compress.py [--part code|prose|all] [--start N] [--limit N] [--every N]
         [--code-ratio 0.3] [--prose-ratio 0.5] [--model llamacpp] [--json PATH]
 """
 
@@ -161,13 +161,13 @@ def assemble(chunks, chosen: set[int]) -> str:
 
 
 def bench_code(ratio: float, limit: int | None, model: str, report: dict, threads: int | None = None,
-               start: int = 0) -> None:
+               start: int = 0, every: int = 1) -> None:
     from pipelines.compress.longcodezip import compress_code
     from pipelines.llm import resolve
     from pipelines.llm.logprobs import default_scorer
 
     path = data_file(SHARED / "code" / "stdlib_funccomp" / "tasks.jsonl", LOCAL / "code" / "stdlib_funccomp" / "tasks.jsonl")
-    tasks = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][start:]
+    tasks = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][start::every]
     if limit:
         tasks = tasks[:limit]
     backend = resolve(model)
@@ -286,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--part", choices=["code", "prose", "all"], default="all")
     parser.add_argument("--limit", type=int, default=None, help="only the first N tasks / stories")
     parser.add_argument("--start", type=int, default=0, help="skip the first N tasks / stories")
+    parser.add_argument("--every", type=int, default=1, help="code: only every Nth task (a sample across files)")
     parser.add_argument("--code-ratio", type=float, default=0.3)
     parser.add_argument("--prose-ratio", type=float, default=0.5)
     parser.add_argument("--model", default="llamacpp", help="tokenizer for the ratio, and SCOPE's rewriter")
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     offline_environment()
     report: dict = {}
     if args.part in ("code", "all"):
-        bench_code(args.code_ratio, args.limit, args.model, report, args.threads, args.start)
+        bench_code(args.code_ratio, args.limit, args.model, report, args.threads, args.start, args.every)
     if args.part in ("prose", "all"):
         bench_prose(args.prose_ratio, args.limit, args.model, report, args.start)
     if args.json:
