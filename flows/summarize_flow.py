@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
@@ -55,6 +55,21 @@ def _run_name() -> str:
 
 class StepFailed(RuntimeError):
     """A step failed; the calls of the steps that finished are still stored."""
+
+
+def _submit_bounded(task, arguments: list[tuple], width: int) -> list:
+    """task.submit(*args) for each, never more than `width` of them running at once.
+
+    Submitting everything at once (`.map`) would start as many threads as
+    the task runner has, each polling the Prefect API for a slot of the
+    global concurrency limit; a window of `width` keeps this flow within its
+    share without the polling. The limit still bounds all flows together."""
+    futures: list = []
+    for args in arguments:
+        if len(futures) >= width:
+            futures[-width].wait()  # with every earlier one waited on before: at most width-1 still running
+        futures.append(task.submit(*args))
+    return futures
 
 
 def _gather(futures) -> tuple[list[StepResult], list[BaseException]]:
@@ -155,9 +170,10 @@ def _options(resume: bool) -> dict:
 
 def _hierarchical(local, chunks, config, kind, run_id, snapshot, limit_name, calls, steps) -> list[SummaryRecord]:
     limits = local.plan_limits(len(chunks))
-    futures = summarize_chunk_task.with_options(**steps).map(
-        chunks, unmapped(len(chunks)), unmapped(limits[0]), unmapped(config), unmapped(kind),
-        unmapped(run_id), unmapped(snapshot), unmapped(limit_name),
+    futures = _submit_bounded(
+        summarize_chunk_task.with_options(**steps),
+        [(chunk, len(chunks), limits[0], config, kind, run_id, snapshot, limit_name) for chunk in chunks],
+        config.concurrency,
     )
     done, errors = _gather(futures)
     for step in done:
@@ -185,8 +201,10 @@ def _hierarchical(local, chunks, config, kind, run_id, snapshot, limit_name, cal
 
 
 def _compress(store, document, chunks, config, run_id, snapshot, limit_name, calls, steps):
-    futures = compress_chunk_task.with_options(**steps).map(
-        chunks, unmapped(document), unmapped(config), unmapped(run_id), unmapped(snapshot), unmapped(limit_name),
+    futures = _submit_bounded(
+        compress_chunk_task.with_options(**steps),
+        [(chunk, document, config, run_id, snapshot, limit_name) for chunk in chunks],
+        config.concurrency,
     )
     done, errors = _gather(futures)
     for step in done:
