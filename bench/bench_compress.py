@@ -13,6 +13,7 @@ Data comes from ../shared/data when present, else from the copies in
 tests/data. Usage:
 
     python bench/bench_compress.py [--part code|prose|all] [--start N] [--limit N] [--every N]
+        [--attempts N]
         [--code-ratio 0.3] [--prose-ratio 0.5] [--model llamacpp] [--json PATH]
 """
 
@@ -233,9 +234,10 @@ def _progress(result) -> None:
     print("." if not result.cached else ",", end="", file=sys.stderr, flush=True)
 
 
-def bench_prose(ratio: float, limit: int | None, model: str, report: dict, start: int = 0) -> None:
+def bench_prose(ratio: float, limit: int | None, model: str, report: dict, start: int = 0,
+                attempts: int | None = None) -> None:
     from pipelines.compress import keywords as kw
-    from pipelines.compress.scope import compress_prose
+    from pipelines.compress.scope import ScopeSettings, compress_prose
     from pipelines.llm import resolve
     from pipelines.llm.recording import MemoryJournal, RecordingLLM
 
@@ -243,15 +245,16 @@ def bench_prose(ratio: float, limit: int | None, model: str, report: dict, start
     stories = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     stories = stories[start:][: limit or max(0, 3 - start)]
     backend = resolve(model)
-    print(f"SCOPE at ratio {ratio} on {len(stories)} SQuALITY stories from {path} with {backend.model}",
-          file=sys.stderr)
+    settings = ScopeSettings() if attempts is None else ScopeSettings(max_attempts=attempts)
+    print(f"SCOPE at ratio {ratio} on {len(stories)} SQuALITY stories from {path} with {backend.model}, "
+          f"{settings.max_attempts} rewrite attempt(s) per chunk", file=sys.stderr)
     rows = []
     for story in stories:
         text = story["document"]
         question = story["questions"][0]["question_text"]
         llm = RecordingLLM(backend, MemoryJournal(), on_call=_progress)
         started = time.perf_counter()
-        result = compress_prose(text, ratio, llm, query=question)
+        result = compress_prose(text, ratio, llm, query=question, settings=settings)
         seconds = time.perf_counter() - started
         required = sum(len(c.keywords) for c in result.chunks)
         kept = sum(len(c.keywords_kept) for c in result.chunks)
@@ -273,7 +276,7 @@ def bench_prose(ratio: float, limit: int | None, model: str, report: dict, start
     body = [[r["story"], r["tokens"], r["ratio"], r["chunks"], r["rewritten"], r["extractive"], r["verbatim"],
              _share(r["keywords_kept"], r["keywords"]), _share(r["entities_kept"], r["entities"]), r["llm_calls"],
              r["seconds"]] for r in rows]
-    print(f"\nSCOPE, ratio {ratio}, rewriting with {backend.model}\n")
+    print(f"\nSCOPE, ratio {ratio}, rewriting with {backend.model}, {settings.max_attempts} attempt(s) per chunk\n")
     print(table(headers, body, fmt=_fmt))
     for r in rows:
         for reason in r["fallback_reasons"]:
@@ -286,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--part", choices=["code", "prose", "all"], default="all")
     parser.add_argument("--limit", type=int, default=None, help="only the first N tasks / stories")
     parser.add_argument("--start", type=int, default=0, help="skip the first N tasks / stories")
+    parser.add_argument("--attempts", type=int, default=None,
+                        help="prose: SCOPE rewrite attempts per chunk (default: ScopeSettings' 3)")
     parser.add_argument("--every", type=int, default=1, help="code: only every Nth task (a sample across files)")
     parser.add_argument("--code-ratio", type=float, default=0.3)
     parser.add_argument("--prose-ratio", type=float, default=0.5)
@@ -300,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.part in ("code", "all"):
         bench_code(args.code_ratio, args.limit, args.model, report, args.threads, args.start, args.every)
     if args.part in ("prose", "all"):
-        bench_prose(args.prose_ratio, args.limit, args.model, report, args.start)
+        bench_prose(args.prose_ratio, args.limit, args.model, report, args.start, args.attempts)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
 
