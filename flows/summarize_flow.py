@@ -72,6 +72,17 @@ def _submit_bounded(task, arguments: list[tuple], width: int) -> list:
     return futures
 
 
+def _each_chunk(task, arguments: list[tuple], width: int, calls: list, what: str) -> list[StepResult]:
+    """One task per chunk, `width` at a time; every finished step's calls are
+    kept (for the store) even when others failed, then the first failure is raised."""
+    done, errors = _gather(_submit_bounded(task, arguments, width))
+    for step in done:
+        calls.extend(step.calls)
+    if errors:
+        raise StepFailed(f"{len(errors)} of {len(arguments)} {what} failed: {errors[0]}") from errors[0]
+    return done
+
+
 def _gather(futures) -> tuple[list[StepResult], list[BaseException]]:
     done, errors = [], []
     for future in futures:
@@ -170,16 +181,11 @@ def _options(resume: bool) -> dict:
 
 def _hierarchical(local, chunks, config, kind, run_id, snapshot, limit_name, calls, steps) -> list[SummaryRecord]:
     limits = local.plan_limits(len(chunks))
-    futures = _submit_bounded(
+    done = _each_chunk(
         summarize_chunk_task.with_options(**steps),
         [(chunk, len(chunks), limits[0], config, kind, run_id, snapshot, limit_name) for chunk in chunks],
-        config.concurrency,
+        config.concurrency, calls, "chunk summaries",
     )
-    done, errors = _gather(futures)
-    for step in done:
-        calls.extend(step.calls)
-    if errors:
-        raise StepFailed(f"{len(errors)} of {len(chunks)} chunk summaries failed: {errors[0]}") from errors[0]
     current = [step.records[0] for step in done]
     records = list(current)
     level = 1
@@ -201,16 +207,11 @@ def _hierarchical(local, chunks, config, kind, run_id, snapshot, limit_name, cal
 
 
 def _compress(store, document, chunks, config, run_id, snapshot, limit_name, calls, steps):
-    futures = _submit_bounded(
+    done = _each_chunk(
         compress_chunk_task.with_options(**steps),
         [(chunk, document, config, run_id, snapshot, limit_name) for chunk in chunks],
-        config.concurrency,
+        config.concurrency, calls, "chunk compressions",
     )
-    done, errors = _gather(futures)
-    for step in done:
-        calls.extend(step.calls)
-    if errors:
-        raise StepFailed(f"{len(errors)} of {len(chunks)} chunk compressions failed: {errors[0]}") from errors[0]
     record_compression(store, run_id, [step.row for step in done])
     return [step.chunk for step in done]
 
