@@ -23,15 +23,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-
-def excerpt(text: str, words: int) -> str:
-    out, count = [], 0
-    for para in text.split("\n\n"):
-        out.append(para)
-        count += len(para.split())
-        if count >= words:
-            break
-    return "\n\n".join(out) + "\n"
+from benchlib import excerpt  # noqa: E402
 
 
 def main() -> None:

@@ -34,3 +34,14 @@ def table(headers: list[str], rows: list[list], fmt: Callable[[object], str] = s
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def excerpt(text: str, words: int) -> str:
+    """The first `words` words of text, cut at a paragraph end."""
+    out, count = [], 0
+    for para in text.split("\n\n"):
+        out.append(para)
+        count += len(para.split())
+        if count >= words:
+            break
+    return "\n\n".join(out) + "\n"

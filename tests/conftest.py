@@ -28,6 +28,8 @@ os.environ["PREFECT_HOME"] = str(PREFECT_TEST_HOME)
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from benchlib import excerpt  # noqa: E402,F401 (tests import it from here)
+
 
 @pytest.fixture(scope="session")
 def books() -> Path:
@@ -60,17 +62,6 @@ def cli_env(tmp_path_factory) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "LONGSUM_DB")}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return env
-
-
-def excerpt(text: str, words: int) -> str:
-    """The first `words` words of text, cut at a paragraph end."""
-    out, count = [], 0
-    for para in text.split("\n\n"):
-        out.append(para)
-        count += len(para.split())
-        if count >= words:
-            break
-    return "\n\n".join(out) + "\n"
 
 
 @pytest.fixture(scope="session")
