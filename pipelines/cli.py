@@ -107,15 +107,18 @@ class LazyGroup(DefaultGroup):
         return super().get_command(ctx, name)
 
     def format_commands(self, ctx, formatter) -> None:
+        from click.utils import make_default_short_help
+
+        names = [name for name in self.list_commands(ctx) if name not in self.commands or not self.commands[name].hidden]
+        # The same one-line limit click gives the commands it has loaded.
+        limit = formatter.width - 6 - max(map(len, names), default=0)
         rows = []
-        for name in self.list_commands(ctx):
+        for name in names:
             if name in self.commands:
-                command = self.commands[name]
-                if command.hidden:
-                    continue
-                rows.append((name + ("*" if name == self.default_cmd_name else ""), command.get_short_help_str(60)))
+                label = name + ("*" if name == self.default_cmd_name else "")
+                rows.append((label, self.commands[name].get_short_help_str(limit)))
             else:
-                rows.append((name, LAZY_COMMANDS[name][1]))
+                rows.append((name, make_default_short_help(LAZY_COMMANDS[name][1], limit)))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
