@@ -39,18 +39,32 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not llm and not slow"
 
-# A few minutes on 2 cores: start-up, concurrency, scoring speed, compression, flows.
-BENCH_QUICK = bench_startup bench_concurrency bench_rouge bench_bertscore bench_flows
+# Every benchmark, each on a small input: a few minutes on 2 cores, one table per area.
+BENCH_QUICK = \
+	"bench_startup.py" \
+	"bench_concurrency.py" \
+	"bench_rouge.py" \
+	"bench_bertscore.py --stories 10" \
+	"bench_flows.py --quick" \
+	"bench_pipeline.py --quick" \
+	"bench_booookscore.py --quick" \
+	"bench_compress.py --quick" \
+	"bench_reference.py --quick"
 bench: install
-	@for name in $(BENCH_QUICK); do echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py || exit 1; done
+	@for bench in $(BENCH_QUICK); do echo; echo "== bench/$$bench"; $(BIN)/python bench/$$bench || exit 1; done
 
-# The long ones (tens of minutes with the embedded model): whole runs, a full
-# novel's peak RSS, the BooookScore reference comparison, the checker.
-bench-full: bench
-	$(BIN)/python bench/bench_pipeline.py --full
-	$(BIN)/python bench/bench_reference.py
-	$(BIN)/python bench/bench_booookscore.py
-	$(BIN)/python bench/bench_compress.py
+# The same areas at full size (hours with the embedded model): whole stories
+# and a full novel's peak RSS, the BooookScore reference comparison, the
+# checker on a whole 600-word summary, every code task and three stories.
+BENCH_FULL = \
+	"bench_bertscore.py" \
+	"bench_flows.py" \
+	"bench_pipeline.py --full" \
+	"bench_booookscore.py" \
+	"bench_reference.py" \
+	"bench_compress.py"
+bench-full: install
+	@for bench in $(BENCH_FULL); do echo; echo "== bench/$$bench"; $(BIN)/python bench/$$bench || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache $(DEMO_DB) examples/demo_summary.txt

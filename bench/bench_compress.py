@@ -13,8 +13,15 @@ Data comes from ../shared/data when present, else from the copies in
 tests/data. Usage:
 
     python bench/bench_compress.py [--part code|prose|all] [--start N] [--limit N] [--every N]
-        [--attempts N]
+        [--task ID ...] [--attempts N] [--context-lines N] [--story-words N] [--quick]
         [--code-ratio 0.3] [--prose-ratio 0.5] [--model llamacpp] [--json PATH]
+
+`--quick` (what `make bench` runs): one code task (zipfile.py:open) with
+only the last 300 lines of its context (cut where a top-level statement
+starts; a tail that holds the definitions of three of the names its answer
+uses), and one story's first 800 words with one rewrite attempt per chunk.
+A sample this small shows the machinery and the rates, not the retention
+figures, which need every task (`--every 3` or all of them).
 """
 
 from __future__ import annotations
@@ -28,17 +35,15 @@ import textwrap
 import time
 from pathlib import Path
 
-from benchlib import LOCAL, SHARED, data_file, table  # noqa: E402 (puts the repository on sys.path)
+from benchlib import LOCAL, SHARED, apply_quick, data_file, excerpt, table  # noqa: E402 (puts the repository on sys.path)
 RANDOM_SEEDS = (0, 1, 2, 3, 4)
-
-
+QUICK = {"task": ["zipfile.py:open:2444"], "context_lines": 300, "limit": 1, "story_words": 800, "attempts": 1}
 
 
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
     return str(value)
-
 
 
 # --- LongCodeZip -------------------------------------------------------------------
@@ -120,6 +125,19 @@ def used_names(query: str, answer: str) -> set[str]:
     return used - bound
 
 
+def context_tail(code: str, lines: int | None) -> str:
+    """The last `lines` lines of code, starting where a top-level statement
+    starts (all of it when none starts there: a cut inside a class would not parse)."""
+    all_lines = code.split("\n")
+    if not lines or len(all_lines) <= lines:
+        return code
+    for i in range(len(all_lines) - lines, len(all_lines)):
+        line = all_lines[i]
+        if line and not line[0].isspace() and line[0] not in ")]}#'\"":
+            return "\n".join(all_lines[i:])
+    return code
+
+
 def survived(defs: dict[str, list[str]], names: set[str], compressed: str) -> int:
     kept = {line.strip() for line in compressed.split("\n")}
     return sum(1 for name in names if any(line in kept for line in defs[name]))
@@ -162,13 +180,19 @@ def assemble(chunks, chosen: set[int]) -> str:
 
 
 def bench_code(ratio: float, limit: int | None, model: str, report: dict, threads: int | None = None,
-               start: int = 0, every: int = 1) -> None:
+               start: int = 0, every: int = 1, context_lines: int | None = None,
+               task_ids: list[str] | None = None) -> None:
     from pipelines.compress.longcodezip import compress_code
     from pipelines.llm import resolve
     from pipelines.llm.logprobs import default_scorer
 
     path = data_file(SHARED / "code" / "stdlib_funccomp" / "tasks.jsonl", LOCAL / "code" / "stdlib_funccomp" / "tasks.jsonl")
     tasks = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][start::every]
+    if task_ids:
+        tasks = [task for task in tasks if task["task_id"] in task_ids]
+        missing = set(task_ids) - {task["task_id"] for task in tasks}
+        if missing:
+            raise SystemExit(f"no such task in {path}: {', '.join(sorted(missing))}")
     if limit:
         tasks = tasks[:limit]
     backend = resolve(model)
@@ -177,10 +201,11 @@ def bench_code(ratio: float, limit: int | None, model: str, report: dict, thread
     if threads:
         scorer.set_threads(threads)
     print(f"LongCodeZip at ratio {ratio} on {len(tasks)} tasks from {path} "
-          f"(tokens counted with {backend.model}; scored with {scorer.model})", file=sys.stderr)
+          f"(tokens counted with {backend.model}; scored with {scorer.model})"
+          + (f", the last {context_lines} lines of each context" if context_lines else ""), file=sys.stderr)
     rows, totals = [], {"needed": 0, "lcz": 0, "random": 0.0, "seconds": 0.0, "orig": 0, "comp": 0}
     for task in tasks:
-        context = task["context"]
+        context = context_tail(task["context"], context_lines)
         defs = definitions(context)
         names = {n for n in used_names(task["query"], task["answer"])
                  if n in defs and not (n.startswith("__") and n.endswith("__"))}
@@ -213,7 +238,8 @@ def bench_code(ratio: float, limit: int | None, model: str, report: dict, thread
     macro_lcz = sum(r["lcz_kept"] / r["names"] for r in rows if r["names"]) / max(1, sum(1 for r in rows if r["names"]))
     macro_rand = sum(r["random_kept"] / r["names"] for r in rows if r["names"]) / max(1, sum(1 for r in rows if r["names"]))
     print(f"\nLongCodeZip, ratio {ratio}: definitions of the names the answer uses that survive compression "
-          f"(random = same chunking, random order, same token budget, mean of {len(RANDOM_SEEDS)} seeds)\n")
+          f"(random = same chunking, random order, same token budget, mean of {len(RANDOM_SEEDS)} seeds)"
+          + (f"; the last {context_lines} lines of each context" if context_lines else "") + "\n")
     print(table(headers, body, fmt=_fmt))
     print(f"\nmean over tasks: LongCodeZip {macro_lcz:.1%}, random {macro_rand:.1%}; "
           f"mean achieved ratio {sum(r['ratio'] for r in rows) / n:.3f}; {totals['seconds'] / n:.1f} s per task")
@@ -235,7 +261,7 @@ def _progress(result) -> None:
 
 
 def bench_prose(ratio: float, limit: int | None, model: str, report: dict, start: int = 0,
-                attempts: int | None = None) -> None:
+                attempts: int | None = None, story_words: int | None = None) -> None:
     from pipelines.compress import keywords as kw
     from pipelines.compress.scope import ScopeSettings, compress_prose
     from pipelines.llm import resolve
@@ -250,7 +276,7 @@ def bench_prose(ratio: float, limit: int | None, model: str, report: dict, start
           f"{settings.max_attempts} rewrite attempt(s) per chunk", file=sys.stderr)
     rows = []
     for story in stories:
-        text = story["document"]
+        text = excerpt(story["document"], story_words) if story_words else story["document"]
         question = story["questions"][0]["question_text"]
         llm = RecordingLLM(backend, MemoryJournal(), on_call=_progress)
         started = time.perf_counter()
@@ -276,7 +302,8 @@ def bench_prose(ratio: float, limit: int | None, model: str, report: dict, start
     body = [[r["story"], r["tokens"], r["ratio"], r["chunks"], r["rewritten"], r["extractive"], r["verbatim"],
              _share(r["keywords_kept"], r["keywords"]), _share(r["entities_kept"], r["entities"]), r["llm_calls"],
              r["seconds"]] for r in rows]
-    print(f"\nSCOPE, ratio {ratio}, rewriting with {backend.model}, {settings.max_attempts} attempt(s) per chunk\n")
+    print(f"\nSCOPE, ratio {ratio}, rewriting with {backend.model}, {settings.max_attempts} attempt(s) per chunk"
+          + (f"; each story's first {story_words} words" if story_words else "") + "\n")
     print(table(headers, body, fmt=_fmt))
     for r in rows:
         for reason in r["fallback_reasons"]:
@@ -297,15 +324,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="llamacpp", help="tokenizer for the ratio, and SCOPE's rewriter")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads for LongCodeZip's scorer")
+    parser.add_argument("--task", action="append", default=None, help="code: only this task id (repeatable)")
+    parser.add_argument("--context-lines", type=int, default=None,
+                        help="code: only the last N lines of each task's context")
+    parser.add_argument("--story-words", type=int, default=None, help="prose: only each story's first N words")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small sample: " + ", ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                                                   for k, v in QUICK.items()))
     args = parser.parse_args(argv)
+    apply_quick(parser, args, QUICK)
     from pipelines.embeddings import offline_environment
 
     offline_environment()
     report: dict = {}
     if args.part in ("code", "all"):
-        bench_code(args.code_ratio, args.limit, args.model, report, args.threads, args.start, args.every)
+        bench_code(args.code_ratio, args.limit, args.model, report, args.threads, args.start, args.every,
+                   args.context_lines, args.task)
     if args.part in ("prose", "all"):
-        bench_prose(args.prose_ratio, args.limit, args.model, report, args.start, args.attempts)
+        bench_prose(args.prose_ratio, args.limit, args.model, report, args.start, args.attempts, args.story_words)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from benchlib import table  # noqa: E402
 from fake_openai_server import FakeOpenAIServer  # noqa: E402
 
 from pipelines.chunking import chunk_text  # noqa: E402
@@ -48,10 +49,9 @@ def main() -> None:
         sequential, _ = level_wall(chunks, server, 1)
         concurrent, peak = level_wall(chunks, server, args.concurrency)
     print(f"\nOne level of {len(chunks)} chunk summaries, server delay {args.delay} s per call\n")
-    print("concurrency | wall s | max in flight | ratio to sequential")
-    print("--- | --- | --- | ---")
-    print(f"1 | {sequential:.2f} | 1 | 1.00")
-    print(f"{args.concurrency} | {concurrent:.2f} | {peak} | {concurrent / sequential:.3f}")
+    print(table(["concurrency", "wall s", "max in flight", "ratio to sequential"],
+                [[1, f"{sequential:.2f}", 1, "1.00"],
+                 [args.concurrency, f"{concurrent:.2f}", peak, f"{concurrent / sequential:.3f}"]]))
 
 
 if __name__ == "__main__":

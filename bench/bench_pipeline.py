@@ -5,6 +5,7 @@ process's peak RSS. Every configuration runs in a fresh process.
     python bench/bench_pipeline.py                      # The Red-Headed League, both methods
     python bench/bench_pipeline.py --document PATH --methods hierarchical
     python bench/bench_pipeline.py --full               # + Persuasion (peak RSS of a novel; ~20 min)
+    python bench/bench_pipeline.py --quick              # the story's first 800 words, small budgets (~1 min)
 """
 
 from __future__ import annotations
@@ -19,16 +20,21 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-BOOKS = [ROOT.parent / "shared" / "data" / "books", ROOT / "tests" / "data" / "books"]
+from benchlib import LOCAL, SHARED, apply_quick, data_file, excerpt, table  # noqa: E402 (puts the repository on sys.path)
+
+QUICK_WORDS = 800
+QUICK = {"chunk_size": 512, "summary_words": 120}
 
 
 def book(name: str) -> Path:
-    for folder in BOOKS:
-        if (folder / name).exists():
-            return folder / name
-    raise SystemExit(f"{name} not found in {BOOKS}")
+    return data_file(SHARED / "books" / name, LOCAL / "books" / name)
+
+
+def quick_document(folder: Path) -> Path:
+    """The Red-Headed League's first QUICK_WORDS words, as a file."""
+    path = folder / f"doyle_red_headed_league_first_{QUICK_WORDS}_words.txt"
+    path.write_text(excerpt(book("doyle_red_headed_league.txt").read_text(encoding="utf-8"), QUICK_WORDS), encoding="utf-8")
+    return path
 
 
 def one_run(document: str, method: str, db: str, extra: dict) -> dict:
@@ -62,19 +68,19 @@ def in_child(document: Path, method: str, extra: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def table(rows: list[dict]) -> str:
-    header = ("document", "method", "chunks", "calls", "tokens in+out", "wall s", "in model s", "outside %",
-              "cached re-run s", "cached/first", "peak RSS MiB")
-    lines = [" | ".join(header), " | ".join("---" for _ in header)]
+def runs_table(rows: list[dict]) -> str:
+    header = ["document", "method", "chunks", "calls", "tokens in+out", "wall s", "in model s", "outside %",
+              "cached re-run s", "cached/first", "peak RSS MiB"]
+    body = []
     for r in rows:
         outside = max(0.0, r["wall_s"] - r["llm_s"])
-        lines.append(" | ".join(str(v) for v in (
+        body.append([
             r["document"], r["method"], r["chunks"], r["calls"], f"{r['tokens_in']:,}+{r['tokens_out']:,}",
             f"{r['wall_s']:.1f}", f"{r['llm_s']:.1f}", f"{100 * outside / r['wall_s']:.2f}",
             f"{r['cached_wall_s']:.2f} ({r['cached_calls']} calls)", f"{r['cached_wall_s'] / r['wall_s']:.3f}",
             f"{r['peak_rss_mib']:.0f}",
-        )))
-    return "\n".join(lines)
+        ])
+    return table(header, body)
 
 
 def main() -> None:
@@ -83,6 +89,9 @@ def main() -> None:
     parser.add_argument("--document", action="append", help="document(s) to run (default: The Red-Headed League)")
     parser.add_argument("--methods", default="hierarchical,incremental")
     parser.add_argument("--full", action="store_true", help="also a full novel (Persuasion), hierarchical")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"the story's first {QUICK_WORDS} words, chunk {QUICK['chunk_size']}, "
+                             f"{QUICK['summary_words']} summary words")
     parser.add_argument("--chunk-size", type=int, default=2048)
     parser.add_argument("--summary-words", type=int, default=585)
     args = parser.parse_args()
@@ -90,8 +99,14 @@ def main() -> None:
         spec = json.loads(args.child)
         print(json.dumps(one_run(spec["document"], spec["method"], spec["db"], spec["extra"])))
         return
+    apply_quick(parser, args, QUICK)
     extra = {"chunk_size": args.chunk_size, "summary_words": args.summary_words}
-    documents = [Path(d) for d in args.document] if args.document else [book("doyle_red_headed_league.txt")]
+    if args.document:
+        documents = [Path(d) for d in args.document]
+    elif args.quick:
+        documents = [quick_document(Path(tempfile.mkdtemp()))]
+    else:
+        documents = [book("doyle_red_headed_league.txt")]
     jobs = [(d, m) for d in documents for m in args.methods.split(",")]
     if args.full:
         jobs.append((book("austen_persuasion.txt"), "hierarchical"))
@@ -101,7 +116,7 @@ def main() -> None:
         rows.append(in_child(document, method, extra))
     print(f"\nEmbedded Gemma 3 270M (llama.cpp), chunk {args.chunk_size} tokens, {args.summary_words} summary words; "
           f"{os.cpu_count()} cores\n")
-    print(table(rows))
+    print(runs_table(rows))
 
 
 if __name__ == "__main__":

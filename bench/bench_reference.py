@@ -7,7 +7,16 @@ server; its figures (Gemma tokens, as the server counted them) are below.
 This script runs longsum's side with the same settings, model and server,
 then its BooookScore checker on the hierarchical summary, and prints both.
 
-    python bench/bench_reference.py [--document PATH] [--checker v1|v2]
+    python bench/bench_reference.py [--document PATH] [--methods hierarchical,incremental]
+        [--checker v1|v2] [--checker-sentences N] [--quick]
+
+`--quick` (what `make bench` runs) gives longsum's side the story's first
+2,900 words only (two chunks at these settings), the hierarchical workflow
+only, and the checker on the summary's first 6 sentences; settings, model
+and server are the same. The reference's figures are for the whole story,
+so the quick table shows longsum's retries, salvaged answers and token
+counts beside them but no ratio; the comparison is the full run
+(`make bench-full`).
 """
 
 from __future__ import annotations
@@ -21,8 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchlib import LOCAL, SHARED, apply_quick, data_file, excerpt, table  # noqa: E402 (puts the repository on sys.path)
+
+METHODS = ("hierarchical", "incremental")
+QUICK_WORDS = 2900
+QUICK = {"methods": "hierarchical", "checker_sentences": 6}
 
 REFERENCE = {
     "hierarchical": {"seconds": 683, "requests": 32, "prompt": 73_560, "completion": 20_218,
@@ -61,25 +73,52 @@ def start_server(n_ctx: int) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the llama-cpp-python server did not start")
 
 
+def judge_first(checker, summary: str, n: int):
+    """v1 on the summary's first n sentences only; every prompt still holds the whole summary."""
+    from pipelines.text import sentences
+    from scoring.booookscore import CheckResult, SentenceAnnotation
+
+    annotations = [SentenceAnnotation(i + 1, s, "unparseable") for i, s in enumerate(sentences(summary)[:n])]
+    for annotation in annotations:
+        checker.annotate_sentence(summary, annotation)
+    return CheckResult(annotations, "v1", checker.config())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--document", default=None)
     parser.add_argument("--checker", default="v1", choices=["v1", "v2"])
+    parser.add_argument("--methods", default=",".join(METHODS), help="workflows to run, comma-separated")
+    parser.add_argument("--checker-sentences", type=int, default=None,
+                        help="check only the hierarchical summary's first N sentences")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"the story's first {QUICK_WORDS} words, --methods {QUICK['methods']}, "
+                             f"--checker-sentences {QUICK['checker_sentences']}")
     args = parser.parse_args()
+    apply_quick(parser, args, QUICK)
+    methods = [m for m in args.methods.split(",") if m]
+    if args.checker_sentences and args.checker != "v1":
+        parser.error("--checker-sentences works with --checker v1 (v2 judges in batches)")
+    if "hierarchical" not in methods or set(methods) - set(METHODS):
+        parser.error(f"--methods: choose from {', '.join(METHODS)}; the checker needs hierarchical")
     from pipelines.llm.recording import RecordingLLM
     from pipelines.runner import RunConfig, make_backend, summarize_file
     from pipelines.store import DuckDBJournal, Store
+    from pipelines.text import sentences
     from scoring.booookscore import BooookScoreChecker
 
-    document = Path(args.document) if args.document else next(
-        p for p in (ROOT.parent / "shared" / "data" / "books" / "doyle_scandal_in_bohemia.txt",
-                    ROOT / "tests" / "data" / "books" / "doyle_scandal_in_bohemia.txt") if p.exists())
+    name = "doyle_scandal_in_bohemia.txt"
+    document = Path(args.document) if args.document else data_file(SHARED / "books" / name, LOCAL / "books" / name)
     tmp = Path(tempfile.mkdtemp(prefix="longsum-reference-"))
+    if args.quick:
+        text = excerpt(document.read_text(encoding="utf-8"), QUICK_WORDS)
+        document = tmp / f"{document.stem}_first_{QUICK_WORDS}_words.txt"
+        document.write_text(text, encoding="utf-8")
     store = Store(tmp / "reference.duckdb")
     server, base_url = start_server(8192)
     rows, summaries = {}, {}
     try:
-        for method in ("hierarchical", "incremental"):
+        for method in methods:
             config = RunConfig(method=method, model="openai:gemma-3-270m", base_url=base_url, context_window=8192,
                                chunk_size=2048, summary_words=585)
             started = time.perf_counter()
@@ -100,31 +139,39 @@ def main() -> None:
             summaries[method] = result
         backend = make_backend(RunConfig(model="openai:gemma-3-270m", base_url=base_url, context_window=8192))
         llm = RecordingLLM(backend, DuckDBJournal(store), run_id=summaries["hierarchical"].run_id)
+        summary = summaries["hierarchical"].summary
+        checker = BooookScoreChecker(llm, args.checker)
         started = time.perf_counter()
-        check = BooookScoreChecker(llm, args.checker).check(summaries["hierarchical"].summary)
+        check = judge_first(checker, summary, args.checker_sentences) if args.checker_sentences else checker.check(summary)
         checker_wall = time.perf_counter() - started
     finally:
         server.terminate()
         server.wait(timeout=30)
 
+    if args.quick:
+        print(f"\nquick: longsum's side on the first {QUICK_WORDS} words only; the reference rows are the whole "
+              "story (6 chunks), so they are context, not a comparison (that is `make bench-full`)")
     print(f"\n{document.name}: {summaries['hierarchical'].n_chunks} chunks of 2,048 cl100k tokens, context 8,192, "
           f"900-token summary limit; embedded Gemma 3 270M behind llama-cpp-python's server; {os.cpu_count()} cores\n")
-    print("workflow | side | wall s | requests | prompt tokens | completion tokens | total | notes")
-    print("--- | --- | --- | --- | --- | --- | --- | ---")
-    for method in ("hierarchical", "incremental"):
+    body = []
+    for method in methods:
         ref, ours = REFERENCE[method], rows[method]
         for side, r in (("reference", ref), ("longsum", ours)):
-            print(f"{method} | {side} | {r['seconds']:.0f} | {r['requests']} | {r['prompt']:,} | {r['completion']:,} | "
-                  f"{r['prompt'] + r['completion']:,} | {r['note']}")
-        share = (ours["prompt"] + ours["completion"]) / (ref["prompt"] + ref["completion"])
-        print(f"{method} | longsum / reference | {ours['seconds'] / ref['seconds']:.2f} | | | | {share:.2f} |")
+            body.append([method, side, f"{r['seconds']:.0f}", r["requests"], f"{r['prompt']:,}", f"{r['completion']:,}",
+                         f"{r['prompt'] + r['completion']:,}", r["note"]])
+        if not args.quick:  # the quick run's reference figures are for the whole story: no ratio
+            share = (ours["prompt"] + ours["completion"]) / (ref["prompt"] + ref["completion"])
+            body.append([method, "longsum / reference", f"{ours['seconds'] / ref['seconds']:.2f}", "", "", "",
+                         f"{share:.2f}", ""])
     score = "none" if check.score is None else f"{100 * check.score:.2f}"
-    print(f"checker | reference | - | - | - | - | - | {REFERENCE['checker']['note']}")
-    print(f"checker ({args.checker}) | longsum | {checker_wall:.0f} | {llm.usage.calls} | {llm.usage.input_tokens:,} | "
-          f"{llm.usage.output_tokens:,} | {llm.usage.input_tokens + llm.usage.output_tokens:,} | "
-          f"finished: BooookScore {score} over {check.n_judged} of {check.n_sentences} sentences "
-          f"({check.n_unparseable} unparseable)")
-
+    checked_part = f" (the first of the summary's {len(sentences(summary))})" if args.checker_sentences else ""
+    body.append(["checker", "reference", "-", "-", "-", "-", "-", REFERENCE["checker"]["note"]])
+    body.append([f"checker ({args.checker})", "longsum", f"{checker_wall:.0f}", llm.usage.calls,
+                 f"{llm.usage.input_tokens:,}", f"{llm.usage.output_tokens:,}",
+                 f"{llm.usage.input_tokens + llm.usage.output_tokens:,}",
+                 f"finished: BooookScore {score} over {check.n_judged} of {check.n_sentences} sentences{checked_part} "
+                 f"({check.n_unparseable} unparseable)"])
+    print(table(["workflow", "side", "wall s", "requests", "prompt tokens", "completion tokens", "total", "notes"], body))
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import table
+
 HEAVY = ("torch", "prefect", "llama_cpp", "bert_score", "rouge_score", "transformers", "duckdb", "openai", "anthropic")
 BIN = Path(sys.executable).parent
 PROBE = (
@@ -58,14 +60,13 @@ def main() -> None:
         ("summarize sql 'SELECT count(*) FROM runs'", [str(BIN / "summarize"), "sql", "SELECT count(*) FROM runs", "--db", str(db)],
          ["summarize", "sql", "SELECT count(*) FROM runs", "--db", str(db)], False),
     ]
-    base = None
-    print(f"\nmedian of {args.repeat} runs, {os.cpu_count()} cores\n")
-    print("command | wall ms | x python -c pass | heavy modules loaded")
-    print("--- | --- | --- | ---")
+    base, rows = None, []
     for name, cmd, argv, fresh_cache in cases:
         wall = median_wall(cmd, args.repeat, fresh_cache)
         base = base or wall
-        print(f"{name} | {wall * 1000:.0f} | {wall / base:.1f} | {loaded(argv) if argv else '-'}")
+        rows.append([name, f"{wall * 1000:.0f}", f"{wall / base:.1f}", (loaded(argv) or "none") if argv else "-"])
+    print(f"\nmedian of {args.repeat} runs, {os.cpu_count()} cores\n")
+    print(table(["command", "wall ms", "x python -c pass", "heavy modules loaded"], rows))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """What the benchmark scripts share: the repository on sys.path, the data
-files (../shared/data when present, else the copies in tests/data), and a
-plain-text table."""
+files (../shared/data when present, else the copies in tests/data), the
+`--quick` settings, and a plain-text table."""
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -24,13 +26,26 @@ def data_file(*candidates: Path) -> Path:
     raise SystemExit(f"no data file among: {', '.join(map(str, candidates))}")
 
 
+NUMBER = re.compile(r"^[-+]?[\d,.]+")
+
+
+def apply_quick(parser: argparse.ArgumentParser, args: argparse.Namespace, quick: dict) -> None:
+    """With --quick, every option named in `quick` that the user left at its default takes the quick value."""
+    if args.quick:
+        for name, value in quick.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
+
+
 def table(headers: list[str], rows: list[list], fmt: Callable[[object], str] = str) -> str:
-    """Rows under headers, the first column left-aligned and the others right-aligned."""
+    """Rows under headers; a column whose cells are all numbers (or "-") is right-aligned."""
     cells = [[str(h) for h in headers]] + [[fmt(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    numeric = [all(NUMBER.match(r[i]) or r[i] in ("", "-") for r in cells[1:]) for i in range(len(headers))]
     lines = []
     for n, row in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        lines.append("  ".join(c.rjust(w) if n and numeric[i] else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
