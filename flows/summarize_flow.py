@@ -1,14 +1,19 @@
 """The `summarize_document` flow: load -> chunk -> summarize -> persist.
 
 The flow process is the only one that opens the DuckDB file. Level 0 of
-hierarchical merging is a `.map` over the chunks, bounded by a Prefect
-global concurrency limit for API backends; merges and incremental updates
-are sequential by nature. The DuckDB run id is attached to the flow run as
-an artifact, and the Prefect flow run id is stored in the run's params.
+hierarchical merging (and chunk compression) runs as concurrent tasks, at
+most `concurrency` at a time; merges and incremental updates are sequential
+by nature. For API backends a Prefect global concurrency limit bounds the
+calls of all flows together: the flow holds as many of its slots as it runs
+tasks at once, for the whole group, rather than each task taking a slot per
+call (each acquisition is a round trip to the Prefect API, and under
+contention a Retry-After wait). The DuckDB run id is attached to the flow
+run as an artifact, and the Prefect flow run id is stored in the run's params.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -57,13 +62,26 @@ class StepFailed(RuntimeError):
     """A step failed; the calls of the steps that finished are still stored."""
 
 
-def _submit_bounded(task, arguments: list[tuple], width: int) -> list:
-    """task.submit(*args) for each, never more than `width` of them running at once.
+@contextlib.contextmanager
+def _api_slots(limit_name: str | None, wanted: int):
+    """Hold up to `wanted` slots of the global limit while a group of tasks
+    runs; yields how many tasks may run at once (no more than the limit
+    allows now, should another flow have lowered it)."""
+    if not limit_name:
+        yield wanted
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
 
-    Submitting everything at once (`.map`) would start as many threads as
-    the task runner has, each polling the Prefect API for a slot of the
-    global concurrency limit; a window of `width` keeps this flow within its
-    share without the polling. The limit still bounds all flows together."""
+    with get_client(sync_client=True) as client:
+        allowed = client.read_global_concurrency_limit_by_name(limit_name).limit
+    held = max(1, min(wanted, allowed))
+    with concurrency(limit_name, occupy=held):
+        yield held
+
+
+def _submit_bounded(task, arguments: list[tuple], width: int) -> list:
+    """task.submit(*args) for each, never more than `width` of them running at once."""
     futures: list = []
     for args in arguments:
         if len(futures) >= width:
@@ -72,10 +90,12 @@ def _submit_bounded(task, arguments: list[tuple], width: int) -> list:
     return futures
 
 
-def _each_chunk(task, arguments: list[tuple], width: int, calls: list, what: str) -> list[StepResult]:
+def _each_chunk(task, arguments: list[tuple], width: int, limit_name: str | None, calls: list,
+                what: str) -> list[StepResult]:
     """One task per chunk, `width` at a time; every finished step's calls are
     kept (for the store) even when others failed, then the first failure is raised."""
-    done, errors = _gather(_submit_bounded(task, arguments, width))
+    with _api_slots(limit_name, min(width, len(arguments))) as width:
+        done, errors = _gather(_submit_bounded(task, arguments, width))
     for step in done:
         calls.extend(step.calls)
     if errors:
@@ -183,25 +203,26 @@ def _hierarchical(local, chunks, config, kind, run_id, snapshot, limit_name, cal
     limits = local.plan_limits(len(chunks))
     done = _each_chunk(
         summarize_chunk_task.with_options(**steps),
-        [(chunk, len(chunks), limits[0], config, kind, run_id, snapshot, limit_name) for chunk in chunks],
-        config.concurrency, calls, "chunk summaries",
+        [(chunk, len(chunks), limits[0], config, kind, run_id, snapshot) for chunk in chunks],
+        config.concurrency, limit_name, calls, "chunk summaries",
     )
     current = [step.records[0] for step in done]
     records = list(current)
     level = 1
-    while len(current) > 1:
-        out_limit, groups = local.plan_level(current, level, limits)
-        merged: list[SummaryRecord] = []
-        for idx, group in enumerate(groups):
-            context = local.context_from(merged[-1].text, out_limit) if merged else ""
-            step = merge_task.with_options(**steps).submit(
-                group, level, idx, out_limit, context, config, kind, run_id, snapshot, limit_name
-            ).result()
-            calls.extend(step.calls)
-            merged.extend(step.records)
-        records.extend(merged)
-        current = merged
-        level += 1
+    with _api_slots(limit_name, 1):  # each merge reads the one before: one call at a time
+        while len(current) > 1:
+            out_limit, groups = local.plan_level(current, level, limits)
+            merged: list[SummaryRecord] = []
+            for idx, group in enumerate(groups):
+                context = local.context_from(merged[-1].text, out_limit) if merged else ""
+                step = merge_task.with_options(**steps).submit(
+                    group, level, idx, out_limit, context, config, kind, run_id, snapshot
+                ).result()
+                calls.extend(step.calls)
+                merged.extend(step.records)
+            records.extend(merged)
+            current = merged
+            level += 1
     current[0].is_final = True
     return records
 
@@ -209,8 +230,8 @@ def _hierarchical(local, chunks, config, kind, run_id, snapshot, limit_name, cal
 def _compress(store, document, chunks, config, run_id, snapshot, limit_name, calls, steps):
     done = _each_chunk(
         compress_chunk_task.with_options(**steps),
-        [(chunk, document, config, run_id, snapshot, limit_name) for chunk in chunks],
-        config.concurrency, calls, "chunk compressions",
+        [(chunk, document, config, run_id, snapshot) for chunk in chunks],
+        config.concurrency, limit_name, calls, "chunk compressions",
     )
     record_compression(store, run_id, [step.row for step in done])
     return [step.chunk for step in done]
@@ -219,13 +240,14 @@ def _compress(store, document, chunks, config, run_id, snapshot, limit_name, cal
 def _incremental(local, chunks, config, kind, run_id, snapshot, limit_name, calls, steps) -> list[SummaryRecord]:
     records: list[SummaryRecord] = []
     running = None
-    for chunk in chunks:
-        step = incremental_step_task.with_options(**steps).submit(
-            running, chunk, len(chunks), config, kind, run_id, snapshot, limit_name
-        ).result()
-        calls.extend(step.calls)
-        records.extend(step.records)
-        running = current_summary(step.records)
+    with _api_slots(limit_name, 1):  # each update reads the one before: one call at a time
+        for chunk in chunks:
+            step = incremental_step_task.with_options(**steps).submit(
+                running, chunk, len(chunks), config, kind, run_id, snapshot
+            ).result()
+            calls.extend(step.calls)
+            records.extend(step.records)
+            running = current_summary(step.records)
     running.is_final = True
     return records
 

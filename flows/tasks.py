@@ -10,7 +10,9 @@ replays finished steps instead of calling the LLM again.
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
+import os
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -19,6 +21,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from pipelines.chunking import Chunk
 from pipelines.documents import Document, load_document
+from pipelines.llm import parse_spec
 from pipelines.llm.base import LLMConfigError, PromptTooLongError
 from pipelines.llm.recording import RecordingLLM
 from pipelines.runner import RunConfig, make_backend, make_chunks, count_tokens_for
@@ -27,7 +30,7 @@ from pipelines.summarize.common import SummaryRecord
 
 # What identifies a step's work: not the run it belongs to, nor where the
 # snapshot lies (both differ between a crashed run and its re-run).
-STEP_CACHE = (INPUTS + TASK_SOURCE) - "run_id" - "snapshot" - "limit_name"
+STEP_CACHE = (INPUTS + TASK_SOURCE) - "run_id" - "snapshot"
 LLM_RETRIES = 2
 LLM_RETRY_DELAYS = [2, 10]
 RESULT_TTL = timedelta(days=7)
@@ -57,21 +60,29 @@ def llm_task(name: str, run_name: str):
     )
 
 
-@contextlib.contextmanager
-def _slot(limit_name: str | None):
-    """Hold one slot of the flow's global concurrency limit (API backends)."""
-    if not limit_name:
-        yield
-        return
-    from prefect.concurrency.sync import concurrency
+# One API backend (one SDK client with its connection pool) per worker process
+# and configuration, as the SDKs recommend: a new client per task costs an SSL
+# context and a fresh connection (a TLS handshake against a real API) per call.
+_API_CLIENT_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
+_api_backends: dict[tuple, object] = {}
+_api_backends_lock = threading.Lock()
 
-    with concurrency(limit_name, occupy=1):
-        yield
+
+def _backend(config: RunConfig):
+    if parse_spec(config.model)[0] not in ("openai", "anthropic"):
+        return make_backend(config)  # llama.cpp shares its loaded model per process already
+    # The keys are part of the identity (a changed key needs a new client) but are kept only as a digest.
+    environment = hashlib.sha256("\0".join(os.environ.get(name, "") for name in _API_CLIENT_ENV).encode()).hexdigest()
+    key = (config.model, config.base_url, config.context_window, config.timeout_s, config.max_retries, environment)
+    with _api_backends_lock:
+        if key not in _api_backends:
+            _api_backends[key] = make_backend(config)
+        return _api_backends[key]
 
 
 def _llm(config: RunConfig, run_id: str, snapshot: str | None) -> tuple[RecordingLLM, SnapshotJournal]:
     journal = SnapshotJournal(snapshot)
-    return RecordingLLM(make_backend(config), journal, run_id=run_id), journal
+    return RecordingLLM(_backend(config), journal, run_id=run_id), journal
 
 
 def _summarizer(config: RunConfig, llm: RecordingLLM, kind: str):
@@ -100,13 +111,12 @@ class CompressedChunk:
 
 @llm_task("compress-chunk", "compress chunk {chunk.idx}")
 def compress_chunk_task(
-    chunk: Chunk, document: Document, config: RunConfig, run_id: str, snapshot: str | None, limit_name: str | None = None,
+    chunk: Chunk, document: Document, config: RunConfig, run_id: str, snapshot: str | None,
 ) -> CompressedChunk:
     from pipelines.runner import compress_chunk, compressed_chunk
 
     llm, journal = _llm(config, run_id, snapshot)
-    with _slot(limit_name):
-        result = compress_chunk(chunk, document, config, llm)
+    result = compress_chunk(chunk, document, config, llm)
     new_chunk, row = compressed_chunk(chunk, result)
     return CompressedChunk(new_chunk, row, journal.records)
 
@@ -114,33 +124,30 @@ def compress_chunk_task(
 @llm_task("summarize-chunk", "chunk {chunk.idx}")
 def summarize_chunk_task(
     chunk: Chunk, n_chunks: int, token_limit: int, config: RunConfig, kind: str,
-    run_id: str, snapshot: str | None, limit_name: str | None = None,
+    run_id: str, snapshot: str | None,
 ) -> StepResult:
     llm, journal = _llm(config, run_id, snapshot)
-    with _slot(limit_name):
-        record = _summarizer(config, llm, kind).summarize_chunk(chunk, n_chunks, token_limit)
+    record = _summarizer(config, llm, kind).summarize_chunk(chunk, n_chunks, token_limit)
     return StepResult([record], journal.records)
 
 
 @llm_task("merge", "merge level {level} #{idx}")
 def merge_task(
     group: list[SummaryRecord], level: int, idx: int, out_limit: int, context: str, config: RunConfig, kind: str,
-    run_id: str, snapshot: str | None, limit_name: str | None = None,
+    run_id: str, snapshot: str | None,
 ) -> StepResult:
     llm, journal = _llm(config, run_id, snapshot)
-    with _slot(limit_name):
-        record = _summarizer(config, llm, kind).merge(group, level, idx, out_limit, context)
+    record = _summarizer(config, llm, kind).merge(group, level, idx, out_limit, context)
     return StepResult([record], journal.records)
 
 
 @llm_task("incremental-step", "update with chunk {chunk.idx}")
 def incremental_step_task(
     running: SummaryRecord | None, chunk: Chunk, n_chunks: int, config: RunConfig, kind: str,
-    run_id: str, snapshot: str | None, limit_name: str | None = None,
+    run_id: str, snapshot: str | None,
 ) -> StepResult:
     llm, journal = _llm(config, run_id, snapshot)
-    with _slot(limit_name):
-        produced = _summarizer(config, llm, kind).step(running, chunk, n_chunks)
+    produced = _summarizer(config, llm, kind).step(running, chunk, n_chunks)
     return StepResult(produced, journal.records)
 
 

@@ -109,6 +109,57 @@ def test_chunk_level_concurrency_is_bounded(small_story, tmp_path):
     assert server.max_in_flight == 2  # concurrent, and never more than the limit
 
 
+def test_two_flows_share_the_global_limit(small_story, tmp_path):
+    """Each flow runs 2 chunk summaries at once, but the API's global limit (2) bounds both together."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flows.summarize_flow import summarize_document
+
+    with FakeOpenAIServer(delay=0.4) as server:
+        def one(name):
+            return summarize_document(
+                path=str(small_story), db=str(tmp_path / f"{name}.duckdb"), model="openai:fake",
+                base_url=server.base_url, chunk_size=120, summary_words=40, context_window=2048, concurrency=2,
+                resume=False,
+            )
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(one, ["first", "second"]))
+    assert all(r["status"] in ("ok", "degraded") and r["n_chunks"] >= 6 for r in results)
+    assert len(server.requests) == sum(r["usage"]["calls"] for r in results)
+    assert server.max_in_flight == 2
+
+
+def test_a_flow_holds_no_more_slots_than_the_limit_allows():
+    from prefect.client.orchestration import get_client
+
+    from flows.summarize_flow import _api_slots
+
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name("longsum-test-limit", 1)
+    with _api_slots("longsum-test-limit", 3) as held:
+        assert held == 1
+        with get_client(sync_client=True) as client:
+            assert client.read_global_concurrency_limit_by_name("longsum-test-limit").active_slots == 1
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name("longsum-test-limit").active_slots == 0
+    with _api_slots(None, 3) as held:
+        assert held == 3
+
+
+def test_tasks_reuse_one_api_client_per_configuration(monkeypatch):
+    from flows.tasks import _backend
+    from pipelines.runner import RunConfig
+
+    config = RunConfig(model="openai:fake", base_url="http://127.0.0.1:9/v1", context_window=2048)
+    monkeypatch.setenv("OPENAI_API_KEY", "first-key")
+    first = _backend(config)
+    assert _backend(RunConfig(model="openai:fake", base_url="http://127.0.0.1:9/v1", context_window=2048)) is first
+    assert _backend(RunConfig(model="openai:other", base_url="http://127.0.0.1:9/v1", context_window=2048)) is not first
+    monkeypatch.setenv("OPENAI_API_KEY", "second-key")
+    assert _backend(config) is not first  # a new key, a new client
+
+
 def test_evaluate_corpus_on_dask_matches_thread_runner(tmp_path, scandal_text, books):
     from dask.distributed import LocalCluster
 
