@@ -32,7 +32,7 @@ import os
 import time
 from pathlib import Path
 
-from benchlib import LOCAL, SHARED, apply_quick, data_file, table  # noqa: E402 (puts the repository on sys.path)
+from benchlib import apply_quick, book, table  # noqa: E402 (puts the repository on sys.path)
 
 QUICK = {"annotate": 8}
 
@@ -48,8 +48,8 @@ def the_summary(args) -> str:
         return Path(args.summary).read_text(encoding="utf-8")
     from pipelines.summarize.extractive import extractive_summary
 
-    book = data_file(SHARED / "books" / "doyle_scandal_in_bohemia.txt", LOCAL / "books" / "doyle_scandal_in_bohemia.txt")
-    return extractive_summary(book.read_text(encoding="utf-8"), args.words).text
+    story = book("doyle_scandal_in_bohemia.txt")
+    return extractive_summary(story.read_text(encoding="utf-8"), args.words).text
 
 
 def run_interleaved(backends: dict, summary: str, args) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from benchlib import table  # noqa: E402
+from benchlib import book, table  # noqa: E402
 from fake_openai_server import FakeOpenAIServer  # noqa: E402
 
 from pipelines.chunking import chunk_text  # noqa: E402
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.5)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
-    text = (ROOT / "tests" / "data" / "books" / "doyle_red_headed_league.txt").read_text(encoding="utf-8")
+    text = book("doyle_red_headed_league.txt").read_text(encoding="utf-8")
     from pipelines.llm.tokenizers import count_cl100k
 
     chunks = chunk_text(text, 256, count_cl100k)[: args.chunks]

@@ -28,7 +28,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from benchlib import apply_quick, excerpt, table  # noqa: E402
+from benchlib import apply_quick, book, excerpt, table  # noqa: E402
 
 QUICK = {"words": 800, "chunks": 8}
 
@@ -51,7 +51,7 @@ def main() -> None:
     from pipelines.store import Store
 
     story = tmp / "story.txt"
-    text = (ROOT / "tests" / "data" / "books" / "doyle_scandal_in_bohemia.txt").read_text(encoding="utf-8")
+    text = book("doyle_scandal_in_bohemia.txt").read_text(encoding="utf-8")
     story.write_text(excerpt(text, args.words), encoding="utf-8")
     settings = dict(chunk_size=512, summary_words=120)
 

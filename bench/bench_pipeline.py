@@ -20,14 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import LOCAL, SHARED, apply_quick, data_file, excerpt, table  # noqa: E402 (puts the repository on sys.path)
+from benchlib import apply_quick, book, excerpt, table  # noqa: E402 (puts the repository on sys.path)
 
 QUICK_WORDS = 800
 QUICK = {"chunk_size": 512, "summary_words": 120}
-
-
-def book(name: str) -> Path:
-    return data_file(SHARED / "books" / name, LOCAL / "books" / name)
 
 
 def quick_document(folder: Path) -> Path:

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import LOCAL, SHARED, apply_quick, data_file, excerpt, table  # noqa: E402 (puts the repository on sys.path)
+from benchlib import apply_quick, book, excerpt, table  # noqa: E402 (puts the repository on sys.path)
 
 METHODS = ("hierarchical", "incremental")
 QUICK_WORDS = 2900
@@ -107,8 +107,7 @@ def main() -> None:
     from pipelines.text import sentences
     from scoring.booookscore import BooookScoreChecker
 
-    name = "doyle_scandal_in_bohemia.txt"
-    document = Path(args.document) if args.document else data_file(SHARED / "books" / name, LOCAL / "books" / name)
+    document = Path(args.document) if args.document else book("doyle_scandal_in_bohemia.txt")
     tmp = Path(tempfile.mkdtemp(prefix="longsum-reference-"))
     if args.quick:
         text = excerpt(document.read_text(encoding="utf-8"), QUICK_WORDS)

@@ -26,7 +26,7 @@ import json
 import platform
 import time
 
-from benchlib import LOCAL, SHARED, data_file, table  # noqa: E402 (puts the repository on sys.path)
+from benchlib import LOCAL, SHARED, book, data_file, table  # noqa: E402 (puts the repository on sys.path)
 TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
@@ -49,7 +49,7 @@ def cold_fast(rouge_types: list[str]):
 def long_pairs(n_pairs: int, words: int) -> list[tuple[str, str]]:
     from scoring.rouge import prepare
 
-    text = data_file(SHARED / "books" / "austen_prideprejudice.txt", LOCAL / "books" / "austen_prideprejudice.txt")
+    text = book("austen_prideprejudice.txt")
     tokens = text.read_text(encoding="utf-8").split()
     pairs, start = [], 5000
     for _ in range(n_pairs):

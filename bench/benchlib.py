@@ -29,6 +29,11 @@ def data_file(*candidates: Path) -> Path:
 NUMBER = re.compile(r"^[-+]?[\d,.]+")
 
 
+def book(name: str) -> Path:
+    """A novel or story of the shared data set (or its copy in tests/data)."""
+    return data_file(SHARED / "books" / name, LOCAL / "books" / name)
+
+
 def apply_quick(parser: argparse.ArgumentParser, args: argparse.Namespace, quick: dict) -> None:
     """With --quick, every option named in `quick` that the user left at its default takes the quick value."""
     if args.quick:
