@@ -73,17 +73,6 @@ def start_server(n_ctx: int) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the llama-cpp-python server did not start")
 
 
-def judge_first(checker, summary: str, n: int):
-    """v1 on the summary's first n sentences only; every prompt still holds the whole summary."""
-    from pipelines.text import sentences
-    from scoring.booookscore import CheckResult, SentenceAnnotation
-
-    annotations = [SentenceAnnotation(i + 1, s, "unparseable") for i, s in enumerate(sentences(summary)[:n])]
-    for annotation in annotations:
-        checker.annotate_sentence(summary, annotation)
-    return CheckResult(annotations, "v1", checker.config())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--document", default=None)
@@ -97,8 +86,6 @@ def main() -> None:
     args = parser.parse_args()
     apply_quick(parser, args, QUICK)
     methods = [m for m in args.methods.split(",") if m]
-    if args.checker_sentences and args.checker != "v1":
-        parser.error("--checker-sentences works with --checker v1 (v2 judges in batches)")
     if "hierarchical" not in methods or set(methods) - set(METHODS):
         parser.error(f"--methods: choose from {', '.join(METHODS)}; the checker needs hierarchical")
     from pipelines.llm.recording import RecordingLLM
@@ -141,7 +128,7 @@ def main() -> None:
         summary = summaries["hierarchical"].summary
         checker = BooookScoreChecker(llm, args.checker)
         started = time.perf_counter()
-        check = judge_first(checker, summary, args.checker_sentences) if args.checker_sentences else checker.check(summary)
+        check = checker.check(summary, first=args.checker_sentences)
         checker_wall = time.perf_counter() - started
     finally:
         server.terminate()
@@ -171,6 +158,7 @@ def main() -> None:
                  f"finished: BooookScore {score} over {check.n_judged} of {check.n_sentences} sentences{checked_part} "
                  f"({check.n_unparseable} unparseable)"])
     print(table(["workflow", "side", "wall s", "requests", "prompt tokens", "completion tokens", "total", "notes"], body))
+
 
 if __name__ == "__main__":
     main()

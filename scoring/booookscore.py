@@ -452,8 +452,10 @@ class BooookScoreChecker:
             **({"batch_size": self.batch_size} if self.version == "v2" else {}),
         }
 
-    def check(self, summary: str) -> CheckResult:
-        sentences = split_sentences(summary)
+    def check(self, summary: str, first: int | None = None) -> CheckResult:
+        """Judge every sentence of `summary`, or only its `first` ones (a cheap
+        sample: each prompt still holds the whole summary)."""
+        sentences = split_sentences(summary)[:first]
         annotations = [SentenceAnnotation(i + 1, s, "unparseable") for i, s in enumerate(sentences)]
         if self.version == "v1":
             self._each(lambda annotation: self.annotate_sentence(summary, annotation), annotations)

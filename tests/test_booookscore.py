@@ -145,6 +145,18 @@ def test_bad_answers_are_asked_again_with_a_different_request_until_one_parses()
     assert again.annotations[0].status == "ok" and again.annotations[0].attempts == 3
 
 
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_checking_the_first_sentences_only_still_shows_the_whole_summary(version):
+    answer = ("Questions: none\nTypes: none" if version == "v1"
+              else '{"1": {"questions": [], "types": []}, "2": {"questions": [], "types": []}}')
+    checker, backend, _ = checker_for(lambda request: answer, version)
+    result = checker.check(SUMMARY, first=2)
+    assert [a.sentence_num for a in result.annotations] == [1, 2] and result.n_sentences == 2
+    assert all(a.status == "ok" for a in result.annotations)
+    assert all(SUMMARY in "\n".join(m["content"] for m in r.messages) for r in backend.requests)
+    assert len(checker.check(SUMMARY).annotations) == 3
+
+
 def test_a_sentence_that_never_parses_is_unparseable_not_clean():
     answers = Answers(by_sentence={
         1: "Questions: none\nTypes: none",
