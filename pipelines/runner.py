@@ -1,7 +1,8 @@
-"""One summarization run, in-process: load -> chunk -> summarize -> persist.
+"""One summarization run: load -> chunk -> compress -> summarize -> persist.
 
-This is the wiring the `summarize` command uses (the Prefect flows wire the
-same steps as tasks). The run's `runs` row is written first with status
+This is the one orchestration of a run; the CLI runs it with a thread
+executor, the Prefect flows with one that makes each step a task (see
+`pipelines.summarize.executors`). The run's `runs` row is written first with status
 `running` and finished as `ok`, `degraded` or `failed` (with the reason);
 chunks and summaries are written in bulk; every LLM call is journaled the
 moment it returns, so an interrupted run resumes from the journal.
@@ -16,6 +17,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from pipelines.chunking import Chunk, chunk_text, fixed_window_chunks
 from pipelines.documents import Document, load_document
@@ -31,6 +33,7 @@ from pipelines.summarize.common import (
     SummarizeSettings,
     SummaryRecord,
 )
+from pipelines.summarize.executors import Executor, ThreadExecutor
 from pipelines.text import count_words
 
 METHODS = ("hierarchical", "incremental", "extractive")
@@ -162,8 +165,6 @@ def summarize_file(
     document = load_document(path, kind=config.kind)
     if backend is None:
         backend = make_backend(config)
-    if backend is not None:
-        check_budgets(config, backend)
     return summarize_document(document, config, store, backend=backend, progress=progress, on_call=on_call)
 
 
@@ -175,33 +176,41 @@ def summarize_document(
     backend: LLMBackend | None,
     progress: Progress | None = None,
     on_call=None,
+    executor_for: Callable[[str], Executor] | None = None,
+    extra_params: dict | None = None,
 ) -> RunResult:
+    """The one orchestration of a run: budgets, rows, chunks, compression and
+    the workflow. `executor_for(run_id)` gives the executor of the run's steps
+    (default: `config.concurrency` threads of this process); whoever runs the
+    steps, their calls land in `llm_calls` under the run as they finish."""
+    config.validate()
+    if backend is not None:
+        check_budgets(config, backend)
     progress = progress or Progress()
     run_id = new_id()
     started = time.time()
     reap_dead_runs(store)
     record_document(store, document)
-    start_run(store, run_id, document, config, backend)
-    llm = None
+    start_run(store, run_id, document, config, backend, extra=extra_params)
     try:
         chunks = make_chunks(document, config, count_tokens_for(backend))
         store.insert_rows("chunks", [chunk_row(run_id, c) for c in chunks])
         if backend is None:
             records = _extractive(document, config, chunks)
-            usage = Usage()
         else:
             llm = RecordingLLM(backend, DuckDBJournal(store), run_id=run_id, on_call=on_call)
+            executor = executor_for(run_id) if executor_for else ThreadExecutor(config.concurrency)
             if config.compress != "none":
-                chunks = compress_chunks(store, run_id, document, chunks, config, llm)
-            records = summarizer_for(config, llm, document.kind, progress).run(chunks)
-            usage = llm.usage
+                chunks = compress_chunks(store, run_id, document, chunks, config, llm, executor)
+            records = summarizer_for(config, llm, document.kind, progress).run(chunks, executor)
         final = next(r for r in records if r.is_final)
         status = "degraded" if final.degraded else "ok"
         store.insert_rows("summaries", [summary_row(run_id, r) for r in records])
+        usage = run_usage(store, run_id)
         seconds = time.time() - started
         finish_run(store, run_id, status, seconds, len(chunks), records, usage, final.text)
     except BaseException as exc:
-        fail_run(store, run_id, exc, time.time() - started, llm.usage if llm else Usage())
+        fail_run(store, run_id, exc, time.time() - started)
         raise
     return RunResult(
         run_id=run_id, status=status, summary=final.text, method=config.method, model=_model_name(config, backend),
@@ -209,40 +218,19 @@ def summarize_document(
     )
 
 
-def compress_chunk(chunk: Chunk, document: Document, config: RunConfig, llm: RecordingLLM, concurrency: int = 1):
-    """One chunk through the compressor; its LLM calls are journaled under the run."""
-    from pipelines.compress import compress_text
-
-    return compress_text(
-        chunk.text, method=config.compress, ratio=config.compress_ratio, kind=document.kind,
-        language=document.language, query=config.compress_query, llm=llm, count_tokens=llm.count_tokens,
-        step=f"compress:{chunk.idx}", concurrency=concurrency,
-    )
-
-
-def compressed_chunk(chunk: Chunk, result) -> tuple[Chunk, dict]:
-    """The chunk the summarizer reads instead, and its `compressed_chunks` row."""
-    row = {
-        "idx": chunk.idx, "method": result.method, "target_ratio": result.target_ratio,
-        "original_tokens": result.original_tokens, "compressed_tokens": result.compressed_tokens,
-        "ratio": result.ratio, "fallbacks": len(result.fallbacks), "text": result.text,
-        "report": result.as_dict(with_text=False),
-    }
-    return dataclasses.replace(chunk, text=result.text, n_tokens=result.compressed_tokens), row
-
-
 def compress_chunks(store: Store, run_id: str, document: Document, chunks: list[Chunk], config: RunConfig,
-                    llm: RecordingLLM) -> list[Chunk]:
-    from concurrent.futures import ThreadPoolExecutor
+                    llm: RecordingLLM, executor: Executor) -> list[Chunk]:
+    from pipelines.compress.chunks import ChunkCompressor
 
     # `concurrency` calls in flight in all: split between the chunks and the rewrites inside each.
     workers = max(1, min(config.concurrency, len(chunks)))
-    inner = max(1, config.concurrency // workers)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda c: compress_chunk(c, document, config, llm, inner), chunks))
-    pairs = [compressed_chunk(c, r) for c, r in zip(chunks, results)]
+    compressor = ChunkCompressor(
+        llm, method=config.compress, ratio=config.compress_ratio, kind=document.kind, language=document.language,
+        query=config.compress_query, concurrency=max(1, config.concurrency // workers),
+    )
+    pairs = compressor.run(chunks, executor)
     record_compression(store, run_id, [row for _, row in pairs])
-    return [c for c, _ in pairs]
+    return [chunk for chunk, _ in pairs]
 
 
 def record_compression(store: Store, run_id: str, rows: list[dict]) -> None:
@@ -353,6 +341,20 @@ def _usage_values(usage: Usage) -> list:
             usage.output_tokens, usage.cost_usd, usage.llm_seconds]
 
 
+def run_usage(store: Store, run_id: str) -> Usage:
+    """What the run's calls cost, from the journal (whoever made the calls)."""
+    fresh = "status = 'ok' AND NOT cached"
+    ((calls, hits, errors, input_tokens, cached_input, output_tokens, cost, seconds),) = store.execute(
+        f"SELECT count(*) FILTER ({fresh}), count(*) FILTER (status = 'ok' AND cached), "
+        f"count(*) FILTER (status <> 'ok'), sum(input_tokens) FILTER ({fresh}), "
+        f"sum(cached_input_tokens) FILTER ({fresh}), sum(output_tokens) FILTER ({fresh}), "
+        f"sum(cost_usd) FILTER ({fresh}), sum(latency_s) FILTER ({fresh}) FROM llm_calls WHERE run_id = ?",
+        [run_id],
+    )
+    return Usage(calls, hits, errors, input_tokens or 0, cached_input or 0, output_tokens or 0, cost or 0.0,
+                 seconds or 0.0)
+
+
 def finish_run(store, run_id, status, seconds, n_chunks, records, usage: Usage, final_text: str) -> None:
     store.execute(
         f"UPDATE runs SET status = ?, finished_at = ?, seconds = ?, n_chunks = ?, n_summaries = ?, "
@@ -362,7 +364,7 @@ def finish_run(store, run_id, status, seconds, n_chunks, records, usage: Usage, 
     )
 
 
-def fail_run(store: Store, run_id: str, exc: BaseException, seconds: float, usage: Usage) -> None:
+def fail_run(store: Store, run_id: str, exc: BaseException, seconds: float) -> None:
     if isinstance(exc, KeyboardInterrupt):
         reason = "interrupted"
     elif type(exc).__name__ == "Terminated":
@@ -373,7 +375,7 @@ def fail_run(store: Store, run_id: str, exc: BaseException, seconds: float, usag
         store.execute(
             f"UPDATE runs SET status = 'failed', error = ?, finished_at = ?, seconds = ?, {_USAGE_COLUMNS} "
             f"WHERE run_id = ?",
-            [redact(reason)[:1000], utc(), seconds, *_usage_values(usage), run_id],
+            [redact(reason)[:1000], utc(), seconds, *_usage_values(run_usage(store, run_id)), run_id],
         )
     except Exception:  # the original error matters more than the bookkeeping
         pass

@@ -32,6 +32,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
+from pipelines.defaults import DEFAULT_MODEL
+
 METRICS = ("rouge", "bertscore", "booookscore")
 NEEDS_REFERENCES = ("rouge", "bertscore")
 
@@ -53,7 +55,7 @@ class ScoringOptions:
     booookscore_batch_size: int = 6
     booookscore_max_tokens: int | None = None  # None: the checker's default per call
     booookscore_concurrency: int = 1  # checker calls in flight at once (API judges)
-    judge_model: str = "llamacpp"
+    judge_model: str = DEFAULT_MODEL
     judge_base_url: str | None = None
 
 

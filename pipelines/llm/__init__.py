@@ -11,6 +11,7 @@ without loading llama.cpp or the SDKs.
 
 from __future__ import annotations
 
+from pipelines.defaults import DEFAULT_MODEL
 from pipelines.llm.base import (
     Completion,
     CompletionRequest,
@@ -21,7 +22,7 @@ from pipelines.llm.base import (
     PromptTooLongError,
 )
 
-DEFAULT_SPEC = "llamacpp"
+DEFAULT_SPEC = DEFAULT_MODEL
 SPEC_HELP = "llamacpp, llamacpp:/path/model.gguf, openai:MODEL or anthropic:MODEL"
 
 __all__ = [

@@ -190,3 +190,16 @@ def lead_sentences(text: str, words: int) -> str:
         out.append(sentence)
         used += n
     return " ".join(out)
+
+
+def kind_noun(kind: str) -> str:
+    return {"book": "book", "paper": "paper", "code": "source file"}.get(kind, "document")
+
+
+def prompt_values(kind: str) -> dict:
+    """The values every summarizing prompt shares for a document of this kind."""
+    return {
+        "system": prompts.snippet("system_summarizer"),
+        "kind": kind_noun(kind),
+        "focus": prompts.snippet(f"focus_{kind}" if kind in ("book", "paper", "code") else "focus_book"),
+    }

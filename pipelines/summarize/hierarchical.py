@@ -12,7 +12,6 @@ one above, so that the inputs of a merge fit its context.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import prompts
 from pipelines.chunking import Chunk
@@ -24,18 +23,16 @@ from pipelines.summarize.common import (
     SummarizeSettings,
     SummaryRecord,
     lead_sentences,
+    prompt_values,
     words_for_tokens,
 )
+from pipelines.summarize.executors import Executor, Recipe, ThreadExecutor, call
 from pipelines.text import sentences
 
 MIN_LEVEL_TOKENS = 64
 MAX_LEVELS = 12
 _LABEL_TOKENS = 8  # "Summary N:" and separators around each merged summary
 _SEPARATOR = "\n\n"
-
-
-def kind_noun(kind: str) -> str:
-    return {"book": "book", "paper": "paper", "code": "source file"}.get(kind, "document")
 
 
 class HierarchicalSummarizer:
@@ -45,11 +42,10 @@ class HierarchicalSummarizer:
         self.kind = kind
         self.progress = progress or Progress()
         self.generation = Generation(llm, settings)
-        self._common = {
-            "system": prompts.snippet("system_summarizer"),
-            "kind": kind_noun(kind),
-            "focus": prompts.snippet(f"focus_{kind}" if kind in ("book", "paper", "code") else "focus_book"),
-        }
+        self._common = prompt_values(kind)
+
+    def recipe(self) -> Recipe:
+        return Recipe(HierarchicalSummarizer, {"settings": self.settings, "kind": self.kind})
 
     # -- planning ----------------------------------------------------------
 
@@ -108,16 +104,6 @@ class HierarchicalSummarizer:
         return SummaryRecord.from_outcome(outcome, level=0, idx=chunk.idx, kind="chunk", token_limit=token_limit, word_limit=words,
                        first_chunk=chunk.idx, last_chunk=chunk.idx)
 
-    def summarize_chunks(self, chunks: list[Chunk], token_limit: int) -> list[SummaryRecord]:
-        def one(chunk: Chunk) -> SummaryRecord:
-            return self.summarize_chunk(chunk, len(chunks), token_limit)
-
-        workers = max(1, min(self.settings.concurrency, len(chunks)))
-        if workers == 1:
-            return [one(c) for c in chunks]
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="longsum-chunk") as pool:
-            return list(pool.map(one, chunks))
-
     def group(self, below: list[SummaryRecord], out_limit: int) -> list[list[SummaryRecord]]:
         """Consecutive runs of summaries that fit one merge prompt each."""
         groups: list[list[SummaryRecord]] = []
@@ -150,13 +136,14 @@ class HierarchicalSummarizer:
         out_limit = limits[level] if level < len(limits) else top
         return out_limit, self.group(below, out_limit)
 
-    def merge_level(self, below: list[SummaryRecord], level: int, limits: list[int]) -> list[SummaryRecord]:
+    def merge_level(self, below: list[SummaryRecord], level: int, limits: list[int], executor: Executor) -> list[SummaryRecord]:
         out_limit, groups = self.plan_level(below, level, limits)
         self.progress.expect(len(groups))
         merged: list[SummaryRecord] = []
         for idx, group in enumerate(groups):
+            # Each merge reads the end of the one before: one step at a time.
             context = self.context_from(merged[-1].text, out_limit) if merged else ""
-            merged.append(self.merge(group, level, idx, out_limit, context))
+            merged.append(call(executor, self.merge, group, level, idx, out_limit, context))
         return merged
 
     def merge(self, group: list[SummaryRecord], level: int, idx: int, out_limit: int, context: str) -> SummaryRecord:
@@ -187,18 +174,21 @@ class HierarchicalSummarizer:
 
     # -- the whole workflow --------------------------------------------------
 
-    def run(self, chunks: list[Chunk]) -> list[SummaryRecord]:
+    def run(self, chunks: list[Chunk], executor: Executor | None = None) -> list[SummaryRecord]:
+        """Every summary of the run, chunk summaries first; the last is final.
+        The chunk summaries are one batch for the executor, each merge a step."""
         if not chunks:
             return []
+        executor = executor or ThreadExecutor(self.settings.concurrency)
         limits = self.plan_limits(len(chunks))
         self.progress.expect(len(chunks))
-        current = self.summarize_chunks(chunks, limits[0])
+        current = executor.map(self.summarize_chunk, [(chunk, len(chunks), limits[0]) for chunk in chunks])
         records = list(current)
         level = 1
         while len(current) > 1:
             if level > MAX_LEVELS:
                 raise PromptTooLongError("summaries stopped getting shorter; merging did not converge")
-            current = self.merge_level(current, level, limits)
+            current = self.merge_level(current, level, limits, executor)
             records.extend(current)
             level += 1
         current[0].is_final = True

@@ -21,9 +21,10 @@ from pipelines.summarize.common import (
     SummarizeSettings,
     SummaryRecord,
     lead_sentences,
+    prompt_values,
     tokens_for_words,
 )
-from pipelines.summarize.hierarchical import kind_noun
+from pipelines.summarize.executors import Executor, Recipe, ThreadExecutor, call
 from pipelines.text import count_words
 
 # An updated summary may run this much over its current budget before it is
@@ -41,23 +42,26 @@ class IncrementalSummarizer:
         self.llm = llm
         self.settings = settings
         self.progress = progress or Progress()
+        self.kind = kind
         self.generation = Generation(llm, settings)
-        self._common = {
-            "system": prompts.snippet("system_summarizer"),
-            "kind": kind_noun(kind),
-            "focus": prompts.snippet(f"focus_{kind}" if kind in ("book", "paper", "code") else "focus_book"),
-        }
+        self._common = prompt_values(kind)
+
+    def recipe(self) -> Recipe:
+        return Recipe(IncrementalSummarizer, {"settings": self.settings, "kind": self.kind})
 
     def target_words(self, j: int, n: int) -> int:
         """Budget after reading chunk j (0-based) of n: grows linearly to the full budget."""
         return max(MIN_WORDS, round(self.settings.summary_words * (j + 1) / n))
 
-    def run(self, chunks: list[Chunk]) -> list[SummaryRecord]:
+    def run(self, chunks: list[Chunk], executor: Executor | None = None) -> list[SummaryRecord]:
+        """Every output of the run in order; the last kept one is final. Each
+        update reads the summary before it, so each is a step of its own."""
+        executor = executor or ThreadExecutor(1)
         records: list[SummaryRecord] = []
         self.progress.expect(len(chunks))
         running: SummaryRecord | None = None
         for chunk in chunks:
-            produced = self.step(running, chunk, len(chunks))
+            produced = call(executor, self.step, running, chunk, len(chunks))
             records.extend(produced)
             running = current_summary(produced)
             self.progress.step("chunk")

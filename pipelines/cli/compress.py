@@ -13,17 +13,18 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli import UserError, cli, db_option
+from pipelines.cli.common import UserError, db_option
+from pipelines.defaults import DEFAULT_MODEL
 
 
-@cli.command("compress")
+@click.command("compress")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--query", "-Q", default="", help="What the compressed text will be used for (focuses what is kept).")
 @click.option("--ratio", "-r", type=click.FloatRange(min=0.01, max=1.0), default=0.5, show_default=True,
               help="Share of the tokens to keep.")
 @click.option("--method", type=click.Choice(["auto", "scope", "longcodezip"]), default="auto", show_default=True,
               help="auto: LongCodeZip for code, SCOPE for prose (fenced code blocks in prose go to LongCodeZip).")
-@click.option("--model", default="llamacpp", show_default=True, metavar="SPEC",
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, metavar="SPEC",
               help="Model whose tokenizer counts the ratio and that SCOPE rewrites with "
                    "(llamacpp, llamacpp:/path.gguf, openai:MODEL, anthropic:MODEL).")
 @click.option("--base-url", default=None, metavar="URL", help="An OpenAI-compatible server for openai: specs.")
@@ -50,7 +51,7 @@ def compress_command(file, query, ratio, method, model, base_url, scorer_model, 
     document = load_document(file, kind=kind)
     chosen = resolve_method(method, document.kind)
     backend = resolve(model, base_url=base_url)
-    if not quiet and chosen == "scope" and model.strip().lower() == "llamacpp":
+    if not quiet and chosen == "scope" and model.strip().lower() == DEFAULT_MODEL:
         click.echo("note: SCOPE rewrites with the embedded Gemma 3 270M, a tiny base model: most chunks will fall "
                    "back to extractive compression. Pass --model for real rewrites.", err=True)
     llm = RecordingLLM(backend, DuckDBJournal(Store(db_path)))

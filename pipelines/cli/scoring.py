@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli import UserError, cli, db_option, scoring_options
+from pipelines.cli.common import UserError, db_option, scoring_options
+from pipelines.defaults import DEFAULT_MODEL
 
 
 def options_from(label=None, **kwargs):
@@ -35,7 +36,7 @@ JUDGE_NOTICE = (
 
 
 def _judge_notice(metrics, options) -> None:
-    if "booookscore" in metrics and options.judge_model.strip().lower() == "llamacpp":
+    if "booookscore" in metrics and options.judge_model.strip().lower() == DEFAULT_MODEL:
         click.echo(JUDGE_NOTICE, err=True)
 
 
@@ -100,7 +101,7 @@ def _scoring_errors():
     return (ScoringError, CheckerError)
 
 
-@cli.command("score")
+@click.command("score")
 @click.argument("run_id")
 @click.option("--reference", "references", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="A reference summary file (repeat for several; ROUGE and BERTScore need at least one).")
@@ -134,7 +135,7 @@ def score_command(run_id, references, score_spec, as_json, db_path, **kwargs) ->
     click.echo(f"scores for run {run} stored in {store.path} (table scores, view scores_wide)", err=True)
 
 
-@cli.group("eval")
+@click.group("eval")
 def eval_group() -> None:
     """Evaluate methods on a benchmark data set."""
 
@@ -144,7 +145,7 @@ def eval_group() -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N stories.")
 @click.option("--method", "methods", multiple=True, type=click.Choice(["hierarchical", "incremental", "extractive"]),
               help="Method(s) to run (repeatable; default hierarchical). The extractive baseline always runs too.")
-@click.option("--model", default="llamacpp", show_default=True, metavar="SPEC", help="LLM for the LLM methods.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, metavar="SPEC", help="LLM for the LLM methods.")
 @click.option("--base-url", default=None, metavar="URL", help="OpenAI-compatible server for openai: specs.")
 @click.option("--score", "score_spec", default="rouge,bertscore", show_default=True, metavar="METRICS",
               help="Comma-separated: rouge, bertscore, booookscore.")
@@ -182,7 +183,7 @@ def eval_squality_command(path, limit, methods, model, base_url, score_spec, sum
         click.echo(f"summarize: warning: {failure}", err=True)
 
 
-@cli.command("import-booookscore")
+@click.command("import-booookscore")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--label", default=None, help="Name of the imported set (default: the file name). Re-importing replaces it.")
 @db_option

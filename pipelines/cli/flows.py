@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli import UserError, cli, db_option
+from pipelines.cli.common import UserError, db_option
+from pipelines.defaults import DEFAULT_MODEL
 
 
 def _prefect_environment() -> None:
@@ -37,7 +38,7 @@ corpus_options = [
     click.option("--method", "methods", multiple=True, default=("hierarchical", "incremental", "extractive"),
                  type=click.Choice(["hierarchical", "incremental", "extractive"]), show_default=True,
                  help="Repeat for several; every method runs on every document."),
-    click.option("--model", default="llamacpp", show_default=True, metavar="SPEC"),
+    click.option("--model", default=DEFAULT_MODEL, show_default=True, metavar="SPEC"),
     click.option("--chunk-size", type=click.IntRange(min=64), default=None),
     click.option("--summary-words", type=click.IntRange(min=10), default=None),
     click.option("--configs", "configs_json", default=None, help="JSON list of configurations (overrides --method/--model)."),
@@ -58,7 +59,7 @@ def _apply(options):
     return decorate
 
 
-@cli.command("corpus")
+@click.command("corpus")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @_apply(corpus_options)
 @db_option
@@ -80,7 +81,7 @@ def corpus_command(source, methods, model, chunk_size, summary_words, configs_js
     click.echo(render(columns, [tuple(row[c] for c in columns) for row in table]))
 
 
-@cli.command("serve")
+@click.command("serve")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--cron", default=None, help='Cron schedule of the corpus evaluation, e.g. "0 2 * * *".')
 @click.option("--interval", type=click.FloatRange(min=1), default=None, help="Or: run it every N seconds.")

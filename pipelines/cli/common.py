@@ -1,0 +1,77 @@
+"""What the command modules share: the one-line user error, the store and
+scoring options, and writing an output file atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from pipelines.defaults import DEFAULT_MODEL
+from pipelines.paths import default_db_path
+
+EXIT_USER_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class UserError(click.ClickException):
+    """Printed as one line: 'summarize: error: ...'."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"summarize: error: {self.format_message()}", err=True)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from pipelines.documents import DocumentError
+    from pipelines.llm.base import LLMError
+    from pipelines.store import StoreError
+    from prompts import PromptError
+
+    return (DocumentError, LLMError, StoreError, PromptError, ValueError, OSError)
+
+
+def open_store(db_path: Path | None, read_only: bool = False):
+    from pipelines.store import Store
+
+    return Store(db_path, read_only=read_only)
+
+
+def scoring_options(function):
+    """Options that tune the scorers; shared by `run`, `score` and `eval squality`."""
+    options = [
+        click.option("--rouge-tokenizer", type=click.Choice(["rouge-score", "unicode"]), default="rouge-score",
+                     show_default=True,
+                     help="rouge-score's ASCII tokenizer (warns when it drops non-ASCII letters), or a "
+                          "Unicode tokenizer that counts them (identical on ASCII text)."),
+        click.option("--bertscore-model", default=None, metavar="NAME|DIR",
+                     help="BERTScore model (a local directory or a cached hub name); default: the packaged "
+                          "all-MiniLM-L6-v2."),
+        click.option("--bertscore-layer", type=click.IntRange(min=0), default=None,
+                     help="Layer whose embeddings BERTScore uses (default 6 for all-MiniLM-L6-v2)."),
+        click.option("--judge-model", default=DEFAULT_MODEL, show_default=True, metavar="SPEC",
+                     help="LLM that annotates sentences for BooookScore (same specs as --model)."),
+        click.option("--judge-base-url", default=None, metavar="URL",
+                     help="OpenAI-compatible server for an openai: judge."),
+        click.option("--judge-concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="BooookScore checker calls in flight at once (API judges)."),
+        click.option("--booookscore-prompt", type=click.Choice(["v1", "v2"]), default="v1", show_default=True,
+                     help="v1: one call per sentence; v2: batches of sentences answered as JSON."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def db_option(function):
+    return click.option(
+        "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help=f"DuckDB file (default: $LONGSUM_DB or {default_db_path()}).",
+    )(function)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)

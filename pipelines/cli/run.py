@@ -1,0 +1,106 @@
+"""`summarize FILE` (the default command `run`): summarize one document in-process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from pipelines.cli.common import UserError, db_option, open_store, scoring_options, write_atomically
+from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMMARY_WORDS
+
+
+@click.command("run")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--method", type=click.Choice(["hierarchical", "incremental", "extractive"]), default="hierarchical",
+              show_default=True, help="Hierarchical merging, incremental updating, or the no-LLM extractive baseline.")
+@click.option("--model", "model", default=DEFAULT_MODEL, show_default=True, metavar="SPEC",
+              help="llamacpp (embedded Gemma 3 270M), llamacpp:/path.gguf, openai:MODEL or anthropic:MODEL.")
+@click.option("--base-url", default=None, metavar="URL", help="An OpenAI-compatible server (vLLM, Ollama, llama.cpp) for openai: specs.")
+@click.option("--context-window", type=click.IntRange(min=512), default=None, help="Override the model's context size in tokens.")
+@click.option("--chunk-size", type=click.IntRange(min=64), default=DEFAULT_CHUNK_TOKENS, show_default=True, help="Chunk budget in the model's tokens.")
+@click.option("--chunker", type=click.Choice(["structured", "fixed"]), default="structured", show_default=True,
+              help="Paragraph/section-aware chunks, or fixed windows (see --overlap).")
+@click.option("--overlap", type=click.IntRange(min=0), default=0, help="Token overlap between fixed windows.")
+@click.option("--summary-words", type=click.IntRange(min=10), default=DEFAULT_SUMMARY_WORDS, show_default=True,
+              help="Word budget of the final summary.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Chunk summaries in flight at once (useful with API backends).")
+@click.option("--kind", type=click.Choice(["book", "paper", "code"]), default=None, help="Override the detected document kind.")
+@click.option("--compress", type=click.Choice(["none", "scope", "longcodezip", "auto"]), default="none", show_default=True,
+              help="Compress each chunk before summarizing: SCOPE for prose, LongCodeZip for code, auto picks.")
+@click.option("--compress-ratio", type=click.FloatRange(min=0.05, max=1.0), default=0.5, show_default=True,
+              help="Share of each chunk's tokens the compressor keeps.")
+@click.option("--compress-query", default="", metavar="TEXT",
+              help="What the summary should focus on: the compressors keep what matters to it.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=None, help="API backends: seconds per request (default 120).")
+@click.option("--retries", "max_retries", type=click.IntRange(min=0), default=None, help="API backends: retries with backoff on 429/5xx/connection errors (default 4).")
+@click.option("--reference", "references", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A reference summary file to score against (repeat for several).")
+@click.option("--score", "score_spec", default=None, metavar="METRICS",
+              help="Score the run: comma-separated rouge, bertscore, booookscore (default with --reference: rouge,bertscore).")
+@scoring_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (run_id, summary, usage) instead of the summary.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the summary to this file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or notices on stderr.")
+@db_option
+def run_command(file, method, model, base_url, context_window, chunk_size, chunker, overlap, summary_words,
+                concurrency, kind, compress, compress_ratio, compress_query, timeout_s, max_retries, references, score_spec, as_json,
+                output, quiet, db_path, **scoring_values) -> None:
+    """Summarize FILE (a book, a paper or a source file)."""
+    from pipelines.progress import RunProgress
+    from pipelines.runner import RunConfig, make_backend, summarize_file
+
+    config = RunConfig(
+        method=method, model=model, base_url=base_url, context_window=context_window, chunk_size=chunk_size,
+        chunker=chunker, overlap=overlap, summary_words=summary_words, concurrency=concurrency, kind=kind,
+        timeout_s=timeout_s, max_retries=max_retries, compress=compress, compress_ratio=compress_ratio,
+        compress_query=compress_query,
+    )
+    config.validate()
+    if not file.exists():
+        raise UserError(f"{file}: no such file")
+    score = None
+    if references or score_spec:
+        from pipelines.cli.scoring import prepare_scoring
+
+        score = prepare_scoring(references, score_spec, **scoring_values)
+    store = open_store(db_path)
+    if not quiet and method != "extractive" and model.strip().lower() == DEFAULT_MODEL:
+        from pipelines.llm.llamacpp import DEFAULT_MODEL_NOTICE
+
+        click.echo(f"note: {DEFAULT_MODEL_NOTICE}", err=True)
+    backend = make_backend(config)
+    with RunProgress(enabled=not quiet, label=file.name) as progress:
+        result = summarize_file(file, config, store, backend=backend, progress=progress.callbacks,
+                                on_call=progress.on_call)
+    if output is not None:
+        write_atomically(output, result.summary + "\n")
+    scores = score(store, result.run_id) if score else []
+    if as_json:
+        import json
+
+        payload = result.as_json()
+        if score:
+            payload["scores"] = scores
+        click.echo(json.dumps(payload, ensure_ascii=False, default=str))
+    else:
+        click.echo(result.summary)
+    if score and not as_json:
+        from pipelines.sql import render
+        from scoring import summary_table
+
+        click.echo(render(*summary_table(scores)), err=True)
+    if not quiet:
+        if compress != "none":
+            ((before, after),) = store.execute(
+                "SELECT tokens_before_compression, tokens_after_compression FROM runs WHERE run_id = ?", [result.run_id])
+            click.echo(f"compression ({compress}): {before} -> {after} chunk tokens "
+                       f"(ratio {after / max(1, before):.2f})", err=True)
+        u = result.usage
+        click.echo(
+            f"run {result.run_id} {result.status}: {result.n_chunks} chunks, {u.calls} LLM calls "
+            f"({u.cache_hits} cached), {u.input_tokens}+{u.output_tokens} tokens, {result.seconds:.1f} s; db {store.path}",
+            err=True,
+        )

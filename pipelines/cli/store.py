@@ -1,0 +1,94 @@
+"""Commands that read the store: `runs`, `show`, `sql`, `check`, `db-path`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipelines.cli.common import UserError, db_option, open_store
+from pipelines.paths import default_db_path
+
+
+@click.command("runs")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@db_option
+def runs_command(limit, fmt, db_path) -> None:
+    """List the most recent runs."""
+    from pipelines.sql import run_readonly_query, render
+
+    columns, rows = run_readonly_query(
+        open_store(db_path, read_only=True),
+        "SELECT r.run_id, strftime(r.started_at, '%Y-%m-%d %H:%M') AS started, d.title AS document, r.method, "
+        "r.model, r.status, r.n_chunks AS chunks, r.llm_calls AS calls, r.cache_hits AS cached, "
+        "r.input_tokens + r.output_tokens AS tokens, "
+        "CASE WHEN r.compression IS NULL THEN '' ELSE r.compression || ' saved ' || "
+        "(r.tokens_before_compression - r.tokens_after_compression) END AS compression, "
+        "round(r.seconds, 1) AS seconds "
+        f"FROM runs r LEFT JOIN documents d USING (doc_id) ORDER BY r.started_at DESC LIMIT {int(limit)}",
+    )
+    click.echo(render(columns, rows, fmt))
+
+
+@click.command("show")
+@click.argument("run_id")
+@click.option("--all", "show_all", is_flag=True, help="Every summary of the run (all levels and steps), not only the final one.")
+@db_option
+def show_command(run_id, show_all, db_path) -> None:
+    """Print a run's final summary (or all of its summaries)."""
+    from pipelines.sql import run_readonly_query
+
+    store = open_store(db_path, read_only=True)
+    where = "" if show_all else " AND is_final"
+    _, rows = run_readonly_query(
+        store,
+        f"SELECT level, idx, kind, n_words, degraded, text FROM summaries WHERE run_id LIKE ? || '%'{where} "
+        "ORDER BY created_at, level, idx",
+        [run_id],
+    )
+    if not rows:
+        raise UserError(f"no summaries for run {run_id!r} in {store.path}")
+    for level, idx, kind, n_words, degraded, text in rows:
+        if show_all:
+            click.echo(f"--- level {level} #{idx} {kind}, {n_words} words{' (degraded)' if degraded else ''}")
+        click.echo(text)
+
+
+@click.command("sql")
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--unsafe", is_flag=True,
+              help="Allow writes, ATTACH, COPY, extensions and reading files (off by default: the query runs read-only and sandboxed).")
+@db_option
+def sql_command(query, fmt, unsafe, db_path) -> None:
+    """Run a SQL QUERY over the store and print the result (read-only unless --unsafe)."""
+    from pipelines.sql import render, run_query, run_readonly_query
+
+    if unsafe:
+        columns, rows = run_query(open_store(db_path), query)
+    else:
+        columns, rows = run_readonly_query(open_store(db_path, read_only=True), query)
+    click.echo(render(columns, rows, fmt))
+
+
+@click.command("check")
+@db_option
+def check_command(db_path) -> None:
+    """Check the store's consistency; exit status 1 when a problem is found."""
+    from pipelines.integrity import verify
+
+    store = open_store(db_path, read_only=True)
+    problems = verify(store)
+    for problem in problems:
+        click.echo(f"problem: {problem}")
+    if problems:
+        raise UserError(f"{len(problems)} consistency problem(s) in {store.path}")
+    click.echo(f"{store.path}: consistent")
+
+
+@click.command("db-path")
+@db_option
+def db_path_command(db_path) -> None:
+    """Print the path of the DuckDB file commands use."""
+    click.echo(str(db_path or default_db_path()))
