@@ -102,6 +102,32 @@ def _silence_llama_logs() -> None:
     llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
 
 
+@contextlib.contextmanager
+def _without_amx_repacking():
+    """Load weights without llama.cpp's extra (repacked) buffer types when the
+    build uses Intel AMX: its AMX matmul segfaults on the first decode of the
+    embedded model (llama-cpp-python 0.3.36 built natively on a Xeon with AMX,
+    in ggml_backend_amx_mul_mat). LONGSUM_LLAMA_EXTRA_BUFTS=1 keeps them."""
+    from llama_cpp import llama_cpp as lib  # the module Llama() reads its defaults from
+
+    if os.environ.get("LONGSUM_LLAMA_EXTRA_BUFTS") == "1" or b"AMX_INT8 = 1" not in lib.llama_print_system_info():
+        yield
+        return
+    default_params = lib.llama_model_default_params
+
+    def params():
+        p = default_params()
+        p.use_extra_bufts = False
+        return p
+
+    # Llama() builds its model params from this function and offers no argument for the field.
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = default_params
+
+
 def load_llama(path: Path, n_ctx: int, logits_all: bool = False, vocab_only: bool = False):
     """The process-wide Llama for this file and context size, and its lock.
 
@@ -117,11 +143,12 @@ def load_llama(path: Path, n_ctx: int, logits_all: bool = False, vocab_only: boo
             _silence_llama_logs()
             threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
             try:
-                llama = Llama(
-                    model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_batch=512,
-                    chat_format="gemma" if DEFAULT_MODEL_NAME in path.name else None,
-                    logits_all=logits_all, vocab_only=vocab_only, verbose=False, seed=0,
-                )
+                with _without_amx_repacking():
+                    llama = Llama(
+                        model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_batch=512,
+                        chat_format="gemma" if DEFAULT_MODEL_NAME in path.name else None,
+                        logits_all=logits_all, vocab_only=vocab_only, verbose=False, seed=0,
+                    )
             except (ValueError, RuntimeError) as exc:
                 raise LLMConfigError(f"could not load model {path.name}: {exc}") from None
             _MODELS[key] = (llama, threading.Lock())
