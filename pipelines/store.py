@@ -79,6 +79,24 @@ CREATE TABLE IF NOT EXISTS booookscore_annotations (
     types JSON, questions VARCHAR, attempts INTEGER, answer VARCHAR, request_hash VARCHAR,
     note VARCHAR, config_hash VARCHAR, created_at TIMESTAMP
 );
+-- faithfulness and coverage (scoring/faithfulness.py, scoring/coverage.py, scoring/fables.py)
+CREATE TABLE IF NOT EXISTS claims (
+    claim_id VARCHAR, run_id VARCHAR, summary_id VARCHAR, set_label VARCHAR, source VARCHAR,
+    claim_num INTEGER, sentence_num INTEGER, sentence VARCHAR, claim VARCHAR, status VARCHAR,
+    label VARCHAR, reference_label VARCHAR, evidence JSON, evidence_found BOOLEAN, reason JSON,
+    chunk_ids JSON, passages JSON, judge_model VARCHAR, attempts INTEGER, extract_attempts INTEGER,
+    answer VARCHAR, extract_request_hash VARCHAR, judge_request_hash VARCHAR, note VARCHAR,
+    config_hash VARCHAR, created_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS claim_summaries (
+    run_id VARCHAR, summary_id VARCHAR, set_label VARCHAR, source VARCHAR, book VARCHAR, model VARCHAR,
+    text VARCHAR, general_comment VARCHAR, n_claims INTEGER, created_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS coverage (
+    run_id VARCHAR, summary_id VARCHAR, set_label VARCHAR, sentence_num INTEGER, sentence VARCHAR,
+    chunk_idx INTEGER, start_char BIGINT, end_char BIGINT, position DOUBLE, decile INTEGER,
+    similarity DOUBLE, lexical DOUBLE, grounded BOOLEAN, config_hash VARCHAR, created_at TIMESTAMP
+);
 CREATE OR REPLACE VIEW scores_wide AS
 WITH latest AS (
     SELECT run_id, summary_id, metric, variant, aggregate, arg_max_null(value, created_at) AS value,
@@ -115,6 +133,19 @@ SELECT
     sum(value) FILTER (WHERE metric = 'booookscore' AND variant = 'sentences' AND aggregate IS NULL) AS booookscore_sentences,
     sum(value) FILTER (WHERE metric = 'booookscore' AND variant = 'flagged' AND aggregate IS NULL) AS booookscore_flagged,
     sum(value) FILTER (WHERE metric = 'booookscore' AND variant = 'unparseable' AND aggregate IS NULL) AS booookscore_unparseable,
+    sum(value) FILTER (WHERE metric = 'faithfulness' AND variant = 'n_yes' AND aggregate IS NULL)
+        / nullif(sum(value) FILTER (WHERE metric = 'faithfulness' AND variant = 'judged' AND aggregate IS NULL), 0)
+        AS faithfulness_yes,
+    (sum(value) FILTER (WHERE metric = 'faithfulness' AND variant = 'n_yes' AND aggregate IS NULL)
+        + sum(value) FILTER (WHERE metric = 'faithfulness' AND variant = 'n_partial' AND aggregate IS NULL))
+        / nullif(sum(value) FILTER (WHERE metric = 'faithfulness' AND variant = 'judged' AND aggregate IS NULL), 0)
+        AS faithfulness_supported,
+    sum(value) FILTER (WHERE metric = 'faithfulness' AND variant = 'claims' AND aggregate IS NULL) AS faithfulness_claims,
+    sum(value) FILTER (WHERE metric = 'faithfulness' AND variant = 'unparseable' AND aggregate IS NULL) AS faithfulness_unparseable,
+    avg(value) FILTER (WHERE metric = 'coverage' AND variant = 'deciles' AND aggregate IS NULL) AS coverage_deciles,
+    avg(value) FILTER (WHERE metric = 'coverage' AND variant = 'end_share' AND aggregate IS NULL) AS coverage_end_share,
+    avg(value) FILTER (WHERE metric = 'coverage' AND variant = 'grounded' AND aggregate IS NULL) AS coverage_grounded,
+    arg_max(config->>'model', created_at) FILTER (WHERE metric = 'faithfulness') AS faithfulness_model,
     arg_max(config->>'model', created_at) FILTER (WHERE metric = 'bertscore') AS bertscore_model,
     arg_max(config->>'model', created_at) FILTER (WHERE metric = 'booookscore') AS booookscore_model,
     max(created_at) AS scored_at
@@ -124,6 +155,7 @@ GROUP BY run_id;
 
 TABLES = (
     "documents", "runs", "chunks", "compressed_chunks", "summaries", "llm_calls", "scores", "booookscore_annotations",
+    "claims", "claim_summaries", "coverage",
 )
 _LOCKED = re.compile(r"lock|being used by another process", re.IGNORECASE)
 _PROCESS_LOCKS: dict[str, threading.RLock] = {}
@@ -380,7 +412,8 @@ class SnapshotJournal:
         self.records = state["records"]
 
 
-EXPORT_TABLES = ("runs", "chunks", "compressed_chunks", "summaries", "llm_calls", "scores", "booookscore_annotations")
+EXPORT_TABLES = ("runs", "chunks", "compressed_chunks", "summaries", "llm_calls", "scores", "booookscore_annotations",
+                 "claims", "claim_summaries", "coverage")
 
 
 def export_parquet(store: Store, run_ids: list[str], folder: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""Scoring: ROUGE, BERTScore and BooookScore, written to the store.
+"""Scoring: ROUGE, BERTScore, BooookScore, faithfulness and coverage, written to the store.
 
     from scoring import score_run
     rows = score_run(store, run_id, ["rouge", "bertscore", "booookscore"], references=[ref_text])
@@ -12,6 +12,15 @@ the `scores_wide` view shows one row per run with a column per metric:
     rouge1/2/L/Lsum  p, r, f                       NULL (per ref), max, mean   set on per-ref rows
     bertscore    p, r, f1                          NULL (per ref), max, mean   set on per-ref rows
     booookscore  score, lower, sentences, flagged, unparseable   NULL           NULL
+    faithfulness yes, supported, claims, judged, unparseable,    NULL           NULL
+                 unparseable_sentences, n_yes, n_partial, n_no, n_inapplicable
+    coverage     deciles, end_share, grounded, mean_position, sentences  NULL   NULL
+
+Faithfulness also writes one row per claim to `claims` (claim, label,
+evidence, chunk ids, judge model, request hashes) and coverage one row per
+summary sentence to `coverage` (aligned chunk, span, position, decile);
+the wide view pools faithfulness over a run's summaries (Yes / judged
+claims, as FABLES reports per model).
 
 `max` over references is what the reference implementation reports for
 several references (rouge-score's score_multi: the best reference by F;
@@ -34,7 +43,7 @@ from typing import Sequence
 
 from pipelines.defaults import DEFAULT_MODEL
 
-METRICS = ("rouge", "bertscore", "booookscore")
+METRICS = ("rouge", "bertscore", "booookscore", "faithfulness", "coverage")
 NEEDS_REFERENCES = ("rouge", "bertscore")
 
 
@@ -57,6 +66,11 @@ class ScoringOptions:
     booookscore_concurrency: int = 1  # checker calls in flight at once (API judges)
     judge_model: str = DEFAULT_MODEL
     judge_base_url: str | None = None
+    faithfulness_max_attempts: int = 3
+    faithfulness_concurrency: int = 1  # judge calls in flight at once (API judges)
+    faithfulness_evidence_k: int = 3  # passages of the source shown to the judge per claim
+    faithfulness_max_claims: int | None = None  # judge only the first N claims (a cheap sample)
+    coverage_threshold: float = 0.25  # cosine at which a summary sentence counts as grounded
 
 
 @dataclass
@@ -142,7 +156,7 @@ def score_runs(store, jobs: Sequence[ScoreJob], metrics: Sequence[str] | str, *,
     options = options or ScoringOptions()
     metrics = parse_metrics(metrics)
     if not metrics:
-        raise ScoringError("no metric to score (choose from rouge, bertscore, booookscore)")
+        raise ScoringError(f"no metric to score (choose from {', '.join(METRICS)})")
     for job in jobs:
         if job.summary is None:
             job.run_id, job.summary_id, job.summary = final_summary(store, job.run_id)
@@ -173,8 +187,51 @@ def score_runs(store, jobs: Sequence[ScoreJob], metrics: Sequence[str] | str, *,
             rows += score_rows
             annotations += annotation_rows
             _progress(on_progress, "booookscore")
-    write(store, rows, annotations)
+    claims: list[dict] = []
+    coverage: list[dict] = []
+    if "faithfulness" in metrics or "coverage" in metrics:
+        grounded, claims, coverage = _grounded_rows(store, jobs, metrics, options, created, llm, on_progress)
+        rows += grounded
+    write(store, rows, annotations, claims=claims, coverage=coverage)
     return rows
+
+
+def _grounded_rows(store, jobs, metrics, options: ScoringOptions, created, llm, on_progress):
+    """Faithfulness and coverage: both read the run's source chunks through one index per run."""
+    from scoring.coverage import coverage_rows, profile
+    from scoring.evidence import EvidenceError, index_for_run
+    from scoring.faithfulness import FaithfulnessChecker, claim_rows
+
+    rows, claims, coverage = [], [], []
+    backend = None
+    if "faithfulness" in metrics and llm is None:
+        backend = judge_backend(options)
+    for job in jobs:
+        try:
+            index = index_for_run(store, job.run_id)
+        except EvidenceError as exc:
+            raise ScoringError(str(exc)) from None
+        if "faithfulness" in metrics:
+            judge = llm if llm is not None else recording_judge(store, backend, job.run_id)
+            checker = FaithfulnessChecker(judge, max_attempts=options.faithfulness_max_attempts,
+                                          evidence_k=options.faithfulness_evidence_k,
+                                          concurrency=options.faithfulness_concurrency)
+            result = checker.check(job.summary, index, max_claims=options.faithfulness_max_claims)
+            config = {**result.config, "passages": len(index.passages),
+                      **({"max_claims": options.faithfulness_max_claims} if options.faithfulness_max_claims else {})}
+            rows += [score_row(job.run_id, job.summary_id, "faithfulness", variant, value, config, created,
+                               label=options.label) for variant, value in result.values()]
+            claims += claim_rows(job.run_id, job.summary_id, result.claims, source="llm", judge_model=checker.judge_model,
+                                 config_hash=config_hash(config), created=created, set_label=options.label)
+            _progress(on_progress, "faithfulness")
+        if "coverage" in metrics:
+            result = profile(job.summary, index, options.coverage_threshold)
+            rows += [score_row(job.run_id, job.summary_id, "coverage", variant, value, result.config, created,
+                               label=options.label) for variant, value in result.values()]
+            coverage += coverage_rows(job.run_id, job.summary_id, result, config_hash(result.config), created,
+                                      options.label)
+            _progress(on_progress, "coverage")
+    return rows, claims, coverage
 
 
 def _progress(callback, what: str) -> None:
@@ -182,8 +239,9 @@ def _progress(callback, what: str) -> None:
         callback(what)
 
 
-def write(store, rows: list[dict], annotations: list[dict] = (), replace_run: str | None = None) -> None:
-    """Bulk-write score and annotation rows in one connection (one transaction)."""
+def write(store, rows: list[dict], annotations: list[dict] = (), replace_run: str | None = None, *,
+          claims: list[dict] = (), coverage: list[dict] = ()) -> None:
+    """Bulk-write score, annotation, claim and coverage rows in one connection (one transaction)."""
     with store.connect() as con:
         con.execute("BEGIN TRANSACTION")
         try:
@@ -192,6 +250,8 @@ def write(store, rows: list[dict], annotations: list[dict] = (), replace_run: st
                 con.execute("DELETE FROM booookscore_annotations WHERE run_id = ?", [replace_run])
             store.insert_rows("scores", rows, con=con)
             store.insert_rows("booookscore_annotations", list(annotations), con=con)
+            store.insert_rows("claims", list(claims), con=con)
+            store.insert_rows("coverage", list(coverage), con=con)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

@@ -40,7 +40,8 @@ def cli() -> None:
 for command in (
     run.run_command, store.runs_command, store.show_command, store.sql_command, store.check_command,
     store.db_path_command, chunks.chunks_command, compress.compress_command, scoring.score_command,
-    scoring.eval_group, scoring.import_booookscore_command, flows.corpus_command, flows.serve_command,
+    scoring.eval_group, scoring.import_booookscore_command, scoring.import_fables_command, flows.corpus_command,
+    flows.serve_command,
 ):
     cli.add_command(command)
 

@@ -3,6 +3,9 @@
     summarize score RUN_ID --reference REF.txt [--reference ...] --score rouge,bertscore,booookscore
     summarize eval squality dev.jsonl [--limit N] [--method hierarchical] [--model SPEC]
     summarize import-booookscore FILE --label NAME
+    summarize score RUN_ID --score faithfulness,coverage [--judge-model SPEC --judge-concurrency N]
+    summarize import-fables FABLES.json [--label NAME]
+    summarize eval fables [FABLES.json] --judge-model SPEC [--limit N]
 
 Heavy libraries are imported inside the commands, never at module level.
 """
@@ -25,19 +28,21 @@ def options_from(label=None, **kwargs):
         label=label, rouge_tokenizer=kwargs["rouge_tokenizer"], bertscore_model=kwargs["bertscore_model"],
         bertscore_layer=kwargs["bertscore_layer"], judge_model=kwargs["judge_model"],
         judge_base_url=kwargs["judge_base_url"], booookscore_version=kwargs["booookscore_prompt"],
-        booookscore_concurrency=kwargs["judge_concurrency"],
+        booookscore_concurrency=kwargs["judge_concurrency"], faithfulness_concurrency=kwargs["judge_concurrency"],
     )
 
 
 JUDGE_NOTICE = (
-    "note: BooookScore is judged by the embedded Gemma 3 270M base model, which exercises the checker offline "
-    "but cannot judge coherence well; pass --judge-model openai:MODEL or anthropic:MODEL for real judgements"
+    "note: {what} judged by the embedded Gemma 3 270M base model, which exercises the checker offline "
+    "but cannot judge well; pass --judge-model openai:MODEL or anthropic:MODEL for real judgements"
 )
 
 
 def _judge_notice(metrics, options) -> None:
-    if "booookscore" in metrics and options.judge_model.strip().lower() == DEFAULT_MODEL:
-        click.echo(JUDGE_NOTICE, err=True)
+    judged = [name for name, metric in (("BooookScore", "booookscore"), ("faithfulness", "faithfulness"))
+              if metric in metrics]
+    if judged and options.judge_model.strip().lower() == DEFAULT_MODEL:
+        click.echo(JUDGE_NOTICE.format(what=" and ".join(judged) + (" are" if len(judged) > 1 else " is")), err=True)
 
 
 def read_references(paths) -> tuple[list[str], list[str]]:
@@ -97,8 +102,11 @@ def _score_and_warn(store, run_id: str, metrics, texts, ids, options) -> list[di
 def _scoring_errors():
     from scoring import ScoringError
     from scoring.booookscore import CheckerError
+    from scoring.evidence import EvidenceError
+    from scoring.fables import FablesError
+    from scoring.faithfulness import FaithfulnessError
 
-    return (ScoringError, CheckerError)
+    return (ScoringError, CheckerError, EvidenceError, FablesError, FaithfulnessError)
 
 
 @click.command("score")
@@ -106,7 +114,7 @@ def _scoring_errors():
 @click.option("--reference", "references", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="A reference summary file (repeat for several; ROUGE and BERTScore need at least one).")
 @click.option("--score", "score_spec", default=None, metavar="METRICS",
-              help="Comma-separated: rouge, bertscore, booookscore (default: rouge,bertscore with references, "
+              help="Comma-separated: rouge, bertscore, booookscore, faithfulness, coverage (default: rouge,bertscore with references, "
                    "else booookscore).")
 @click.option("--json", "as_json", is_flag=True, help="Print the score rows as JSON.")
 @scoring_options
@@ -200,3 +208,87 @@ def import_booookscore_command(file, label, db_path) -> None:
         f"{summary.label}: BooookScore {summary.percent:.2f} over {summary.n_books} summaries "
         f"({summary.n_sentences} sentences, {summary.n_flagged} flagged); run {summary.run_id}"
     )
+
+
+@click.command("import-fables")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--label", default="fables", show_default=True,
+              help="Name of the imported set (runs import:LABEL:MODEL). Re-importing replaces it.")
+@db_option
+def import_fables_command(file, label, db_path) -> None:
+    """Import the FABLES faithfulness annotations (FABLES.json, or the released .zip) and print, per model,
+    the share of claims the readers labelled Yes."""
+    from pipelines.sql import render
+    from pipelines.store import Store
+    from scoring.fables import import_fables
+
+    try:
+        shares = import_fables(Store(db_path), file, label)
+    except _scoring_errors() as exc:
+        raise UserError(str(exc)) from None
+    rows = [(s.model, s.summaries, s.claims, round(100 * s.share("Yes"), 1),
+             round(100 * s.share("Yes", "PartialSupport"), 1), round(100 * s.share("No"), 1), s.run_id) for s in shares]
+    click.echo(render(["model", "summaries", "claims", "yes %", "yes+partial %", "no %", "run"], rows))
+    click.echo(f"{sum(s.claims for s in shares)} claims imported as set {label!r} (tables claims, claim_summaries, "
+               f"scores)", err=True)
+
+
+@eval_group.command("fables")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--judge-model", default=DEFAULT_MODEL, show_default=True, metavar="SPEC",
+              help="The LLM whose labels are compared with the readers' (same specs as --model).")
+@click.option("--judge-base-url", default=None, metavar="URL", help="OpenAI-compatible server for an openai: judge.")
+@click.option("--judge-concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Judge calls in flight at once (API judges).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Judge only N claims (a fixed shuffled sample across books, models and labels).")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Attempts per claim while the answer does not parse.")
+@click.option("--label", default="fables", show_default=True,
+              help="The imported set to read when no FILE is given (see import-fables).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@db_option
+def eval_fables_command(file, judge_model, judge_base_url, judge_concurrency, limit, max_attempts, label, fmt, quiet,
+                        db_path) -> None:
+    """How well a judge agrees with FABLES's human faithfulness labels.
+
+    The judge labels released claims (from FILE, or from an earlier import-fables) with the readers' evidence
+    quotes as its passages, through the faithfulness checker's prompt; prints accuracy, balanced accuracy and
+    precision/recall on No, and stores them (scores, metric fables_judge) with every verdict (claims)."""
+    from pipelines.llm import resolve
+    from pipelines.llm.recording import RecordingLLM, new_id
+    from pipelines.sql import render
+    from pipelines.store import DuckDBJournal, Store
+    from scoring.fables import evaluate_judge, load_release, released_from_store
+
+    try:
+        store = Store(db_path)
+        summaries = load_release(file) if file else released_from_store(store, label)
+        if not summaries:
+            raise UserError(f"no FABLES claims imported as {label!r} in {store.path}; "
+                            "run summarize import-fables FABLES.json first, or pass the file")
+        if judge_model.strip().lower() == DEFAULT_MODEL and not quiet:
+            click.echo(JUDGE_NOTICE.format(what="FABLES claims are"), err=True)
+        llm = RecordingLLM(resolve(judge_model, base_url=judge_base_url), DuckDBJournal(store),
+                           run_id=f"eval:fables:{new_id()[:12]}")
+        every = max(1, (limit or 100) // 10)
+        progress = None if quiet else (
+            lambda done, total: click.echo(f"judged {done}/{total}", err=True) if done % every == 0 or done == total
+            else None)
+        result = evaluate_judge(store, summaries, llm, limit=limit, concurrency=judge_concurrency,
+                                max_attempts=max_attempts, source_file=str(file) if file else f"store:{label}",
+                                on_progress=progress)
+    except _scoring_errors() as exc:
+        raise UserError(str(exc)) from None
+    a = result.agreement
+    rows = [(result.judge_model, a.n, a.unparseable, *(None if v is None else round(v, 4) for v in
+             (a.accuracy, a.balanced_accuracy, a.no_precision, a.no_recall)))]
+    click.echo(render(["judge", "claims", "unparseable", "accuracy", "balanced_accuracy", "no_precision", "no_recall"],
+                      rows, fmt))
+    if not quiet:
+        labels = ["Yes", "PartialSupport", "No", "Inapplicable", None]
+        table = [(human, *(a.confusion.get((human, j), 0) for j in labels)) for human in labels[:-1]]
+        click.echo(render(["human \\ judge", "Yes", "PartialSupport", "No", "Inapplicable", "unparseable"], table),
+                   err=True)
+        click.echo(f"stored as run {result.run_id} (scores metric fables_judge, claims source eval)", err=True)

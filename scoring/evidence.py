@@ -1,0 +1,171 @@
+"""Evidence retrieval from a run's source chunks, for the faithfulness judge
+and the coverage profile.
+
+The chunks a run summarized (table `chunks`, lossless, with character
+offsets) are cut into passages of a few sentences, never across a chunk
+boundary, so every passage names its chunk and its span in the document.
+A query (a claim, a summary sentence) is matched two ways:
+
+* dense: cosine similarity of the packaged all-MiniLM-L6-v2 sentence
+  embeddings (`pipelines.embeddings`, offline). MiniLM reads at most 256 word
+  pieces, which is why passages are short (~120 words) rather than whole
+  chunks: a chunk of 2,000 tokens would be judged by its first lines only.
+* lexical: BM25 (bm25s) over the passages' words, which catches names and
+  rare words that a small embedding model blurs.
+
+The two rankings are fused by reciprocal rank (1/(60 + rank), Cormack et al.
+2009), which needs no calibration between a cosine and a BM25 score. A
+passage that shares no word with the query gets no lexical share, so a query
+the BM25 index cannot see is ranked by its embedding alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from pipelines.text import split_sentences
+
+PASSAGE_WORDS = 120
+RRF_K = 60
+
+
+class EvidenceError(ValueError):
+    """The run has no source text to retrieve evidence from."""
+
+
+@dataclass(frozen=True)
+class Passage:
+    chunk_idx: int
+    start: int  # character offsets in the document
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    passage: int  # index into SourceIndex.passages
+    dense: float  # cosine similarity
+    lexical: float  # BM25 score (0: no shared word)
+    fused: float
+
+
+def passages_from_chunks(chunks: Sequence[tuple[int, int, str]], words: int = PASSAGE_WORDS) -> list[Passage]:
+    """Sentences of each chunk packed into passages of about `words` words.
+    `chunks` are (idx, start_char, text). A sentence longer than two passages
+    is cut at word boundaries, so no passage escapes the embedding window."""
+    out: list[Passage] = []
+    for idx, start, text in chunks:
+        pieces: list[tuple[int, int]] = []
+        offset = 0
+        for sentence in split_sentences(text):
+            pieces += _word_windows(sentence, offset, 2 * words)
+            offset += len(sentence)
+        begin, count = None, 0
+        for a, b in pieces:
+            n = len(text[a:b].split())
+            if begin is not None and count + n > words:
+                out.append(_passage(idx, start, text, begin, a))
+                begin, count = None, 0
+            if begin is None:
+                begin = a
+            count += n
+            end = b
+        if begin is not None:
+            out.append(_passage(idx, start, text, begin, end))
+    return [p for p in out if p.text]
+
+
+def _word_windows(sentence: str, offset: int, limit: int) -> list[tuple[int, int]]:
+    words = sentence.split()
+    if len(words) <= limit:
+        return [(offset, offset + len(sentence))]
+    spans, position, count, begin = [], 0, 0, 0
+    for word in words:
+        at = sentence.index(word, position)
+        if count == limit:
+            spans.append((offset + begin, offset + at))
+            begin, count = at, 0
+        position = at + len(word)
+        count += 1
+    spans.append((offset + begin, offset + len(sentence)))
+    return spans
+
+
+def _passage(idx: int, chunk_start: int, text: str, a: int, b: int) -> Passage:
+    body = text[a:b]
+    lead = len(body) - len(body.lstrip())
+    body = body.strip()
+    return Passage(idx, chunk_start + a + lead, chunk_start + a + lead + len(body), " ".join(body.split()))
+
+
+def _tokenize(texts: list[str]):
+    import bm25s
+
+    return bm25s.tokenize(texts, stopwords="en", show_progress=False, return_ids=False)
+
+
+class SourceIndex:
+    """Passages of one document with their embeddings and a BM25 index."""
+
+    def __init__(self, passages: Sequence[Passage], embed: Callable[[list[str]], "object"] | None = None):
+        import bm25s
+        import numpy as np
+
+        if not passages:
+            raise EvidenceError("no source passages to search")
+        if embed is None:
+            from pipelines.embeddings import embed
+        self.embed = embed
+        self.passages = list(passages)
+        self.vectors = np.asarray(embed([p.text for p in self.passages]), dtype=np.float32)
+        self.bm25 = bm25s.BM25()
+        self.bm25.index(bm25s.tokenize([p.text for p in self.passages], stopwords="en", show_progress=False),
+                        show_progress=False)
+        self._lock = threading.Lock()
+        self.start = min(p.start for p in self.passages)
+        self.end = max(p.end for p in self.passages)
+
+    def position(self, passage: Passage) -> float:
+        """The passage's middle as a share of the document (0 = start, 1 = end)."""
+        span = max(1, self.end - self.start)
+        return min(1.0, max(0.0, ((passage.start + passage.end) / 2 - self.start) / span))
+
+    def search(self, queries: Sequence[str], k: int = 3) -> list[list[Hit]]:
+        """The `k` best passages for each query, best first."""
+        import numpy as np
+
+        if not queries:
+            return []
+        dense = np.asarray(self.embed(list(queries)), dtype=np.float32) @ self.vectors.T
+        tokens = _tokenize(list(queries))
+        out = []
+        n = len(self.passages)
+        for row, words in zip(dense, tokens):
+            with self._lock:  # bm25s keeps scratch state on the index
+                lexical = self.bm25.get_scores(words) if words else np.zeros(n, dtype=np.float32)
+            lexical = np.asarray(lexical, dtype=np.float64)
+            fused = np.zeros(n, dtype=np.float64)
+            fused[np.argsort(-row, kind="stable")] += 1.0 / (RRF_K + 1 + np.arange(n))
+            matched = np.flatnonzero(lexical > 0)
+            if matched.size:
+                order = matched[np.argsort(-lexical[matched], kind="stable")]
+                fused[order] += 1.0 / (RRF_K + 1 + np.arange(order.size))
+            best = np.argsort(-fused, kind="stable")[:k]
+            out.append([Hit(int(i), float(row[i]), float(lexical[i]), float(fused[i])) for i in best])
+        return out
+
+
+def load_chunks(store, run_id: str) -> list[tuple[int, int, str]]:
+    with store.connect() as con:
+        rows = con.execute(
+            "SELECT idx, start_char, text FROM chunks WHERE run_id = ? AND text IS NOT NULL ORDER BY idx", [run_id]
+        ).fetchall()
+    if not rows:
+        raise EvidenceError(f"run {run_id} has no source chunks in the store; faithfulness and coverage need them")
+    return [(int(i), int(s or 0), t) for i, s, t in rows]
+
+
+def index_for_run(store, run_id: str, words: int = PASSAGE_WORDS) -> SourceIndex:
+    return SourceIndex(passages_from_chunks(load_chunks(store, run_id), words))

@@ -1,0 +1,84 @@
+"""Coverage profile: summary sentences aligned to the document's deciles with
+the real packaged MiniLM embeddings and BM25, stored and queryable by SQL."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import BOOKS
+from scoring.coverage import profile
+from scoring.evidence import SourceIndex, passages_from_chunks
+from scoring_helpers import make_run
+from pipelines.text import sentences
+
+TEXT = (BOOKS / "doyle_red_headed_league.txt").read_text(encoding="utf-8")
+
+
+def chunks_of(text: str, n: int = 8):
+    size = len(text) // n
+    cuts = [0] + [text.index("\n\n", i * size) + 2 for i in range(1, n)] + [len(text)]
+    return [(i, cuts[i], text[cuts[i]:cuts[i + 1]]) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def index():
+    return SourceIndex(passages_from_chunks(chunks_of(TEXT)))
+
+
+def sentence_at(share: float) -> str:
+    """A real sentence of the story near `share` of its length (long enough to be distinctive)."""
+    at = int(len(TEXT) * share)
+    for candidate in sentences(TEXT[at:at + 3000]):
+        if 14 <= len(candidate.split()) <= 40:
+            return candidate
+    raise AssertionError("no sentence found")
+
+
+def test_each_sentence_is_aligned_to_the_decile_it_comes_from(index):
+    picks = [0.05, 0.33, 0.62, 0.95]
+    summary = " ".join(sentence_at(p) for p in picks)
+    result = profile(summary, index)
+    assert [a.sentence_num for a in result.alignments] == [1, 2, 3, 4]
+    assert all(a.grounded for a in result.alignments)
+    assert [a.decile for a in result.alignments] == [0, 3, 6, 9]
+    for a in result.alignments:
+        assert TEXT[a.start:a.end].split() and a.chunk_idx == next(i for i, s, t in chunks_of(TEXT) if s <= a.start < s + len(t))
+    values = dict(result.values())
+    assert values["deciles"] == pytest.approx(0.4) and values["end_share"] == pytest.approx(0.25)
+    assert values["grounded"] == 1.0 and values["sentences"] == 4
+
+
+def test_an_end_heavy_summary_shows_its_bias(index):
+    summary = " ".join(sentence_at(p) for p in (0.91, 0.96, 0.99, 0.5))
+    values = dict(profile(summary, index).values())
+    assert values["end_share"] == pytest.approx(0.75) and values["deciles"] == pytest.approx(0.2)
+    assert values["mean_position"] > 0.8
+
+
+def test_generic_sentences_are_not_pinned_to_a_page(index):
+    result = profile("The quarterly earnings of the airline rose by four percent.", index)
+    (alignment,) = result.alignments
+    assert not alignment.grounded
+    values = dict(result.values())
+    assert values["grounded"] == 0 and values["deciles"] == 0 and values["end_share"] is None
+
+
+def test_score_run_stores_the_profile_for_sql(tmp_path):
+    from pipelines.cli import cli
+    from pipelines.store import Store
+
+    db = tmp_path / "c.duckdb"
+    store = Store(db)
+    summary = " ".join(sentence_at(p) for p in (0.05, 0.95))
+    run_id = make_run(store, summary)
+    store.insert_rows("chunks", [{"run_id": run_id, "idx": i, "start_char": s, "end_char": s + len(t),
+                                  "n_tokens": len(t.split()), "section": None, "text": t} for i, s, t in chunks_of(TEXT)])
+    out = CliRunner().invoke(cli, ["score", run_id, "--score", "coverage", "--db", str(db)])
+    assert out.exit_code == 0, out.output
+    assert "coverage" in out.output and "end_share" in out.output
+    rows = store.execute("SELECT sentence_num, decile, grounded FROM coverage WHERE run_id = ? ORDER BY 1", [run_id])
+    assert rows == [(1, 0, True), (2, 9, True)]
+    (wide,) = store.execute("SELECT coverage_deciles, coverage_end_share, coverage_grounded FROM scores_wide "
+                            "WHERE run_id = ?", [run_id])
+    assert wide == (pytest.approx(0.2), pytest.approx(0.5), 1.0)
