@@ -24,7 +24,23 @@ from typing import Iterator, Sequence
 from pipelines.paths import default_db_path
 
 DEFAULT_TIMEOUT_S = 60.0
-SCHEMA_VERSION = "1"
+# The layout's version, kept in meta.schema_version. Additive changes (a new
+# table or column, written with IF NOT EXISTS in SCHEMA below) need no new
+# version: SCHEMA runs on every open and brings any older file up to date.
+# A change SCHEMA cannot express (a backfill, a rename, a changed meaning)
+# bumps the version and adds a step to MIGRATIONS. A file of a newer version
+# than this code knows is refused, never written.
+SCHEMA_VERSION = "2"
+# from version -> statements that take a file of that version to the next one;
+# they run before SCHEMA, in one transaction with the version update.
+MIGRATIONS: dict[int, str] = {
+    # 2: llm_calls.cache_write_tokens (prompt-cache writes, priced apart);
+    # calls journaled before it wrote none.
+    1: """
+        ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cache_write_tokens INTEGER;
+        UPDATE llm_calls SET cache_write_tokens = 0 WHERE cache_write_tokens IS NULL;
+    """,
+}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -59,6 +75,7 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     created_at TIMESTAMP
 );
 CREATE INDEX IF NOT EXISTS llm_calls_request_hash ON llm_calls (request_hash);
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cache_write_tokens INTEGER;
 CREATE TABLE IF NOT EXISTS compressed_chunks (
     run_id VARCHAR, idx INTEGER, method VARCHAR, target_ratio DOUBLE, original_tokens INTEGER,
     compressed_tokens INTEGER, ratio DOUBLE, fallbacks INTEGER, text VARCHAR, report JSON
@@ -192,14 +209,48 @@ class Store:
             con = self._open(config or {})
             try:
                 if not self._schema_ready:
-                    con.execute(SCHEMA)
-                    con.execute(
-                        "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [SCHEMA_VERSION]
-                    )
+                    if self.read_only:
+                        self._check_version_read_only(con)
+                    else:
+                        self._prepare_schema(con)
                     self._schema_ready = True
+                if not self.read_only:
+                    merge_side_journal(self, con)
                 yield con
             finally:
                 con.close()
+
+    def _prepare_schema(self, con) -> None:
+        """Create, migrate or refuse (see SCHEMA_VERSION)."""
+        found = stored_schema_version(con)
+        current = int(SCHEMA_VERSION)
+        if found is not None and found > current:
+            raise StoreError(_newer_schema(self.path, found))
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if found is not None:
+                for version in range(found, current):
+                    if version in MIGRATIONS:
+                        con.execute(MIGRATIONS[version])
+            con.execute(SCHEMA)
+            con.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO UPDATE SET value = excluded.value",
+                [SCHEMA_VERSION],
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+
+    def _check_version_read_only(self, con) -> None:
+        found = stored_schema_version(con)
+        if found is not None and found > int(SCHEMA_VERSION):
+            raise StoreError(_newer_schema(self.path, found))
+        if found is not None and found < int(SCHEMA_VERSION):
+            raise StoreError(
+                f"database {self.path} has schema version {found}, this longsum uses {SCHEMA_VERSION}: "
+                f"any command that writes to it (e.g. `summarize check`) migrates it"
+            )
 
     def _open(self, config: dict):
         import duckdb
@@ -274,6 +325,29 @@ class Store:
             return columns, cursor.fetchall() if cursor.description else []
 
 
+def stored_schema_version(con) -> int | None:
+    """meta.schema_version of an open file; None for a new, empty file."""
+    has_meta = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta' AND table_schema = 'main'"
+    ).fetchone()[0]
+    if not has_meta:
+        return None
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        return None
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        raise StoreError(f"database has an unreadable schema version {row[0]!r}") from None
+
+
+def _newer_schema(path: Path, found: int) -> str:
+    return (
+        f"database {path} has schema version {found}, newer than this longsum's {SCHEMA_VERSION}: "
+        f"upgrade longsum, or use --db with another file"
+    )
+
+
 def _jsonable(row: dict) -> dict:
     return {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v for k, v in row.items()}
 
@@ -294,32 +368,129 @@ def _describe_open_error(path: Path, message: str) -> str:
     return f"cannot open database {path}: {message.splitlines()[0][:200]}"
 
 
+def side_journal_path(store: Store) -> Path:
+    return store.path.with_name(store.path.name + ".calls.jsonl")
+
+
+@contextlib.contextmanager
+def _locked_side_journal(path: Path, mode: str):
+    """The side journal, under an exclusive flock: appends and the merge that
+    empties it never interleave, across threads and processes."""
+    import fcntl
+
+    with open(path, mode, encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield fh
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def append_side_journal(store: Store, record) -> None:
+    """Keep a paid answer that the database could not take (held by another
+    process past the timeout): one JSON line, flushed to disk before returning."""
+    with _locked_side_journal(side_journal_path(store), "a") as fh:
+        fh.write(json.dumps(dict(record.__dict__), ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_side_journal(store: Store) -> list:
+    from pipelines.llm.recording import CallRecord
+
+    path = side_journal_path(store)
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    with _locked_side_journal(path, "r") as fh:
+        lines = fh.read().splitlines()
+    return [CallRecord(**json.loads(line)) for line in lines if line.strip()]
+
+
+def merge_side_journal(store: Store, con) -> int:
+    """Move the side journal's records into llm_calls (those not there yet, by
+    call_id), then empty it; runs at every writing connection while it has lines."""
+    path = side_journal_path(store)
+    try:
+        if path.stat().st_size == 0:
+            return 0
+    except FileNotFoundError:
+        return 0
+    from pipelines.llm.recording import CallRecord
+
+    with _locked_side_journal(path, "r+") as fh:
+        records = [CallRecord(**json.loads(line)) for line in fh.read().splitlines() if line.strip()]
+        if records:
+            known = {row[0] for row in con.execute(
+                "SELECT call_id FROM llm_calls WHERE list_contains(?, call_id)", [[r.call_id for r in records]]
+            ).fetchall()}
+            rows = [{**r.__dict__, "created_at": utc(r.created_at)} for r in records if r.call_id not in known]
+            store.insert_rows("llm_calls", rows, con=con)
+        fh.seek(0)
+        fh.truncate()
+        fh.flush()
+        os.fsync(fh.fileno())
+    return len(records)
+
+
 class DuckDBJournal:
     """The `llm_calls` table as the LLM call journal: one short write per call,
-    committed as soon as the call returns, so nothing finished is ever lost."""
+    committed as soon as the call returns, so nothing finished is ever lost.
+
+    When another process holds the file past the store's timeout (a long SQL
+    query, a second writer), a paid answer goes to the side journal next to
+    the database (`FILE.duckdb.calls.jsonl`) and the run goes on; the next
+    writing connection, in this process or any other, merges it. Lookups see
+    the side journal too, so nothing it holds is requested again."""
 
     def __init__(self, store: Store):
         self.store = store
+        self._pending: dict[str, object] = {}  # request_hash -> record kept in the side journal
+        self._pending_lock = threading.Lock()
 
     def lookup(self, request_hash: str):
+        with self._pending_lock:
+            if request_hash in self._pending:
+                return self._pending[request_hash]
+        try:
+            with self.store.connect() as con:
+                found = self._lookup(con, request_hash)
+        except StoreError:
+            if not self.store.path.exists():
+                raise
+            # Held by a reader: a read-only connection still sees what is committed.
+            with Store(self.store.path, timeout_s=0, read_only=True).connect() as con:
+                found = self._lookup(con, request_hash)
+        if found is None:
+            found = next((r for r in read_side_journal(self.store)
+                          if r.request_hash == request_hash and r.status == "ok" and not r.cached), None)
+        return found
+
+    @staticmethod
+    def _lookup(con, request_hash: str):
         from pipelines.llm.recording import CallRecord
 
-        with self.store.connect() as con:
-            cursor = con.execute(
-                "SELECT * EXCLUDE (created_at), epoch(created_at) AS created_at FROM llm_calls "
-                "WHERE request_hash = ? AND status = 'ok' AND NOT cached ORDER BY created_at LIMIT 1",
-                [request_hash],
-            )
-            row = cursor.fetchone()
-            if row is None:
-                return None
-            columns = [d[0] for d in cursor.description]
-        return CallRecord(**dict(zip(columns, row)))
+        cursor = con.execute(
+            "SELECT * EXCLUDE (created_at), epoch(created_at) AS created_at FROM llm_calls "
+            "WHERE request_hash = ? AND status = 'ok' AND NOT cached ORDER BY created_at LIMIT 1",
+            [request_hash],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return CallRecord(**dict(zip([d[0] for d in cursor.description], row)))
 
     def record(self, record) -> None:
         row = dict(record.__dict__)
         row["created_at"] = utc(row["created_at"])
-        self.store.insert_rows("llm_calls", [row])
+        try:
+            self.store.insert_rows("llm_calls", [row])
+        except StoreError as exc:
+            if "in use by another process" not in str(exc):
+                raise
+            append_side_journal(self.store, record)
+            if record.status == "ok" and not record.cached:
+                with self._pending_lock:
+                    self._pending.setdefault(record.request_hash, record)
 
 
 def record_calls(store: Store, run_id: str, records: list) -> list:

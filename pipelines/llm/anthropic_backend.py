@@ -7,16 +7,18 @@ import inspect
 import os
 import time
 
+from pipelines.llm.api import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, describe_api, server_identity
+from pipelines.llm.api import short_error as _short
 from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError, TransientLLMError
 from pipelines.llm.tokenizers import count_cl100k
-from pipelines.secrets import redact
 
-DEFAULT_TIMEOUT_S = 120.0
-DEFAULT_MAX_RETRIES = 4
+OFFICIAL_HOST = "api.anthropic.com"
 DEFAULT_CONTEXT_WINDOW = 200_000
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
-# cl100k undercounts Claude's tokenizer; scale so budgets stay on the safe side.
+# Claude's tokenizer is not public and cl100k undercounts it; scale so budgets
+# stay on the safe side.
 TOKEN_COUNT_FACTOR = 1.15
+TOKENIZER = f"cl100k_base x{TOKEN_COUNT_FACTOR:g} (Claude approximation)"
 CACHE_CONTROL = {"type": "ephemeral"}
 
 
@@ -53,15 +55,10 @@ class AnthropicBackend:
         self._accepts_temperature = "temperature" in inspect.signature(self._client.messages.create).parameters
 
     def identity(self) -> dict:
-        # The model name identifies the model: a server that moves to another
-        # port or host keeps its cache (serve distinct models under distinct names).
-        return {"backend": self.backend, "model": self.model}
+        return server_identity(self.backend, self.model, self.base_url, OFFICIAL_HOST)
 
     def describe(self) -> dict:
-        return {
-            "backend": self.backend, "model": self.model, "base_url": self.base_url,
-            "context_window": self.context_window, "timeout_s": self.timeout_s, "max_retries": self.max_retries,
-        }
+        return {**describe_api(self), "tokenizer": TOKENIZER}
 
     def count_tokens(self, text: str) -> int:
         return count_tokens(text)
@@ -104,6 +101,7 @@ class AnthropicBackend:
             finish_reason=_FINISH.get(response.stop_reason or "", response.stop_reason or "stop"),
             latency_s=latency,
             cached_input_tokens=cache_read,
+            cache_write_tokens=cache_write,
         )
 
 
@@ -126,6 +124,3 @@ def to_anthropic_messages(messages, cache_prefix_messages: int) -> tuple[list[di
             converted.append({"role": message["role"], "content": [block]})
     return system, converted
 
-
-def _short(exc: Exception) -> str:
-    return redact(" ".join(str(exc).split()))[:300]

@@ -20,7 +20,8 @@ class Completion:
     output_tokens: int
     finish_reason: str  # "stop" | "length" | backend-specific
     latency_s: float
-    cached_input_tokens: int = 0
+    cached_input_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens, written to it (Anthropic bills them at 1.25x)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import time
 
+from pipelines.llm.api import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, describe_api, is_official, server_identity
+from pipelines.llm.api import short_error as _short
 from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError, TransientLLMError
-from pipelines.llm.tokenizers import count_cl100k
-from pipelines.secrets import redact
+from pipelines.llm.tokenizers import UNKNOWN_TOKENIZER_MARGIN, ServerTokenizer, count_with_margin, openai_counter
+from pipelines.secrets import public_url
 
-DEFAULT_TIMEOUT_S = 120.0
-DEFAULT_MAX_RETRIES = 4
+OFFICIAL_HOST = "api.openai.com"
 DEFAULT_COMPATIBLE_CONTEXT = 8192
 # Placeholder key for local OpenAI-compatible servers that ignore it.
 NO_KEY = "sk-no-key-required"
@@ -57,6 +58,12 @@ class OpenAIBackend:
         self.context_window = context_window or known_context_window(model) or DEFAULT_COMPATIBLE_CONTEXT
         self.timeout_s = timeout_s
         self.max_retries = max_retries
+        self.official = is_official(self.base_url, OFFICIAL_HOST)
+        if self.official:
+            self.tokenizer, self._count = openai_counter(model)
+        else:  # decided on the first count: the server's /tokenize, or a margin
+            self.tokenizer, self._count = None, None
+            self._server_tokenizer = ServerTokenizer(self.base_url, model, None if api_key == NO_KEY else api_key)
         self._openai = openai
         self._client = openai.OpenAI(
             api_key=api_key, base_url=self.base_url, timeout=timeout_s, max_retries=max_retries,
@@ -64,18 +71,28 @@ class OpenAIBackend:
         )
 
     def identity(self) -> dict:
-        # The model name identifies the model: a server that moves to another
-        # port or host keeps its cache (serve distinct models under distinct names).
-        return {"backend": self.backend, "model": self.model}
+        return server_identity(self.backend, self.model, self.base_url, OFFICIAL_HOST)
 
     def describe(self) -> dict:
-        return {
-            "backend": self.backend, "model": self.model, "base_url": self.base_url,
-            "context_window": self.context_window, "timeout_s": self.timeout_s, "max_retries": self.max_retries,
-        }
+        return {**describe_api(self), "tokenizer": self.tokenizer_name()}
+
+    def tokenizer_name(self) -> str:
+        self._choose_counter()
+        return self.tokenizer
 
     def count_tokens(self, text: str) -> int:
-        return count_cl100k(text)
+        if self._count is None:
+            self._choose_counter()
+        return self._count(text)
+
+    def _choose_counter(self) -> None:
+        if self._count is not None:
+            return
+        if self._server_tokenizer.probe():
+            self.tokenizer, self._count = f"server /tokenize ({public_url(self._server_tokenizer.url)})", self._server_tokenizer.count
+        else:
+            self.tokenizer = f"cl100k_base x{UNKNOWN_TOKENIZER_MARGIN:g} (server has no /tokenize)"
+            self._count = count_with_margin
 
     def complete(self, request: CompletionRequest) -> Completion:
         # The official API wants max_completion_tokens (required by reasoning
@@ -113,7 +130,7 @@ class OpenAIBackend:
         return _completion_from(response, latency)
 
     def _where(self) -> str:
-        return self.base_url or "the OpenAI API"
+        return public_url(self.base_url) or "the OpenAI API"
 
 
 def _completion_from(response, latency: float) -> Completion:
@@ -131,6 +148,3 @@ def _completion_from(response, latency: float) -> Completion:
         cached_input_tokens=int(getattr(details, "cached_tokens", 0) or 0) if details else 0,
     )
 
-
-def _short(exc: Exception) -> str:
-    return redact(" ".join(str(exc).split()))[:300]

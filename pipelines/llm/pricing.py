@@ -1,56 +1,70 @@
-"""USD prices of API models, per million tokens: (input, cached input, output).
+"""USD cost of one LLM call, from genai-prices (Pydantic's maintained price
+data, bundled with the package: nothing is fetched at run time).
 
-List prices as published by the providers (checked 2025); a model missing
-here gets cost NULL, never a guess. Local backends cost 0.
+Cache reads and writes are priced as the provider bills them (Anthropic's
+cache writes at 1.25x input, reads at 0.1x; OpenAI's cached input at its
+discount). Local backends cost 0. A model or server genai-prices does not know
+gets cost NULL, never a guess: in particular an OpenAI-compatible server that
+calls its model `gpt-4o-mini` is not billed at OpenAI's prices.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 from pipelines.llm.base import Completion
+from pipelines.secrets import public_url, url_host
 
-PRICES_PER_MTOK: dict[str, dict[str, tuple[float, float, float]]] = {
-    "openai": {
-        "gpt-4o-mini": (0.15, 0.075, 0.60),
-        "gpt-4o": (2.50, 1.25, 10.00),
-        "gpt-4.1": (2.00, 0.50, 8.00),
-        "gpt-4.1-mini": (0.40, 0.10, 1.60),
-        "gpt-4.1-nano": (0.10, 0.025, 0.40),
-        "gpt-5": (1.25, 0.125, 10.00),
-        "gpt-5-mini": (0.25, 0.025, 2.00),
-        "gpt-5-nano": (0.05, 0.005, 0.40),
-        "gpt-4-turbo": (10.00, 10.00, 30.00),
-        "gpt-4": (30.00, 30.00, 60.00),
-        "gpt-3.5-turbo": (0.50, 0.50, 1.50),
-    },
-    "anthropic": {
-        "claude-3-5-haiku": (0.80, 0.08, 4.00),
-        "claude-3-5-sonnet": (3.00, 0.30, 15.00),
-        "claude-3-7-sonnet": (3.00, 0.30, 15.00),
-        "claude-haiku-4-5": (1.00, 0.10, 5.00),
-        "claude-sonnet-4": (3.00, 0.30, 15.00),
-        "claude-sonnet-4-5": (3.00, 0.30, 15.00),
-        "claude-opus-4": (15.00, 1.50, 75.00),
-        "claude-opus-4-1": (15.00, 1.50, 75.00),
-        "claude-3-haiku": (0.25, 0.03, 1.25),
-        "claude-3-opus": (15.00, 1.50, 75.00),
-    },
-}
 LOCAL_BACKENDS = {"llamacpp"}
+PROVIDERS = {"openai": ("openai", "api.openai.com"), "anthropic": ("anthropic", "api.anthropic.com")}
 
 
-def price(backend: str, model: str) -> tuple[float, float, float] | None:
-    """Longest known model-name prefix wins: 'gpt-4o-mini-2024-07-18' -> 'gpt-4o-mini'."""
-    table = PRICES_PER_MTOK.get(backend, {})
-    matches = [name for name in table if model == name or model.startswith(name + "-")]
-    return table[max(matches, key=len)] if matches else None
-
-
-def cost_usd(backend: str, model: str, completion: Completion) -> float | None:
+def cost_usd(backend: str, model: str, completion: Completion, base_url: str | None = None) -> float | None:
     if backend in LOCAL_BACKENDS:
         return 0.0
-    p = price(backend, model)
-    if p is None:
+    provider = _provider(backend, base_url)
+    if provider is None:
         return None
-    input_price, cached_price, output_price = p
-    fresh = max(0, completion.input_tokens - completion.cached_input_tokens)
-    return (fresh * input_price + completion.cached_input_tokens * cached_price + completion.output_tokens * output_price) / 1e6
+    try:
+        from genai_prices import Usage, calc_price
+    except ImportError:
+        return None
+    # genai-prices' input_tokens is the whole prompt, cache reads and writes included.
+    usage = Usage(
+        input_tokens=completion.input_tokens,
+        cache_read_tokens=completion.cached_input_tokens,
+        cache_write_tokens=completion.cache_write_tokens,
+        output_tokens=completion.output_tokens,
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            price = calc_price(usage, model, **provider)
+    except (LookupError, ValueError):
+        return None
+    return float(price.total_price)
+
+
+def _provider(backend: str, base_url: str | None) -> dict | None:
+    """genai-prices' provider for this endpoint: the provider itself on its own
+    host, a known provider (Groq, Together, OpenRouter, Azure ...) by its API
+    URL, and None (price unknown) for any other server."""
+    provider_id, official_host = PROVIDERS.get(backend, (None, None))
+    if provider_id is None:
+        return None
+    if base_url is None or url_host(base_url) == official_host:
+        return {"provider_id": provider_id}
+    url = public_url(base_url)
+    return {"provider_api_url": url} if _known_api_url(url) else None
+
+
+@functools.lru_cache(maxsize=64)
+def _known_api_url(url: str) -> bool:
+    import re
+
+    try:
+        from genai_prices.data_snapshot import get_snapshot
+    except ImportError:
+        return False
+    return any(p.api_pattern and re.match(p.api_pattern, url) for p in get_snapshot().providers)
