@@ -1,6 +1,6 @@
 """Independent LLM calls in flight at once: one level of 16 chunk summaries
 against an OpenAI-compatible server that answers after a fixed delay
-(bench/fake_openai_server.py), sequential vs. concurrent.
+(tests/fake_openai_server.py), sequential vs. concurrent.
 
     python bench/bench_concurrency.py [--chunks 16] [--delay 0.5] [--concurrency 8]
 """

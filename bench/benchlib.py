@@ -11,8 +11,14 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# The repository, and tests/ for the helpers benchmarks share with the tests
+# (the fake OpenAI-compatible server, excerpt): benchmarks use test helpers,
+# the test suite never imports benchmark code.
+for _path in (ROOT / "tests", ROOT):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from textdata import excerpt  # noqa: E402,F401 (benchmarks import it from here)
 
 SHARED = ROOT.parent / "shared" / "data"
 LOCAL = ROOT / "tests" / "data"
@@ -56,12 +62,3 @@ def table(headers: list[str], rows: list[list], fmt: Callable[[object], str] = s
     return "\n".join(lines)
 
 
-def excerpt(text: str, words: int) -> str:
-    """The first `words` words of text, cut at a paragraph end."""
-    out, count = [], 0
-    for para in text.split("\n\n"):
-        out.append(para)
-        count += len(para.split())
-        if count >= words:
-            break
-    return "\n\n".join(out) + "\n"

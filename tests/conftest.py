@@ -26,9 +26,8 @@ PREFECT_TEST_HOME.mkdir(parents=True)
 os.environ["PREFECT_HOME"] = str(PREFECT_TEST_HOME)
 
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlib import excerpt  # noqa: E402,F401 (tests import it from here)
+from textdata import excerpt  # noqa: E402,F401 (tests import it from here)
 
 
 @pytest.fixture(scope="session")

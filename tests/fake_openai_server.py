@@ -1,4 +1,4 @@
-"""A small OpenAI-compatible server for benchmarks and orchestration tests.
+"""A small OpenAI-compatible server for tests and benchmarks.
 
 It answers `/v1/chat/completions` after a fixed delay with a deterministic,
 well-formed summary (the first sentences of the prompt's last fenced block,
@@ -8,7 +8,12 @@ per request, from a script: "429" (with Retry-After), "500", "401", "hang" (long
 than any client timeout), "drop" (close the connection), "malformed" (not
 JSON), "empty" (an empty completion).
 
-    python bench/fake_openai_server.py --port 8089 --delay 0.5
+Like vLLM it can enforce a context window with a tokenizer of its own
+(`count_tokens`, `context_window`: a request whose prompt plus max_tokens does
+not fit gets HTTP 400) and offer `/tokenize` (`tokenize=True`); `prefix` marks
+its answers, so two servers serving one model name answer differently.
+
+    python tests/fake_openai_server.py --port 8089 --delay 0.5
 """
 
 from __future__ import annotations
@@ -37,8 +42,15 @@ def scripted_answer(messages: list[dict]) -> str:
 
 
 class FakeOpenAIServer:
-    def __init__(self, delay: float = 0.0, faults: list[str | None] | None = None, port: int = 0, hang_s: float = 30.0):
+    def __init__(self, delay: float = 0.0, faults: list[str | None] | None = None, port: int = 0, hang_s: float = 30.0,
+                 prefix: str = "", count_tokens=None, context_window: int | None = None, tokenize: bool = False):
         self.delay = delay
+        self.prefix = prefix
+        self.count_tokens = count_tokens
+        self.context_window = context_window
+        self.tokenize = tokenize
+        self.rejected: list[str] = []  # context-window errors sent
+        self.tokenize_calls = 0
         self.hang_s = hang_s
         self.faults = deque(faults or [])
         self.requests: list[dict] = []
@@ -84,22 +96,61 @@ class FakeOpenAIServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path.rstrip("/").endswith("/tokenize"):
+                    self._tokenize(body)
+                    return
                 fault = server.next_fault()
                 with server._lock:
                     server.requests.append({"body": body, "fault": fault, "at": time.time()})
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                self._in_flight = True
                 try:
                     self._respond(body, fault)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout) or we dropped it on purpose
                 finally:
+                    self._answered()
+
+            def _answered(self) -> None:
+                """No longer in flight: called before the answer is written, since the
+                client may send its next request as soon as it has read it."""
+                if getattr(self, "_in_flight", False):
+                    self._in_flight = False
                     with server._lock:
                         server.in_flight -= 1
 
+            def _tokenize(self, body: dict) -> None:
+                # vLLM's shape; anything else (llama.cpp's {"content"}) is a 400, as vLLM answers it
+                if not server.tokenize or server.count_tokens is None:
+                    self._json(404, {"detail": "Not Found"})
+                elif "prompt" not in body:
+                    self._json(400, {"object": "error", "message": "prompt: Field required"})
+                else:
+                    with server._lock:
+                        server.tokenize_calls += 1
+                    n = server.count_tokens(body["prompt"])
+                    self._json(200, {"count": n, "max_model_len": server.context_window, "tokens": list(range(n))})
+
+            def _too_long(self, body: dict) -> str | None:
+                if server.count_tokens is None or server.context_window is None:
+                    return None
+                # each message's content plus a few template tokens, as a chat template adds
+                prompt = sum(server.count_tokens(str(m.get("content", ""))) + 4 for m in body.get("messages", []))
+                answer = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+                if prompt + answer <= server.context_window:
+                    return None
+                return (f"This model's maximum context length is {server.context_window} tokens. However, you requested "
+                        f"{prompt + answer} tokens ({prompt} in the messages, {answer} in the completion).")
+
             def _respond(self, body: dict, fault: str | None) -> None:
                 time.sleep(server.delay)
-                if fault == "429":
+                too_long = self._too_long(body)
+                if too_long:
+                    with server._lock:
+                        server.rejected.append(too_long)
+                    self._json(400, {"object": "error", "message": too_long, "type": "BadRequestError", "code": 400})
+                elif fault == "429":
                     self._json(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"retry-after": "0.1"})
                 elif fault == "500":
                     self._json(500, {"error": {"message": "internal error"}})
@@ -113,6 +164,7 @@ class FakeOpenAIServer:
                     self.close_connection = True
                 elif fault == "malformed":
                     payload = b'{"id": "x", "choices": [ {"message": '
+                    self._answered()
                     self.send_response(200)
                     self.send_header("content-type", "application/json")
                     self.send_header("content-length", str(len(payload)))
@@ -121,7 +173,7 @@ class FakeOpenAIServer:
                 elif fault == "empty":
                     self._json(200, self._completion(body, ""))
                 else:
-                    self._json(200, self._completion(body, scripted_answer(body.get("messages", []))))
+                    self._json(200, self._completion(body, server.prefix + scripted_answer(body.get("messages", []))))
 
             def _completion(self, body: dict, text: str) -> dict:
                 limit = body.get("max_tokens") or body.get("max_completion_tokens") or 256
@@ -140,6 +192,7 @@ class FakeOpenAIServer:
 
             def _json(self, status: int, payload: dict, headers: dict | None = None) -> None:
                 data = json.dumps(payload).encode()
+                self._answered()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
