@@ -195,7 +195,7 @@ class Store:
         env_timeout = os.environ.get("LONGSUM_DB_TIMEOUT")
         self.timeout_s = timeout_s if timeout_s is not None else float(env_timeout or DEFAULT_TIMEOUT_S)
         self.read_only = read_only
-        self._schema_ready = read_only
+        self._schema_ready = False  # read-only stores check the version too
         key = str(self.path.resolve())
         with _PROCESS_LOCKS_GUARD:
             self._lock = _PROCESS_LOCKS.setdefault(key, threading.RLock())
@@ -210,7 +210,10 @@ class Store:
             try:
                 if not self._schema_ready:
                     if self.read_only:
-                        self._check_version_read_only(con)
+                        if self._check_version_read_only(con):
+                            con.close()
+                            self._migrate_for_reading()
+                            con = self._open(config or {})
                     else:
                         self._prepare_schema(con)
                     self._schema_ready = True
@@ -242,15 +245,24 @@ class Store:
             con.execute("ROLLBACK")
             raise
 
-    def _check_version_read_only(self, con) -> None:
+    def _check_version_read_only(self, con) -> bool:
+        """True when the file is older than this code and must be migrated first."""
         found = stored_schema_version(con)
         if found is not None and found > int(SCHEMA_VERSION):
             raise StoreError(_newer_schema(self.path, found))
-        if found is not None and found < int(SCHEMA_VERSION):
+        return found is not None and found < int(SCHEMA_VERSION)
+
+    def _migrate_for_reading(self) -> None:
+        """An older file opened for reading is migrated once, through a short
+        writing connection, so queries see the current layout."""
+        try:
+            with Store(self.path, timeout_s=self.timeout_s).connect():
+                pass
+        except StoreError as exc:
             raise StoreError(
-                f"database {self.path} has schema version {found}, this longsum uses {SCHEMA_VERSION}: "
-                f"any command that writes to it (e.g. `summarize check`) migrates it"
-            )
+                f"database {self.path} has an older schema than this longsum's {SCHEMA_VERSION} "
+                f"and cannot be migrated: {exc}"
+            ) from None
 
     def _open(self, config: dict):
         import duckdb
