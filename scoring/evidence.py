@@ -124,6 +124,7 @@ class SourceIndex:
         self.bm25.index(bm25s.tokenize([p.text for p in self.passages], stopwords="en", show_progress=False),
                         show_progress=False)
         self._lock = threading.Lock()
+        self.passage_words: int | None = None  # set by whoever cut the passages
         self.start = min(p.start for p in self.passages)
         self.end = max(p.end for p in self.passages)
 
@@ -168,4 +169,6 @@ def load_chunks(store, run_id: str) -> list[tuple[int, int, str]]:
 
 
 def index_for_run(store, run_id: str, words: int = PASSAGE_WORDS) -> SourceIndex:
-    return SourceIndex(passages_from_chunks(load_chunks(store, run_id), words))
+    index = SourceIndex(passages_from_chunks(load_chunks(store, run_id), words))
+    index.passage_words = words
+    return index

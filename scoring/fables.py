@@ -241,9 +241,14 @@ def sample(summaries: list[FablesSummary], limit: int | None, seed: int = SAMPLE
 
 def evaluate_judge(store, summaries: list[FablesSummary], llm, *, limit: int | None = None, concurrency: int = 1,
                    max_attempts: int = 3, label: str = "fables-eval", source_file: str | None = None,
-                   on_progress: Callable[[int, int], None] | None = None) -> JudgeEvaluation:
-    """Label released claims with `llm` (a RecordingLLM whose run id is the
-    evaluation's) against the annotators' evidence; store and return the agreement."""
+                   run_id: str | None = None, on_progress: Callable[[int, int], None] | None = None) -> JudgeEvaluation:
+    """Label released claims with `llm` (a RecordingLLM) against the annotators'
+    evidence; store the agreement under `run_id` and return it.
+
+    The evaluation has no `runs` row (nothing was summarized), so its judge
+    calls are best journaled without a run id (`summarize check` flags calls
+    of unknown runs); each claim row keeps its call's request hash."""
+    from pipelines.llm.recording import new_id
     from pipelines.store import utc
     from scoring import config_hash, score_row, write
 
@@ -269,7 +274,7 @@ def evaluate_judge(store, summaries: list[FablesSummary], llm, *, limit: int | N
 
     checker._each(work, judged)
     result = agreement([(c.reference_label, c.label) for c in judged])
-    run_id = getattr(llm, "run_id", None) or f"eval:{label}"
+    run_id = run_id or f"eval:{label}:{new_id()[:12]}"
     config = {**checker.config(), "source": source_file, "limit": limit, "sample_seed": SAMPLE_SEED,
               "context": "annotators' evidence quotes"}
     created = utc()

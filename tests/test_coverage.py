@@ -82,3 +82,24 @@ def test_score_run_stores_the_profile_for_sql(tmp_path):
     (wide,) = store.execute("SELECT coverage_deciles, coverage_end_share, coverage_grounded FROM scores_wide "
                             "WHERE run_id = ?", [run_id])
     assert wide == (pytest.approx(0.2), pytest.approx(0.5), 1.0)
+
+
+def test_summarize_file_with_score_coverage_profiles_the_run(tmp_path):
+    from pipelines.cli import cli
+    from pipelines.store import Store
+
+    book = tmp_path / "league.txt"
+    book.write_text(TEXT, encoding="utf-8")
+    db = tmp_path / "run.duckdb"
+    out = CliRunner().invoke(cli, [str(book), "--method", "extractive", "--score", "coverage", "--db", str(db)])
+    assert out.exit_code == 0, out.output
+    store = Store(db)
+    ((run_id, n_sentences),) = store.execute("SELECT run_id, count(*) FROM coverage GROUP BY run_id")
+    (final,) = store.execute("SELECT text FROM summaries WHERE run_id = ? AND is_final", [run_id])
+    assert n_sentences == len(sentences(final[0]))
+    # the extractive baseline copies sentences from the book: each one is found where it is
+    rows = store.execute("SELECT sentence, start_char, end_char, grounded FROM coverage WHERE run_id = ?", [run_id])
+    found = sum(1 for sentence, a, b, grounded in rows if grounded and " ".join(sentence.split()[:6]) in " ".join(TEXT[a:b].split()))
+    assert found >= 0.8 * len(rows)
+    ((deciles,),) = store.execute("SELECT coverage_deciles FROM scores_wide WHERE run_id = ?", [run_id])
+    assert deciles >= 0.5

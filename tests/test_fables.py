@@ -168,8 +168,8 @@ def quoting_judge(request):
 def test_a_judge_is_scored_against_the_human_labels_and_stored(tmp_path, store):
     summaries = load_release(write_fixture(tmp_path))
     backend = ScriptedBackend(quoting_judge, context_window=8192)
-    llm = RecordingLLM(backend, MemoryJournal(), run_id="eval:test")
-    result = evaluate_judge(store, summaries, llm)
+    llm = RecordingLLM(backend, MemoryJournal())
+    result = evaluate_judge(store, summaries, llm, run_id="eval:test")
     a = result.agreement
     # humans: Yes x3, No, Inapplicable, PartialSupport; judge: Yes x3, No, Inapplicable, No
     assert a.n == 6 and a.accuracy == pytest.approx(5 / 6)
@@ -216,3 +216,7 @@ def test_cli_eval_fables_against_an_api_judge_from_the_imported_set(tmp_path, mo
     assert n == 5 and run_id.startswith("eval:fables:")
     ((accuracy,),) = store.execute("SELECT value FROM scores WHERE run_id = ? AND variant = 'accuracy'", [run_id])
     assert accuracy == report["accuracy"]
+    hashes = {h for (h,) in store.execute("SELECT request_hash FROM llm_calls WHERE status = 'ok'")}
+    assert {h for (h,) in store.execute("SELECT judge_request_hash FROM claims WHERE run_id = ?", [run_id])} <= hashes
+    check = runner.invoke(cli, ["check", "--db", str(db)])
+    assert check.exit_code == 0, check.output

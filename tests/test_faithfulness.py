@@ -400,3 +400,35 @@ def test_faithfulness_end_to_end_on_llamacpp(gemma, store):
     steps = {s for (s,) in store.execute("SELECT DISTINCT split_part(step, ':', 2) FROM llm_calls WHERE run_id = ?",
                                          [run_id])}
     assert "claims" in steps and ("judge" in steps or values["claims"] == 0)
+
+
+def test_summarize_file_with_score_faithfulness_judges_the_new_run(tmp_path, monkeypatch, fake_openai):
+    import fake_openai_server
+    from pipelines.cli import cli
+    from pipelines.store import Store
+
+    def answer(messages):
+        content = messages[-1]["content"]
+        if messages[0]["content"].startswith("You break"):
+            return "- " + re.search(r"<sentence>(.*?)</sentence>", content, re.S).group(1)
+        return 'Label: Yes\nEvidence: none'
+
+    monkeypatch.setattr(fake_openai_server, "scripted_answer", answer)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    book = tmp_path / "league.txt"
+    book.write_text((BOOKS / "doyle_red_headed_league.txt").read_text(encoding="utf-8")[:6000], encoding="utf-8")
+    db = tmp_path / "run.duckdb"
+    out = CliRunner().invoke(cli, [str(book), "--method", "extractive", "--summary-words", "60", "--score",
+                                   "faithfulness", "--judge-model", "openai:fake", "--judge-base-url",
+                                   fake_openai.base_url, "--db", str(db)])
+    assert out.exit_code == 0, out.output
+    store = Store(db)
+    ((run_id, claims, yes),) = store.execute(
+        "SELECT run_id, count(*), count(*) FILTER (WHERE label = 'Yes') FROM claims GROUP BY run_id")
+    assert claims >= 2 and yes == claims
+    (wide,) = store.execute("SELECT faithfulness_yes, faithfulness_model FROM scores_wide WHERE run_id = ?", [run_id])
+    assert wide == (1.0, "openai:fake")
+    # every claim was judged against passages of this run's own chunks
+    chunk_ids = {i for (i,) in store.execute("SELECT idx FROM chunks WHERE run_id = ?", [run_id])}
+    for (ids,) in store.execute("SELECT chunk_ids FROM claims WHERE run_id = ?", [run_id]):
+        assert json.loads(ids) and set(json.loads(ids)) <= chunk_ids
