@@ -9,6 +9,9 @@
     summarize score RUN_ID --score faithfulness,coverage [--judge-model SPEC --judge-concurrency N]
     summarize import-fables FABLES.json [--label NAME]
     summarize eval fables [FABLES.json] --judge-model SPEC [--limit N]
+    summarize score RUN_ID --score faithfulness,coverage [--judge-model SPEC --judge-concurrency N]
+    summarize import-fables FABLES.json [--label NAME]
+    summarize eval fables [FABLES.json] --judge-model SPEC [--limit N]
 
 Heavy libraries are imported inside the commands, never at module level.
 """
@@ -273,15 +276,14 @@ def eval_fables_command(file, judge_model, judge_base_url, judge_concurrency, li
                             "run summarize import-fables FABLES.json first, or pass the file")
         if judge_model.strip().lower() == DEFAULT_MODEL and not quiet:
             click.echo(JUDGE_NOTICE.format(what="FABLES claims are"), err=True)
-        llm = RecordingLLM(resolve(judge_model, base_url=judge_base_url), DuckDBJournal(store),
-                           run_id=f"eval:fables:{new_id()[:12]}")
+        llm = RecordingLLM(resolve(judge_model, base_url=judge_base_url), DuckDBJournal(store))
         every = max(1, (limit or 100) // 10)
         progress = None if quiet else (
             lambda done, total: click.echo(f"judged {done}/{total}", err=True) if done % every == 0 or done == total
             else None)
         result = evaluate_judge(store, summaries, llm, limit=limit, concurrency=judge_concurrency,
                                 max_attempts=max_attempts, source_file=str(file) if file else f"store:{label}",
-                                on_progress=progress)
+                                run_id=f"eval:fables:{new_id()[:12]}", on_progress=progress)
     except _scoring_errors() as exc:
         raise UserError(str(exc)) from None
     a = result.agreement
