@@ -1,84 +1,49 @@
 """The `evaluate_corpus` flow: documents x configurations, the experiment
-design of the BooookScore paper, with every run and score in one DuckDB file
-and a summary table at the end.
+design of the BooookScore paper, fanned out across the task runner.
 
-A source is a folder of documents (a `NAME.ref*.txt` file beside `NAME.txt`
-is one of its reference summaries) or a SQuALITY `.jsonl` file (the plot
-question's four answers are the references).
+Each document x configuration is one task (`evaluate_document_task`): the
+evaluation harness's `evaluate_document`, run on a worker in a store of its
+own, with the document's text and its earlier answers sent as data. At most
+`concurrency` of them run at once, so a Dask cluster with N workers works on
+N documents at once; API calls of all of them stay within the global limit.
+The flow process reads the documents, writes every run into the one DuckDB
+file as it comes back, and tabulates. A document that cannot be read or
+summarized is recorded as failed with its reason; the others complete.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
-from pathlib import Path
-
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.executor import submit_bounded
+from flows.limits import configured_limit
 from flows.runners import task_runner_for
-from flows.summarize_flow import summarize_document
-from pipelines.documents import CODE_LANGUAGES, PAPER_SUFFIXES
-from pipelines.paths import longsum_home
-from pipelines.store import Store, export_parquet
+from flows.tasks import evaluate_document_task
+from pipelines.corpus import CorpusItem, load_corpus
+from pipelines.evaluate import Outcome, config_label, failures, load_item, record_failure, summary_table
+from pipelines.llm import parse_spec
+from pipelines.llm.recording import new_id
+from pipelines.runner import RunConfig
+from pipelines.store import Store, add_run_tables, document_calls, export_parquet
 
-DOCUMENT_SUFFIXES = {".txt", *PAPER_SUFFIXES, *CODE_LANGUAGES}
 DEFAULT_CONFIGS = ({"method": "hierarchical"}, {"method": "incremental"}, {"method": "extractive"})
 CONFIG_KEYS = {
-    "method", "model", "chunk_size", "summary_words", "compress", "compress_ratio", "base_url", "context_window", "concurrency",
+    "method", "model", "chunk_size", "summary_words", "compress", "compress_ratio", "compress_query", "base_url",
+    "context_window", "concurrency", "chunker", "overlap", "timeout_s", "max_retries",
 }
-SUMMARY_METRICS = ("rouge1_f", "rouge2_f", "rougeL_f", "rougeLsum_f", "bertscore_f1", "booookscore")
 
 
-@dataclass(frozen=True)
-class CorpusItem:
-    path: str
-    references: tuple[str, ...] = field(default_factory=tuple)
-
-
-def load_corpus(source: str | Path, limit: int | None = None) -> list[CorpusItem]:
-    source = Path(source).expanduser()
-    if source.is_dir():
-        items = _folder_items(source)
-    elif source.suffix == ".jsonl":
-        items = _squality_items(source, limit)
-    else:
-        raise ValueError(f"{source}: expected a folder of documents or a SQuALITY .jsonl file")
-    if not items:
-        raise ValueError(f"{source}: no documents found")
-    return items[:limit] if limit else items
-
-
-def _folder_items(folder: Path) -> list[CorpusItem]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES)
-    documents = [p for p in files if ".ref" not in p.stem]
-    items = []
-    for doc in documents:
-        refs = sorted(p for p in files if p.stem.startswith(f"{doc.stem}.ref"))
-        items.append(CorpusItem(str(doc), tuple(p.read_text(encoding="utf-8") for p in refs)))
-    return items
-
-
-def _squality_items(path: Path, limit: int | None) -> list[CorpusItem]:
-    """Stories become files under LONGSUM_HOME so runs point at real documents."""
-    from scoring.squality import load_stories
-
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
-    folder = longsum_home() / "datasets" / f"squality-{path.stem}-{digest}"
-    folder.mkdir(parents=True, exist_ok=True)
-    items = []
-    for story in load_stories(path, limit):
-        target = folder / f"{story.passage_id}.txt"
-        if not target.exists() or target.read_text(encoding="utf-8") != story.text:
-            target.write_text(story.text, encoding="utf-8")
-        items.append(CorpusItem(str(target), story.references))
-    return items
-
-
-def _config_label(config: dict) -> str:
-    parts = [config.get("method", "hierarchical"), config.get("model", "llamacpp")]
-    parts += [f"{k}={config[k]}" for k in ("chunk_size", "summary_words", "compress", "compress_ratio") if k in config]
-    return " ".join(str(p) for p in parts)
+def run_configs(configs: list[dict] | None) -> list[RunConfig]:
+    out = []
+    for config in configs or DEFAULT_CONFIGS:
+        unknown = set(config) - CONFIG_KEYS
+        if unknown:
+            raise ValueError(f"unknown configuration keys {sorted(unknown)}; use {sorted(CONFIG_KEYS)}")
+        run_config = RunConfig(**config)
+        run_config.validate()
+        out.append(run_config)
+    return out
 
 
 @flow(name="evaluate-corpus", flow_run_name="evaluate {source}", log_prints=True)
@@ -91,57 +56,63 @@ def evaluate_corpus(
     dask_address: str | None = None,
     concurrency: int = 4,
     export_dir: str | None = None,
-    resume: bool = True,
 ) -> list[dict]:
-    """Summarize every document with every configuration, score, tabulate."""
-    logger = get_run_logger()
-    configs = [dict(c) for c in (configs or DEFAULT_CONFIGS)]
-    for config in configs:
-        unknown = set(config) - CONFIG_KEYS
-        if unknown:
-            raise ValueError(f"unknown configuration keys {sorted(unknown)}; use {sorted(CONFIG_KEYS)}")
+    """Summarize every document with every configuration, `concurrency`
+    documents at a time; score, tabulate, attach the table."""
     items = load_corpus(source, limit)
-    runner = task_runner_for(dask_address, concurrency)
-    per_document = summarize_document.with_options(task_runner=runner)
-    runs: list[dict] = []
-    for item in items:
-        wanted = list(metrics) if metrics is not None else (["rouge"] if item.references else [])
-        for config in configs:
-            result = per_document(
-                path=item.path, references=list(item.references) or None, metrics=wanted or None, db=db,
-                resume=resume, **{"concurrency": concurrency, **config},
-            )
-            runs.append({"label": _config_label(config), "document": Path(item.path).name, **result})
-    table = summary_table(Store(db), runs)
-    create_table_artifact(key="longsum-corpus", table=table, description=f"{len(items)} documents x {len(configs)} configurations")
+    store = Store(db)
+    with task_runner_for(dask_address, concurrency) as runner:
+        outcomes = evaluate_documents(runner, store, items, run_configs(configs), metrics, concurrency)
+    columns, rows = summary_table(store, outcomes)
+    table = [dict(zip(columns, row)) for row in rows]
+    problems = failures(outcomes)
+    create_table_artifact(key="longsum-corpus", table=table,
+                          description=f"{len(items)} documents x {len(configs or DEFAULT_CONFIGS)} configurations")
+    if problems:
+        create_markdown_artifact(key="longsum-corpus-failures",
+                                 markdown="### Failed\n\n" + "\n".join(f"* {p}" for p in problems))
+    logger = get_run_logger()
     for row in table:
         logger.info("%s", row)
+    for problem in problems:
+        logger.warning("failed: %s", problem)
     if export_dir:
-        batch = export_parquet(Store(db), [r["run_id"] for r in runs], export_dir)
+        batch = export_parquet(store, [o.run_id for o in outcomes], export_dir)
         logger.info("exported this batch to %s", batch)
     return table
 
 
-def summary_table(store: Store, runs: list[dict]) -> list[dict]:
-    """Mean cost and scores per configuration over the given runs."""
-    if not runs:
-        return []
-    by_label: dict[str, list[str]] = {}
-    for run in runs:
-        by_label.setdefault(run["label"], []).append(run["run_id"])
-    wide_columns = {c for (c,) in store.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'scores_wide'")}
-    metrics = [m for m in SUMMARY_METRICS if m in wide_columns]
-    score_sql = "".join(f", avg(w.{m}) AS {m}" for m in metrics)
-    join = "LEFT JOIN scores_wide w USING (run_id)" if metrics else ""
-    table = []
-    for label, run_ids in by_label.items():
-        columns, rows = store.query(
-            "SELECT count(*) AS runs, count(*) FILTER (WHERE r.status IN ('ok', 'degraded')) AS finished, "
-            "avg(r.seconds) AS seconds, avg(r.llm_calls) AS llm_calls, avg(r.input_tokens + r.output_tokens) AS tokens"
-            f"{score_sql} FROM runs r {join} WHERE list_contains(?, r.run_id)",
-            [run_ids],
-        )
-        row = dict(zip(columns, rows[0]))
-        table.append({"configuration": label, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}})
-    return table
+def evaluate_documents(runner, store: Store, items: list[CorpusItem], configs: list[RunConfig],
+                       metrics: list[str] | None, concurrency: int) -> list[Outcome]:
+    """Every document x configuration as a task on `runner`, `concurrency` at a
+    time; each finished run is written to the store as it comes back."""
+    outcomes: list[Outcome] = []
+    pending: list[tuple[CorpusItem, RunConfig, str]] = []
+    arguments = []
+    limits = {}
+    for item in items:
+        wanted = list(metrics) if metrics is not None else (["rouge"] if item.references else [])
+        for config in configs:
+            loaded = load_item(item, config, store)  # the worker cannot see this machine's files
+            if isinstance(loaded, Outcome):
+                outcomes.append(loaded)
+                continue
+            backend = parse_spec(config.model)[0] if config.method != "extractive" else None
+            if backend not in limits:
+                limits[backend] = configured_limit(backend) if backend in ("openai", "anthropic") else None
+            replay = document_calls(store, loaded.document.doc_id)
+            pending.append((loaded, config, new_id()))
+            arguments.append(dict(item=loaded, config=config, metrics=wanted, options=None, replay=replay,
+                                  limit=limits[backend]))
+    futures = submit_bounded(runner, evaluate_document_task, arguments, concurrency)
+    for (item, config, run_id), future in zip(pending, futures):
+        try:
+            outcome, tables = future.result()
+        except Exception as exc:  # noqa: BLE001 - a lost worker: this document failed, the others go on
+            reason = f"task failed: {type(exc).__name__}: {exc}"
+            record_failure(store, run_id, item, config, reason, 0.0)
+            outcomes.append(Outcome(item.name, config_label(config), "failed", run_id, 0.0, reason))
+            continue
+        add_run_tables(store, tables)
+        outcomes.append(outcome)
+    return outcomes

@@ -33,6 +33,7 @@ def build_deployments(
     dask_address: str | None = None,
     limit: int | None = None,
     export_dir: str | None = None,
+    concurrency: int | None = None,
     name: str = "nightly-evaluation",
 ):
     from flows.corpus import evaluate_corpus
@@ -43,7 +44,7 @@ def build_deployments(
     db = str(Path(db).expanduser().resolve()) if db else None
     parameters = {
         "source": str(Path(source).expanduser().resolve()), "configs": configs, "metrics": metrics, "db": db,
-        "dask_address": dask_address, "limit": limit, "export_dir": export_dir,
+        "dask_address": dask_address, "limit": limit, "export_dir": export_dir, "concurrency": concurrency,
     }
     schedule = {"cron": cron} if cron else {"interval": interval}
     # One evaluation at a time: a run that outlasts its interval delays the next instead of piling up.

@@ -1,125 +1,44 @@
-"""The `summarize_document` flow: load -> chunk -> summarize -> persist.
+"""The `summarize_document` flow: the library's run, each step a Prefect task.
 
-The flow process is the only one that opens the DuckDB file. Level 0 of
-hierarchical merging (and chunk compression) runs as concurrent tasks, at
-most `concurrency` at a time; merges and incremental updates are sequential
-by nature. For API backends a Prefect global concurrency limit bounds the
-calls of all flows together: the flow holds as many of its slots as it runs
-tasks at once, for the whole group, rather than each task taking a slot per
-call (each acquisition is a round trip to the Prefect API, and under
-contention a Retry-After wait). The DuckDB run id is attached to the flow
-run as an artifact, and the Prefect flow run id is stored in the run's params.
+The flow runs `pipelines.runner.summarize_document`, the same orchestration
+the `summarize` command runs, with an executor that makes each workflow step
+(a chunk summary, a compression, a merge, an update) a Prefect task on the
+flow's task runner (threads, or a Dask cluster). The flow process is the one
+writer of the DuckDB file; tasks get the earlier answers they may replay as
+data. The DuckDB run id is attached to the flow run as an artifact, and the
+Prefect flow run id is stored in the run's params.
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
+from functools import partial
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from flows.tasks import (
-    StepResult,
-    chunk_task,
-    compress_chunk_task,
-    extractive_task,
-    incremental_step_task,
-    load_document_task,
-    merge_task,
-    summarize_chunk_task,
-)
-from pipelines.llm.recording import MemoryJournal, RecordingLLM, Usage, new_id
-from pipelines.runner import (
-    RunConfig,
-    check_budgets,
-    chunk_row,
-    fail_run,
-    finish_run,
-    make_backend,
-    reap_dead_runs,
-    record_compression,
-    record_document,
-    start_run,
-    summarizer_for,
-    summary_row,
-)
-from pipelines.store import Store, export_call_snapshot, record_calls
-from pipelines.summarize.common import SummaryRecord
-from pipelines.summarize.incremental import current_summary
-
-API_BACKENDS = ("openai", "anthropic")
+from flows.executor import PrefectExecutor
+from flows.limits import configured_limit
+from flows.runners import task_runner_for
+from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMMARY_WORDS
+from pipelines.documents import load_document
+from pipelines.runner import RunConfig, make_backend, summarize_document as run_document
+from pipelines.store import Store, call_records, document_calls
 
 
 def _run_name() -> str:
     params = flow_run.parameters
-    return f"{Path(params['path']).name} · {params.get('method', 'hierarchical')} · {params.get('model', 'llamacpp')}"
-
-
-class StepFailed(RuntimeError):
-    """A step failed; the calls of the steps that finished are still stored."""
-
-
-@contextlib.contextmanager
-def _api_slots(limit_name: str | None, wanted: int):
-    """Hold up to `wanted` slots of the global limit while a group of tasks
-    runs; yields how many tasks may run at once (no more than the limit
-    allows now, should another flow have lowered it)."""
-    if not limit_name:
-        yield wanted
-        return
-    from prefect.client.orchestration import get_client
-    from prefect.concurrency.sync import concurrency
-
-    with get_client(sync_client=True) as client:
-        allowed = client.read_global_concurrency_limit_by_name(limit_name).limit
-    held = max(1, min(wanted, allowed))
-    with concurrency(limit_name, occupy=held):
-        yield held
-
-
-def _submit_bounded(task, arguments: list[tuple], width: int) -> list:
-    """task.submit(*args) for each, never more than `width` of them running at once."""
-    futures: list = []
-    for args in arguments:
-        if len(futures) >= width:
-            futures[-width].wait()  # with every earlier one waited on before: at most width-1 still running
-        futures.append(task.submit(*args))
-    return futures
-
-
-def _each_chunk(task, arguments: list[tuple], width: int, limit_name: str | None, calls: list,
-                what: str) -> list[StepResult]:
-    """One task per chunk, `width` at a time; every finished step's calls are
-    kept (for the store) even when others failed, then the first failure is raised."""
-    with _api_slots(limit_name, min(width, len(arguments))) as width:
-        done, errors = _gather(_submit_bounded(task, arguments, width))
-    for step in done:
-        calls.extend(step.calls)
-    if errors:
-        raise StepFailed(f"{len(errors)} of {len(arguments)} {what} failed: {errors[0]}") from errors[0]
-    return done
-
-
-def _gather(futures) -> tuple[list[StepResult], list[BaseException]]:
-    done, errors = [], []
-    for future in futures:
-        try:
-            done.append(future.result())
-        except Exception as exc:  # noqa: BLE001 - collected, reported below
-            errors.append(exc)
-    return done, errors
+    return f"{Path(params['path']).name} · {params.get('method', 'hierarchical')} · {params.get('model', DEFAULT_MODEL)}"
 
 
 @flow(name="summarize-document", flow_run_name=_run_name, log_prints=True)
 def summarize_document(
     path: str,
     method: str = "hierarchical",
-    model: str = "llamacpp",
-    chunk_size: int = 2048,
-    summary_words: int = 585,
+    model: str = DEFAULT_MODEL,
+    chunk_size: int = DEFAULT_CHUNK_TOKENS,
+    summary_words: int = DEFAULT_SUMMARY_WORDS,
     compress: str = "none",
     compress_ratio: float = 0.5,
     compress_query: str = "",
@@ -129,7 +48,7 @@ def summarize_document(
     concurrency: int = 4,
     base_url: str | None = None,
     context_window: int | None = None,
-    resume: bool = True,
+    dask_address: str | None = None,
 ) -> dict:
     """Summarize one document and store everything in DuckDB; returns the run's JSON."""
     config = RunConfig(
@@ -138,52 +57,23 @@ def summarize_document(
         compress_query=compress_query,
     )
     config.validate()
-    logger = get_run_logger()
     store = Store(db)
-    started = time.time()
-    document = load_document_task(path, config.kind)
+    document = load_document(path, kind=config.kind)
     backend = make_backend(config)
-    if backend is not None:
-        check_budgets(config, backend)
-    run_id = new_id()
-    reap_dead_runs(store)
-    record_document(store, document)
-    start_run(store, run_id, document, config, backend, extra={"prefect_flow_run_id": str(flow_run.id)})
-    calls: list = []
-    try:
-        chunks = chunk_task(document, config)
-        store.insert_rows("chunks", [chunk_row(run_id, c) for c in chunks])
-        steps = _options(resume)
-        if backend is None:
-            records = extractive_task.with_options(**steps)(document, config, len(chunks)).records
-        else:
-            snapshot = export_call_snapshot(
-                store, store.path.parent / ".longsum-snapshots" / f"{run_id}.parquet", backend.backend, backend.model
-            )
-            limit_name = _concurrency_limit(backend.backend, concurrency)
-            if compress != "none":
-                chunks = _compress(store, document, chunks, config, run_id, snapshot, limit_name, calls, steps)
-            local = summarizer_for(config, RecordingLLM(backend, MemoryJournal()), document.kind, progress=None)
-            workflow = _hierarchical if method == "hierarchical" else _incremental
-            records = workflow(local, chunks, config, document.kind, run_id, snapshot, limit_name, calls, steps)
-        final = next(r for r in records if r.is_final)
-        status = "degraded" if final.degraded else "ok"
-        usage = Usage.from_records(record_calls(store, run_id, calls))
-        store.insert_rows("summaries", [summary_row(run_id, r) for r in records])
-        finish_run(store, run_id, status, time.time() - started, len(chunks), records, usage, final.text)
-    except BaseException as exc:
-        written = record_calls(store, run_id, calls)
-        fail_run(store, run_id, exc, time.time() - started, Usage.from_records(written))
-        raise
-    result = {
-        "run_id": run_id, "status": status, "method": method, "model": model, "summary": final.text,
-        "n_chunks": len(chunks), "usage": usage.as_dict(), "seconds": round(time.time() - started, 3),
-    }
+    replay = call_records(document_calls(store, document.doc_id))
+    limit = configured_limit(backend.backend) if backend is not None else None
+    with task_runner_for(dask_address, concurrency) as runner:
+        result = run_document(document, config, store, backend=backend,
+                              executor_for=partial(PrefectExecutor, runner, store, config=config, replay=replay,
+                                                   limit=limit, width=concurrency),
+                              extra_params={"prefect_flow_run_id": str(flow_run.id)})
+    summary = result.as_json()
     if metrics:
-        result["scores"] = score_task(store, run_id, metrics, references)
-    _attach_run(result, store)
-    logger.info("run %s %s: %d chunks, %d LLM calls (%d cached)", run_id, status, len(chunks), usage.calls, usage.cache_hits)
-    return result
+        summary["scores"] = score_task(store, result.run_id, metrics, references)
+    _attach_run(summary, store)
+    get_run_logger().info("run %s %s: %d chunks, %d LLM calls (%d cached)", result.run_id, result.status,
+                          result.n_chunks, result.usage.calls, result.usage.cache_hits)
+    return summary
 
 
 def score_task(store: Store, run_id: str, metrics: list[str], references: list[str] | None) -> dict:
@@ -192,76 +82,6 @@ def score_task(store: Store, run_id: str, metrics: list[str], references: list[s
 
     rows = score_run(store, run_id, metrics, references=references)
     return {f"{r['metric']}_{r['variant']}": r["value"] for r in rows if r.get("aggregate") in (None, "max") and r.get("reference_id") is None}
-
-
-def _options(resume: bool) -> dict:
-    """Task options: `resume=False` recomputes every step instead of replaying cached results."""
-    return {} if resume else {"refresh_cache": True}
-
-
-def _hierarchical(local, chunks, config, kind, run_id, snapshot, limit_name, calls, steps) -> list[SummaryRecord]:
-    limits = local.plan_limits(len(chunks))
-    done = _each_chunk(
-        summarize_chunk_task.with_options(**steps),
-        [(chunk, len(chunks), limits[0], config, kind, run_id, snapshot) for chunk in chunks],
-        config.concurrency, limit_name, calls, "chunk summaries",
-    )
-    current = [step.records[0] for step in done]
-    records = list(current)
-    level = 1
-    with _api_slots(limit_name, 1):  # each merge reads the one before: one call at a time
-        while len(current) > 1:
-            out_limit, groups = local.plan_level(current, level, limits)
-            merged: list[SummaryRecord] = []
-            for idx, group in enumerate(groups):
-                context = local.context_from(merged[-1].text, out_limit) if merged else ""
-                step = merge_task.with_options(**steps).submit(
-                    group, level, idx, out_limit, context, config, kind, run_id, snapshot
-                ).result()
-                calls.extend(step.calls)
-                merged.extend(step.records)
-            records.extend(merged)
-            current = merged
-            level += 1
-    current[0].is_final = True
-    return records
-
-
-def _compress(store, document, chunks, config, run_id, snapshot, limit_name, calls, steps):
-    done = _each_chunk(
-        compress_chunk_task.with_options(**steps),
-        [(chunk, document, config, run_id, snapshot) for chunk in chunks],
-        config.concurrency, limit_name, calls, "chunk compressions",
-    )
-    record_compression(store, run_id, [step.row for step in done])
-    return [step.chunk for step in done]
-
-
-def _incremental(local, chunks, config, kind, run_id, snapshot, limit_name, calls, steps) -> list[SummaryRecord]:
-    records: list[SummaryRecord] = []
-    running = None
-    with _api_slots(limit_name, 1):  # each update reads the one before: one call at a time
-        for chunk in chunks:
-            step = incremental_step_task.with_options(**steps).submit(
-                running, chunk, len(chunks), config, kind, run_id, snapshot
-            ).result()
-            calls.extend(step.calls)
-            records.extend(step.records)
-            running = current_summary(step.records)
-    running.is_final = True
-    return records
-
-
-def _concurrency_limit(backend: str, limit: int) -> str | None:
-    """A Prefect global concurrency limit shared by every flow calling this API."""
-    if backend not in API_BACKENDS:
-        return None  # a local model runs one call at a time anyway
-    from prefect.client.orchestration import get_client
-
-    name = f"longsum-{backend}"
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(name, limit)
-    return name
 
 
 def _attach_run(result: dict, store: Store) -> None:

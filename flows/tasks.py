@@ -1,63 +1,53 @@
-"""Prefect tasks, each wrapping one library step.
+"""Prefect tasks: a workflow step, and a whole document of a corpus.
 
-LLM tasks build their backend from the (picklable) run config inside the
-worker, look calls up in a Parquet snapshot of the store's `llm_calls`, and
-return their summary records together with the call records they made: they
-never open the DuckDB file, whose one writer is the flow process. Results
-are persisted and cached on their inputs, so re-running a flow after a crash
-replays finished steps instead of calling the LLM again.
+Tasks may run on Dask workers on other machines, so everything they need
+arrives as data: the step's owner as a recipe, the document's text, and the
+earlier answers that can be replayed (rows of `llm_calls`). They never open
+the flow's DuckDB file (its one writer is the flow process) and never read a
+path of the flow's machine; what they produce comes back as their result.
+
+Prefect does not cache these tasks: longsum's own journal (`llm_calls`,
+keyed by model identity, rendered prompt with its template hash, and
+parameters) decides what is replayed, so an edited prompt is never answered
+from a stale result.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import threading
 from dataclasses import dataclass, field
-from datetime import timedelta
+from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import NO_CACHE
 
-from pipelines.chunking import Chunk
-from pipelines.documents import Document, load_document
+from pipelines.corpus import CorpusItem
+from pipelines.evaluate import Outcome, evaluate_document
 from pipelines.llm import parse_spec
-from pipelines.llm.base import LLMConfigError, PromptTooLongError
-from pipelines.llm.recording import RecordingLLM
-from pipelines.runner import RunConfig, make_backend, make_chunks, count_tokens_for
-from pipelines.store import SnapshotJournal
-from pipelines.summarize.common import SummaryRecord
-
-# What identifies a step's work: not the run it belongs to, nor where the
-# snapshot lies (both differ between a crashed run and its re-run).
-STEP_CACHE = (INPUTS + TASK_SOURCE) - "run_id" - "snapshot"
-LLM_RETRIES = 2
-LLM_RETRY_DELAYS = [2, 10]
-RESULT_TTL = timedelta(days=7)
+from pipelines.llm.recording import MemoryJournal, RecordingLLM
+from pipelines.runner import RunConfig, make_backend
+from pipelines.store import Store, add_calls, run_tables
+from pipelines.summarize.executors import Recipe
 
 
 @dataclass
-class StepResult:
-    records: list[SummaryRecord]
+class StepOutcome:
+    value: object
     calls: list = field(default_factory=list)  # CallRecord, for the writer
 
 
-def _retryable(task, task_run, state) -> bool:
-    """Configuration problems (bad key, prompt too long) fail at once."""
-    try:
-        state.result()
-    except (LLMConfigError, PromptTooLongError):
-        return False
-    except Exception:  # noqa: BLE001 - anything else is worth another try
-        return True
-    return True
+class StepFailed(RuntimeError):
+    """A step raised; carries the calls it made, so that none is lost."""
 
+    def __init__(self, message: str, calls: list):
+        super().__init__(message, calls)
+        self.calls = calls
 
-def llm_task(name: str, run_name: str):
-    return task(
-        name=name, task_run_name=run_name, retries=LLM_RETRIES, retry_delay_seconds=LLM_RETRY_DELAYS,
-        retry_condition_fn=_retryable, cache_policy=STEP_CACHE, cache_expiration=RESULT_TTL, persist_result=True,
-    )
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 # One API backend (one SDK client with its connection pool) per worker process
@@ -68,7 +58,7 @@ _api_backends: dict[tuple, object] = {}
 _api_backends_lock = threading.Lock()
 
 
-def _backend(config: RunConfig):
+def worker_backend(config: RunConfig):
     if parse_spec(config.model)[0] not in ("openai", "anthropic"):
         return make_backend(config)  # llama.cpp shares its loaded model per process already
     # The keys are part of the identity (a changed key needs a new client) but are kept only as a digest.
@@ -80,80 +70,39 @@ def _backend(config: RunConfig):
         return _api_backends[key]
 
 
-def _llm(config: RunConfig, run_id: str, snapshot: str | None) -> tuple[RecordingLLM, SnapshotJournal]:
-    journal = SnapshotJournal(snapshot)
-    return RecordingLLM(_backend(config), journal, run_id=run_id), journal
+def _step_name(parameters: dict) -> str:
+    return parameters["step"]
 
 
-def _summarizer(config: RunConfig, llm: RecordingLLM, kind: str):
-    from pipelines.runner import summarizer_for
-
-    return summarizer_for(config, llm, kind, progress=None)
-
-
-@task(name="load-document", task_run_name="load {path}")
-def load_document_task(path: str, kind: str | None = None) -> Document:
-    return load_document(path, kind=kind)
-
-
-@task(name="chunk", task_run_name="chunk ({config.chunk_size} tokens)")
-def chunk_task(document: Document, config: RunConfig) -> list[Chunk]:
-    backend = make_backend(config)
-    return make_chunks(document, config, count_tokens_for(backend))
+@task(name="step", task_run_name=_step_name, cache_policy=NO_CACHE, persist_result=False)
+def step_task(recipe: Recipe, method: str, args: tuple, step: str, config: RunConfig, run_id: str,
+              replay: dict) -> StepOutcome:
+    """One step of a workflow: rebuild its owner around this worker's LLM, run it."""
+    journal = MemoryJournal(replay)
+    llm = RecordingLLM(worker_backend(config), journal, run_id=run_id)
+    owner = recipe.factory(llm, **recipe.options)
+    try:
+        value = getattr(owner, method)(*args)
+    except Exception as exc:
+        raise StepFailed(f"{step}: {type(exc).__name__}: {exc}", journal.records) from exc
+    return StepOutcome(value, journal.records)
 
 
-@dataclass
-class CompressedChunk:
-    chunk: Chunk  # what the summarizer reads
-    row: dict  # its `compressed_chunks` row
-    calls: list = field(default_factory=list)
+def _document_name(parameters: dict) -> str:
+    return f"{parameters['item'].name} · {parameters['config'].method}"
 
 
-@llm_task("compress-chunk", "compress chunk {chunk.idx}")
-def compress_chunk_task(
-    chunk: Chunk, document: Document, config: RunConfig, run_id: str, snapshot: str | None,
-) -> CompressedChunk:
-    from pipelines.runner import compress_chunk, compressed_chunk
+@task(name="evaluate-document", task_run_name=_document_name, cache_policy=NO_CACHE, persist_result=False)
+def evaluate_document_task(item: CorpusItem, config: RunConfig, metrics: list[str], options, replay,
+                           limit: str | None) -> tuple[Outcome, dict]:
+    """One document of a corpus, start to finish, in a store of the worker's own
+    (a temporary file, gone with the task); returns the outcome and the run's rows."""
+    from flows.limits import api_slots
 
-    llm, journal = _llm(config, run_id, snapshot)
-    result = compress_chunk(chunk, document, config, llm)
-    new_chunk, row = compressed_chunk(chunk, result)
-    return CompressedChunk(new_chunk, row, journal.records)
-
-
-@llm_task("summarize-chunk", "chunk {chunk.idx}")
-def summarize_chunk_task(
-    chunk: Chunk, n_chunks: int, token_limit: int, config: RunConfig, kind: str,
-    run_id: str, snapshot: str | None,
-) -> StepResult:
-    llm, journal = _llm(config, run_id, snapshot)
-    record = _summarizer(config, llm, kind).summarize_chunk(chunk, n_chunks, token_limit)
-    return StepResult([record], journal.records)
-
-
-@llm_task("merge", "merge level {level} #{idx}")
-def merge_task(
-    group: list[SummaryRecord], level: int, idx: int, out_limit: int, context: str, config: RunConfig, kind: str,
-    run_id: str, snapshot: str | None,
-) -> StepResult:
-    llm, journal = _llm(config, run_id, snapshot)
-    record = _summarizer(config, llm, kind).merge(group, level, idx, out_limit, context)
-    return StepResult([record], journal.records)
-
-
-@llm_task("incremental-step", "update with chunk {chunk.idx}")
-def incremental_step_task(
-    running: SummaryRecord | None, chunk: Chunk, n_chunks: int, config: RunConfig, kind: str,
-    run_id: str, snapshot: str | None,
-) -> StepResult:
-    llm, journal = _llm(config, run_id, snapshot)
-    produced = _summarizer(config, llm, kind).step(running, chunk, n_chunks)
-    return StepResult(produced, journal.records)
-
-
-@task(name="extractive", task_run_name="extractive baseline", cache_policy=STEP_CACHE, persist_result=True)
-def extractive_task(document: Document, config: RunConfig, n_chunks: int) -> StepResult:
-    from pipelines.llm.tokenizers import count_cl100k
-    from pipelines.summarize.extractive import extractive_summary
-
-    return StepResult([extractive_summary(document.text, config.summary_words, n_chunks, count_tokens=count_cl100k)])
+    with tempfile.TemporaryDirectory(prefix="longsum-task-") as folder:
+        store = Store(Path(folder) / "run.duckdb")
+        add_calls(store, replay)
+        with api_slots(limit, config.concurrency):
+            outcome = evaluate_document(item, config, store, metrics=metrics, options=options,
+                                        backend=worker_backend(config) if config.method != "extractive" else None)
+        return outcome, run_tables(store, outcome.run_id)

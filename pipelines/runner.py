@@ -178,6 +178,7 @@ def summarize_document(
     on_call=None,
     executor_for: Callable[[str], Executor] | None = None,
     extra_params: dict | None = None,
+    run_id: str | None = None,
 ) -> RunResult:
     """The one orchestration of a run: budgets, rows, chunks, compression and
     the workflow. `executor_for(run_id)` gives the executor of the run's steps
@@ -187,7 +188,7 @@ def summarize_document(
     if backend is not None:
         check_budgets(config, backend)
     progress = progress or Progress()
-    run_id = new_id()
+    run_id = run_id or new_id()
     started = time.time()
     reap_dead_runs(store)
     record_document(store, document)
@@ -273,6 +274,8 @@ def record_document(store: Store, document: Document) -> None:
         "kind": document.kind, "language": document.language, "encoding": document.encoding,
         "n_chars": len(document.text), "n_words": count_words(document.text),
         "sections": [dataclasses.asdict(s) for s in document.sections], "first_seen": utc(),
+        "format": document.format, "pages": document.pages, "extractor": document.extractor,
+        "extractor_version": document.extractor_version, "metadata": document.metadata or None,
     }
     store.insert_rows("documents", [row], ignore_conflicts=True)
 

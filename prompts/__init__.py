@@ -88,8 +88,9 @@ def defang(value: str) -> str:
     return _FENCE_TAG.sub(lambda m: f"‹{m.group(1)}{m.group(2)}›", value)
 
 
-@functools.lru_cache(maxsize=None)
 def load(name: str) -> PromptTemplate:
+    # Read at every use, not cached: a long-running `serve` process sees an
+    # edited template at once (and its new hash keys new LLM calls).
     try:
         text = resources.files(__package__).joinpath(f"{name}.txt").read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -1,14 +1,21 @@
-"""Prefect flows under one `prefect_test_harness` per session: the real
-llama.cpp backend for workflows, a small OpenAI-compatible test server where
-only orchestration (concurrency) is under test, and a Dask LocalCluster."""
+"""Prefect flows under one `prefect_test_harness` per session: the library's
+workflows run with each step a Prefect task (the real llama.cpp backend, and
+the real OpenAI client against a small OpenAI-compatible test server where
+orchestration is under test), a corpus fanned out across Dask workers that
+share no files with the flow."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import excerpt
 from fake_openai_server import FakeOpenAIServer
 
+from pipelines.runner import RunConfig, summarize_file
 from pipelines.store import Store
 
 pytestmark = pytest.mark.llm
@@ -27,9 +34,35 @@ def small_story(tmp_path_factory, scandal_text) -> Path:
 
 
 SMALL = dict(chunk_size=240, summary_words=50, context_window=1024)
+API = dict(model="openai:fake", chunk_size=120, summary_words=40, context_window=2048)
+SUMMARY_COLUMNS = ("level, idx, kind, text, n_words, n_tokens, token_limit, word_limit, attempts, degraded, salvaged, "
+                   "note, first_chunk, last_chunk, request_hash, is_final")
 
 
-def test_hierarchical_flow_persists_and_links_the_run(small_story, tmp_path):
+def summaries(db: Path, run_id: str) -> list[tuple]:
+    return Store(db).execute(f"SELECT {SUMMARY_COLUMNS} FROM summaries WHERE run_id = ? ORDER BY level, idx, kind",
+                             [run_id])
+
+
+@pytest.mark.parametrize("method", ["hierarchical", "incremental"])
+def test_cli_and_flow_write_the_same_summaries(small_story, tmp_path, method):
+    """One workflow, two executors: threads in-process (the CLI) and Prefect
+    tasks (the flow), each with its own database so that no answer is shared."""
+    from flows.summarize_flow import summarize_document
+
+    with FakeOpenAIServer() as server:
+        settings = dict(method=method, base_url=server.base_url, concurrency=3, **API)
+        library = summarize_file(small_story, RunConfig(**settings), Store(tmp_path / "cli.duckdb"))
+        flow = summarize_document(path=str(small_story), db=str(tmp_path / "flow.duckdb"), **settings)
+    assert library.n_chunks >= 6 and flow["n_chunks"] == library.n_chunks
+    assert flow["summary"] == library.summary
+    in_library = summaries(tmp_path / "cli.duckdb", library.run_id)
+    assert len(in_library) > library.n_chunks
+    assert summaries(tmp_path / "flow.duckdb", flow["run_id"]) == in_library
+    assert flow["usage"]["calls"] == library.usage.calls > library.n_chunks
+
+
+def test_flow_on_the_embedded_model_persists_links_and_replays(small_story, tmp_path):
     from prefect.client.orchestration import get_client
 
     from flows.summarize_flow import summarize_document
@@ -45,12 +78,13 @@ def test_hierarchical_flow_persists_and_links_the_run(small_story, tmp_path):
     assert store.execute("SELECT count(*) FROM llm_calls WHERE run_id = ? AND NOT cached", [result["run_id"]])[0][0] == calls
     levels = store.execute("SELECT DISTINCT level FROM summaries WHERE run_id = ? ORDER BY 1", [result["run_id"]])
     assert [lvl for (lvl,) in levels][:2] == [0, 1]
-
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts()
     assert any(a.key == "longsum-run" and result["run_id"] in (a.data or "") for a in artifacts)
+    # The flow wrote nothing beside its database (no snapshot, no result files).
+    assert {p.name for p in tmp_path.iterdir()} <= {"flow.duckdb", "flow.duckdb.wal"}
 
-    # Re-running replays every finished step: no LLM call is made again.
+    # Re-running replays every finished call from the journal: none is made again.
     again = summarize_document(path=str(small_story), db=str(db), **SMALL)
     assert again["usage"]["calls"] == 0 and again["usage"]["cache_hits"] == calls
     assert again["summary"] == result["summary"]
@@ -63,10 +97,10 @@ def test_flow_crash_then_rerun_repeats_no_finished_call(small_story, tmp_path, m
     db = tmp_path / "crash.duckdb"
     real_merge = HierarchicalSummarizer.merge
 
-    def crash(*args, **kwargs):
+    def merge(*args, **kwargs):  # the step's name is the method's: keep it
         raise RuntimeError("worker lost")
 
-    monkeypatch.setattr(HierarchicalSummarizer, "merge", crash)
+    monkeypatch.setattr(HierarchicalSummarizer, "merge", merge)
     params = dict(path=str(small_story), db=str(db), chunk_size=200, summary_words=45, context_window=1024)
     with pytest.raises(Exception):
         summarize_document(**params)
@@ -84,118 +118,200 @@ def test_flow_crash_then_rerun_repeats_no_finished_call(small_story, tmp_path, m
     assert steps and all(s.startswith("merge:") for s in steps)
 
 
-def test_incremental_flow_is_sequential(small_story, tmp_path):
+def test_incremental_updates_run_one_after_another(small_story, tmp_path):
+    """Each update starts only after the one before returned, in chunk order."""
     from flows.summarize_flow import summarize_document
 
-    db = tmp_path / "inc.duckdb"
-    result = summarize_document(path=str(small_story), db=str(db), method="incremental", **SMALL)
-    store = Store(db)
-    kinds = store.execute("SELECT kind, idx FROM summaries WHERE run_id = ? AND kind = 'update' ORDER BY idx", [result["run_id"]])
-    assert [idx for _, idx in kinds] == list(range(result["n_chunks"]))
-    times = [t for (t,) in store.execute("SELECT created_at FROM llm_calls WHERE run_id = ? ORDER BY step", [result["run_id"]])]
-    assert len(times) >= result["n_chunks"]
+    with FakeOpenAIServer(delay=0.2) as server:
+        result = summarize_document(path=str(small_story), db=str(tmp_path / "inc.duckdb"), method="incremental",
+                                    base_url=server.base_url, concurrency=4, **API)
+    assert server.max_in_flight == 1
+    calls = Store(tmp_path / "inc.duckdb").execute(
+        "SELECT step, epoch(created_at) - latency_s AS started, epoch(created_at) AS ended FROM llm_calls "
+        "WHERE run_id = ? AND step LIKE 'update:%' ORDER BY ended", [result["run_id"]])
+    order = [int(step.split(":")[1].split("#")[0]) for step, _, _ in calls]
+    assert order == sorted(order) and set(order) == set(range(result["n_chunks"]))
+    for (_, _, ended), (_, started, _) in zip(calls, calls[1:]):
+        assert started >= ended - 0.05  # no overlap (timestamps are taken on either side of the call)
 
 
 def test_chunk_level_concurrency_is_bounded(small_story, tmp_path):
-    """Against an OpenAI-compatible server that answers after a delay."""
     from flows.summarize_flow import summarize_document
 
     with FakeOpenAIServer(delay=0.4) as server:
-        result = summarize_document(
-            path=str(small_story), db=str(tmp_path / "api.duckdb"), model="openai:fake", base_url=server.base_url,
-            chunk_size=120, summary_words=40, context_window=2048, concurrency=2,
-        )
+        result = summarize_document(path=str(small_story), db=str(tmp_path / "api.duckdb"), base_url=server.base_url,
+                                    concurrency=2, **API)
     assert result["n_chunks"] >= 6
-    assert server.max_in_flight == 2  # concurrent, and never more than the limit
+    assert server.max_in_flight == 2  # concurrent, and never more than asked
 
 
-def test_two_flows_share_the_global_limit(small_story, tmp_path):
-    """Each flow runs 2 chunk summaries at once, but the API's global limit (2) bounds both together."""
+def test_flows_occupy_the_configured_limit_and_never_change_it(small_story, tmp_path):
+    """The limit (2) is set once; two flows asking for 2 and 4 calls at once stay within it together."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from flows.limits import read_limits, set_limit
     from flows.summarize_flow import summarize_document
 
-    with FakeOpenAIServer(delay=0.4) as server:
-        def one(name):
-            return summarize_document(
-                path=str(small_story), db=str(tmp_path / f"{name}.duckdb"), model="openai:fake",
-                base_url=server.base_url, chunk_size=120, summary_words=40, context_window=2048, concurrency=2,
-                resume=False,
-            )
+    set_limit("openai", 2)
+    try:
+        with FakeOpenAIServer(delay=0.4) as server:
+            def one(width):
+                return summarize_document(path=str(small_story), db=str(tmp_path / f"w{width}.duckdb"),
+                                          base_url=server.base_url, concurrency=width, **API)
 
-        with ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(one, ["first", "second"]))
-    assert all(r["status"] in ("ok", "degraded") and r["n_chunks"] >= 6 for r in results)
-    assert len(server.requests) == sum(r["usage"]["calls"] for r in results)
-    assert server.max_in_flight == 2
+            with ThreadPoolExecutor(2) as pool:
+                results = list(pool.map(one, [2, 4]))
+        assert all(r["status"] in ("ok", "degraded") and r["n_chunks"] >= 6 for r in results)
+        assert server.max_in_flight == 2
+        assert read_limits()["openai"] == 2
+    finally:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name("longsum-openai")
 
 
 def test_a_flow_holds_no_more_slots_than_the_limit_allows():
     from prefect.client.orchestration import get_client
 
-    from flows.summarize_flow import _api_slots
+    from flows.limits import api_slots
 
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name("longsum-test-limit", 1)
-    with _api_slots("longsum-test-limit", 3) as held:
+    with api_slots("longsum-test-limit", 3) as held:
         assert held == 1
         with get_client(sync_client=True) as client:
             assert client.read_global_concurrency_limit_by_name("longsum-test-limit").active_slots == 1
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name("longsum-test-limit").active_slots == 0
-    with _api_slots(None, 3) as held:
+    with api_slots(None, 3) as held:
         assert held == 3
 
 
+def test_an_edited_prompt_is_asked_again_an_unedited_one_is_replayed(small_story, tmp_path, monkeypatch):
+    import prompts
+    from flows.summarize_flow import summarize_document
+
+    db = tmp_path / "prompts.duckdb"
+    with FakeOpenAIServer() as server:
+        run = lambda: summarize_document(path=str(small_story), db=str(db), base_url=server.base_url, **API)  # noqa: E731
+        first = run()
+        assert first["usage"]["calls"] > 0
+        assert run()["usage"]["calls"] == 0  # nothing changed: every answer replayed
+        original = prompts.load
+
+        def edited(name):
+            template = original(name)
+            if name == "chunk_summary":
+                return prompts.PromptTemplate(name, template.text + "\nWrite plainly.\n")
+            return template
+
+        monkeypatch.setattr(prompts, "load", edited)
+        second = run()
+    chunk_calls = Store(db).execute("SELECT count(*) FROM llm_calls WHERE run_id = ? AND NOT cached AND step LIKE 'chunk:%'",
+                                    [second["run_id"]])[0][0]
+    assert chunk_calls >= second["n_chunks"]  # every chunk summary asked again with the new template
+
+
 def test_tasks_reuse_one_api_client_per_configuration(monkeypatch):
-    from flows.tasks import _backend
-    from pipelines.runner import RunConfig
+    from flows.tasks import worker_backend
 
     config = RunConfig(model="openai:fake", base_url="http://127.0.0.1:9/v1", context_window=2048)
     monkeypatch.setenv("OPENAI_API_KEY", "first-key")
-    first = _backend(config)
-    assert _backend(RunConfig(model="openai:fake", base_url="http://127.0.0.1:9/v1", context_window=2048)) is first
-    assert _backend(RunConfig(model="openai:other", base_url="http://127.0.0.1:9/v1", context_window=2048)) is not first
+    first = worker_backend(config)
+    assert worker_backend(RunConfig(model="openai:fake", base_url="http://127.0.0.1:9/v1", context_window=2048)) is first
+    assert worker_backend(RunConfig(model="openai:other", base_url="http://127.0.0.1:9/v1", context_window=2048)) is not first
     monkeypatch.setenv("OPENAI_API_KEY", "second-key")
-    assert _backend(config) is not first  # a new key, a new client
+    assert worker_backend(config) is not first  # a new key, a new client
 
 
-def test_evaluate_corpus_on_dask_matches_thread_runner(tmp_path, scandal_text, books):
-    from dask.distributed import LocalCluster
-
-    from flows.corpus import evaluate_corpus
-
+def _corpus(tmp_path, scandal_text, books) -> Path:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "scandal.txt").write_text(excerpt(scandal_text, 300), encoding="utf-8")
     league = (books / "doyle_red_headed_league.txt").read_text(encoding="utf-8")
     (corpus / "league.txt").write_text(excerpt(league, 300), encoding="utf-8")
     (corpus / "league.ref1.txt").write_text(excerpt(league, 80), encoding="utf-8")
-    configs = [{"method": "hierarchical", **SMALL}, {"method": "extractive", "summary_words": 40}]
+    (corpus / "broken.txt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)  # cannot be read
+    return corpus
 
-    threads_db = tmp_path / "threads.duckdb"
-    threads = evaluate_corpus(source=str(corpus), configs=configs, db=str(threads_db), resume=False,
-                              export_dir=str(tmp_path / "parquet"))
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        dask_db = tmp_path / "dask.duckdb"
-        on_dask = evaluate_corpus(source=str(corpus), configs=configs, db=str(dask_db), dask_address=cluster.scheduler_address,
-                                  resume=False)
 
-    def summaries(db):
-        return sorted(Store(db).execute(
-            "SELECT d.title, r.method, r.final_summary, r.n_chunks FROM runs r JOIN documents d USING (doc_id)"))
+@pytest.fixture()
+def dask_workers(tmp_path):
+    """A scheduler and two workers as separate processes, each worker in a
+    directory and TMPDIR of its own that the flow never writes to."""
+    from prefect.settings import PREFECT_API_URL
 
-    assert summaries(threads_db) == summaries(dask_db)
-    assert len(summaries(dask_db)) == 4
-    assert [row["configuration"] for row in threads] == [row["configuration"] for row in on_dask]
-    assert all(row["finished"] == 2 for row in on_dask)
-    # the document with a reference got ROUGE scores, in the table and in the store
-    assert any(row.get("rouge1_f") is not None for row in threads)
-    # the Parquet export reads back with a glob
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(Path.cwd())}
+    bin_dir = Path(sys.executable).parent
+    scheduler_file = tmp_path / "scheduler.json"
+    processes = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                   "--no-dashboard", "--scheduler-file", str(scheduler_file)],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    deadline = time.time() + 60
+    while not scheduler_file.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    address = json.loads(scheduler_file.read_text())["address"]
+    homes = []
+    for n in range(2):
+        home = tmp_path / f"worker{n}"
+        (home / "tmp").mkdir(parents=True)
+        homes.append(home)
+        processes.append(subprocess.Popen(
+            [str(bin_dir / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "2", "--no-dashboard",
+             "--local-directory", str(home / "tmp")],
+            cwd=home, env={**env, "TMPDIR": str(home / "tmp")}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    from dask.distributed import Client
+
+    with Client(address, timeout=60) as client:
+        client.wait_for_workers(2, timeout=60)
+    try:
+        yield address, homes
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+
+
+def test_corpus_fans_out_across_dask_workers_that_share_no_files(tmp_path, scandal_text, books, dask_workers):
+    from flows.corpus import evaluate_corpus
+
+    address, homes = dask_workers
+    corpus = _corpus(tmp_path, scandal_text, books)
+    flow_dir = tmp_path / "flow"
+    flow_dir.mkdir()
+    db = flow_dir / "corpus.duckdb"
+    with FakeOpenAIServer(delay=0.1) as server:
+        configs = [{"method": "hierarchical", "base_url": server.base_url, **API}, {"method": "extractive",
+                                                                                      "summary_words": 40}]
+        table = evaluate_corpus(source=str(corpus), configs=configs, db=str(db), dask_address=address,
+                                concurrency=4, export_dir=str(tmp_path / "parquet"))
+        first_requests = len(server.requests)
+        again = evaluate_corpus(source=str(corpus), configs=configs, db=str(db), dask_address=address, concurrency=4)
+        assert len(server.requests) == first_requests  # the re-run replayed every answer: zero repeated calls
+    store = Store(db)
+    by_status = dict(store.execute("SELECT status, count(*) FROM runs GROUP BY 1"))
+    assert by_status.get("failed") == 4 and by_status.get("ok", 0) + by_status.get("degraded", 0) == 8
+    errors = {e for (e,) in store.execute("SELECT DISTINCT error FROM runs WHERE status = 'failed'")}
+    assert len(errors) == 1 and "PNG image" in errors.pop()
+    rows = {row["configuration"]: row for row in table}
+    assert [(r["runs"], r["failed"]) for r in rows.values()] == [(3, 1), (3, 1)]
+    assert any(r.get("rouge1") is not None for r in table)  # the document with a reference was scored
+    assert [r["configuration"] for r in again] == [r["configuration"] for r in table]
+    # Every run's rows came back from the workers: chunks, summaries, calls.
+    ((missing,),) = store.execute(
+        "SELECT count(*) FROM runs r WHERE r.status <> 'failed' AND NOT EXISTS "
+        "(SELECT 1 FROM summaries s WHERE s.run_id = r.run_id AND s.is_final)")
+    assert missing == 0
+    # Nothing of the flow's is left on the flow's side or in the workers' directories.
+    assert {p.name for p in flow_dir.iterdir()} <= {"corpus.duckdb", "corpus.duckdb.wal"}
+    for home in homes:
+        assert not list((home / "tmp").glob("longsum-*"))
     import duckdb
 
     exported = duckdb.sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/parquet/*/runs.parquet')").fetchall()[0][0]
-    assert exported == 4
+    assert exported == 6
 
 
 def test_flow_compresses_chunks_and_records_the_saving(small_story, tmp_path):

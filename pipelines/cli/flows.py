@@ -20,8 +20,8 @@ def _prefect_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
-def _configs(methods: tuple[str, ...], model: str, chunk_size: int | None, summary_words: int | None,
-             configs_json: str | None) -> list[dict]:
+def _configs(methods: tuple[str, ...], model: str, base_url: str | None, chunk_size: int | None,
+             summary_words: int | None, call_concurrency: int, configs_json: str | None) -> list[dict]:
     if configs_json:
         try:
             configs = json.loads(configs_json)
@@ -31,7 +31,8 @@ def _configs(methods: tuple[str, ...], model: str, chunk_size: int | None, summa
             raise UserError("--configs must be a JSON list of objects")
         return configs
     extra = {k: v for k, v in (("chunk_size", chunk_size), ("summary_words", summary_words)) if v}
-    return [{"method": m, **({"model": model} if m != "extractive" else {}), **extra} for m in methods]
+    llm = {"model": model, "concurrency": call_concurrency, **({"base_url": base_url} if base_url else {})}
+    return [{"method": m, **(llm if m != "extractive" else {}), **extra} for m in methods]
 
 
 corpus_options = [
@@ -39,6 +40,8 @@ corpus_options = [
                  type=click.Choice(["hierarchical", "incremental", "extractive"]), show_default=True,
                  help="Repeat for several; every method runs on every document."),
     click.option("--model", default=DEFAULT_MODEL, show_default=True, metavar="SPEC"),
+    click.option("--base-url", default=None, metavar="URL",
+                 help="An OpenAI-compatible server (vLLM, Ollama, llama.cpp) for openai: specs."),
     click.option("--chunk-size", type=click.IntRange(min=64), default=None),
     click.option("--summary-words", type=click.IntRange(min=10), default=None),
     click.option("--configs", "configs_json", default=None, help="JSON list of configurations (overrides --method/--model)."),
@@ -46,7 +49,10 @@ corpus_options = [
     click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N documents."),
     click.option("--dask-address", default=None, metavar="tcp://HOST:PORT", help="Run tasks on this existing Dask cluster."),
     click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
-                 help="LLM calls in flight per API backend (a Prefect global concurrency limit)."),
+                 help="Documents x configurations evaluated at once (tasks on the task runner)."),
+    click.option("--call-concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+                 help="LLM calls in flight per document (API backends); all documents together stay within "
+                      "the global limit set by `summarize limits`."),
     click.option("--export-dir", type=click.Path(file_okay=False), default=None, help="Also write the batch as Parquet files here."),
 ]
 
@@ -63,8 +69,8 @@ def _apply(options):
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @_apply(corpus_options)
 @db_option
-def corpus_command(source, methods, model, chunk_size, summary_words, configs_json, metrics, limit, dask_address,
-                   concurrency, export_dir, db_path) -> None:
+def corpus_command(source, methods, model, base_url, chunk_size, summary_words, configs_json, metrics, limit,
+                   dask_address, concurrency, call_concurrency, export_dir, db_path) -> None:
     """Run the evaluate-corpus flow once over a folder or a SQuALITY file.
 
     Every document of SOURCE (a folder, or a SQuALITY .jsonl) with every configuration."""
@@ -73,7 +79,8 @@ def corpus_command(source, methods, model, chunk_size, summary_words, configs_js
     from pipelines.sql import render
 
     table = evaluate_corpus(
-        source=str(source), configs=_configs(methods, model, chunk_size, summary_words, configs_json),
+        source=str(source),
+        configs=_configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json),
         metrics=metrics.split(",") if metrics else None, limit=limit, db=str(db_path) if db_path else None,
         dask_address=dask_address, concurrency=concurrency, export_dir=export_dir,
     )
@@ -85,10 +92,13 @@ def corpus_command(source, methods, model, chunk_size, summary_words, configs_js
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--cron", default=None, help='Cron schedule of the corpus evaluation, e.g. "0 2 * * *".')
 @click.option("--interval", type=click.FloatRange(min=1), default=None, help="Or: run it every N seconds.")
+@click.option("--api-limit", type=click.IntRange(min=1), default=None,
+              help="Set the global limit of API calls in flight for the model's backend (see `summarize limits`).")
 @_apply(corpus_options)
 @db_option
-def serve_command(source, cron, interval, methods, model, chunk_size, summary_words, configs_json, metrics, limit,
-                  dask_address, concurrency, export_dir, db_path) -> None:
+def serve_command(source, cron, interval, api_limit, methods, model, base_url, chunk_size, summary_words,
+                  configs_json, metrics, limit, dask_address, concurrency, call_concurrency, export_dir,
+                  db_path) -> None:
     """Serve the flows as Prefect deployments with a schedule.
 
     SOURCE (a folder, or a SQuALITY .jsonl) is evaluated on the schedule.
@@ -102,8 +112,34 @@ def serve_command(source, cron, interval, methods, model, chunk_size, summary_wo
 
     deployments = build_deployments(
         str(source), cron=cron, interval=interval,
-        configs=_configs(methods, model, chunk_size, summary_words, configs_json),
+        configs=_configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json),
         metrics=metrics.split(",") if metrics else None, db=str(db_path) if db_path else None,
-        dask_address=dask_address, limit=limit, export_dir=export_dir,
+        dask_address=dask_address, limit=limit, export_dir=export_dir, concurrency=concurrency,
     )
+    if api_limit:
+        from flows.limits import set_limit
+        from pipelines.llm import parse_spec
+
+        set_limit(parse_spec(model)[0], api_limit)
     serve_deployments(deployments)
+
+
+@click.command("limits")
+@click.argument("backend", required=False, type=click.Choice(["openai", "anthropic"]))
+@click.argument("calls", required=False, type=click.IntRange(min=1))
+def limits_command(backend, calls) -> None:
+    """Show or set the global limit of API calls in flight (all flows together).
+
+    `summarize limits openai 8` sets it; `summarize limits` lists them. Flows
+    only occupy the limit; it is set here or by `summarize serve --api-limit`.
+    Needs the Prefect API the flows use (PREFECT_API_URL, or the local one)."""
+    _prefect_environment()
+    from flows.limits import read_limits, set_limit
+
+    if backend and calls:
+        set_limit(backend, calls)
+    elif backend:
+        raise UserError("give the number of calls too, e.g. `summarize limits openai 8`")
+    configured = read_limits()
+    for name in ("openai", "anthropic"):
+        click.echo(f"{name}: {configured.get(name, 'no limit')}")

@@ -1,0 +1,85 @@
+"""The evaluation harness: one per-document function and one failure rule
+for `summarize eval` and the corpus flow (whose fan-out is in test_flows)."""
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.corpus import CorpusError, CorpusItem, load_corpus, squality_items
+from pipelines.evaluate import config_label, evaluate, failures, summary_table, with_baseline
+from pipelines.runner import RunConfig
+from scoring import ScoringOptions
+from scripted import ScriptedBackend, echo_answer
+
+DATA = Path(__file__).parent / "data"
+SQUALITY = DATA / "squality" / "dev_subset.jsonl"
+
+
+def failing_on(marker: str):
+    """A backend that fails every request about the document containing `marker`."""
+    def answer(request):
+        if marker in request.messages[-1]["content"]:
+            raise RuntimeError("the model fell over")
+        return echo_answer(request)
+    return answer
+
+
+def test_one_failure_rule_bad_documents_are_recorded_the_others_complete(store, tmp_path):
+    stories = squality_items(SQUALITY, limit=2)
+    marker = " ".join(stories[1].document.text.split()[10:16])  # in its first chunk only
+    unreadable = tmp_path / "scan.txt"
+    unreadable.write_bytes(b"%PDF-1.4 not really" + bytes(range(256)))
+    items = [*stories, CorpusItem(name="scan.txt", path=str(unreadable))]
+    configs = with_baseline([RunConfig(method="hierarchical", model="scripted", summary_words=80)])
+    outcomes = evaluate(items, configs, store, metrics=["rouge"], backend=ScriptedBackend(failing_on(marker)),
+                        options=ScoringOptions(label="harness"))
+    status = {(o.document, o.configuration.split(" ")[0]): o.status for o in outcomes}
+    assert status[(stories[0].name, "hierarchical")] in ("ok", "degraded")
+    assert status[(stories[1].name, "hierarchical")] == "failed"  # its summaries failed
+    assert status[(stories[1].name, "extractive")] == "ok"  # the baseline needs no model
+    assert status[("scan.txt", "hierarchical")] == status[("scan.txt", "extractive")] == "failed"
+    # Every outcome has its runs row; the failures say why.
+    rows = dict(store.execute("SELECT run_id, status FROM runs"))
+    assert {o.run_id: o.status for o in outcomes} == rows
+    reasons = "\n".join(failures(outcomes))
+    assert "the model fell over" in reasons and "cannot read" in reasons and reasons.count("\n") == 2
+    # The table counts them per configuration; only finished runs are averaged.
+    columns, table = summary_table(store, outcomes)
+    by_label = {row[0]: dict(zip(columns, row)) for row in table}
+    llm = by_label[config_label(configs[0])]
+    assert (llm["runs"], llm["failed"], llm["ok"] + llm["degraded"]) == (3, 2, 1)
+    assert 0 < llm["rouge1"] < 1
+    assert by_label["extractive (baseline)"]["failed"] == 1
+    # The scored runs were scored against their story's four plot answers.
+    refs = store.execute("SELECT count(DISTINCT reference_id) FROM scores WHERE label = 'harness' "
+                         "AND reference_id IS NOT NULL")
+    assert refs == [(8,)]
+
+
+def test_documents_run_concurrently_with_the_same_results(store, tmp_path):
+    from pipelines.store import Store
+
+    stories = squality_items(SQUALITY, limit=3)
+    configs = [RunConfig(method="hierarchical", model="scripted", summary_words=60)]
+    one = evaluate(stories, configs, store, backend=ScriptedBackend())
+    other = Store(tmp_path / "other.duckdb")
+    many = evaluate(stories, configs, other, backend=ScriptedBackend(), concurrency=3)
+    finals = lambda s: sorted(t for (t,) in s.execute("SELECT final_summary FROM runs"))  # noqa: E731
+    assert [o.document for o in many] == [o.document for o in one]
+    assert finals(store) == finals(other) and len(finals(other)) == 3
+
+
+def test_a_folder_corpus_pairs_documents_with_their_references(tmp_path):
+    (tmp_path / "a.txt").write_text("A story.", encoding="utf-8")
+    (tmp_path / "a.ref1.txt").write_text("A summary.", encoding="utf-8")
+    (tmp_path / "b.md").write_text("# B\n\nA paper.", encoding="utf-8")
+    items = load_corpus(tmp_path)
+    assert [(i.name, i.references) for i in items] == [("a.txt", ("A summary.",)), ("b.md", ())]
+    with pytest.raises(CorpusError, match="no documents"):
+        load_corpus(tmp_path / "a.ref1.txt" if False else _empty(tmp_path))
+
+
+def _empty(tmp_path: Path) -> Path:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    return empty
