@@ -48,6 +48,13 @@ CREATE TABLE IF NOT EXISTS documents (
     doc_id VARCHAR PRIMARY KEY, path VARCHAR, title VARCHAR, kind VARCHAR, language VARCHAR,
     encoding VARCHAR, n_chars BIGINT, n_words BIGINT, sections JSON, first_seen TIMESTAMP
 );
+-- how the file was read: text | pdf | epub | html, PDF page count, extractor (pypdfium2, zipfile+lxml,
+-- trafilatura, longsum) and its version, and what reading removed (Gutenberg header/licence ...)
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS format VARCHAR;
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS pages INTEGER;
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS extractor VARCHAR;
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS extractor_version VARCHAR;
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS metadata JSON;
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, doc_id VARCHAR, document_path VARCHAR, method VARCHAR,
     backend VARCHAR, model VARCHAR, chunk_size INTEGER, summary_words INTEGER, params JSON,
@@ -534,65 +541,64 @@ def _new_call_id() -> str:
     return uuid.uuid4().hex
 
 
-def export_call_snapshot(store: Store, path: str | Path, backend: str, model: str) -> str | None:
-    """Successful calls of one model as a Parquet file that worker processes can
-    read while this process keeps the database (None when there are none)."""
-    import pyarrow.parquet as pq
-
+def document_calls(store: Store, doc_id: str):
+    """The successful, fresh LLM calls of every earlier run of one document, as
+    an Arrow table: what a worker on another machine needs to replay them."""
     with store.connect() as con:
-        table = con.sql(
-            "SELECT * EXCLUDE (created_at), epoch(created_at) AS created_at FROM llm_calls "
-            "WHERE status = 'ok' AND NOT cached AND backend = ? AND model = ?",
-            params=[backend, model],
+        return con.sql(
+            "SELECT * FROM llm_calls WHERE status = 'ok' AND NOT cached "
+            "AND run_id IN (SELECT run_id FROM runs WHERE doc_id = ?)",
+            params=[doc_id],
         ).to_arrow_table()
-    if table.num_rows == 0:
-        return None
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, str(path))
-    return str(path)
 
 
-class SnapshotJournal:
-    """A journal for worker processes: lookups in a Parquet snapshot of
-    `llm_calls`, new records kept in memory and returned to the one writer."""
+def call_records(table) -> dict:
+    """request_hash -> CallRecord, for a `MemoryJournal` to replay."""
+    from pipelines.llm.recording import CallRecord
 
-    def __init__(self, snapshot: str | None = None):
-        self.snapshot = snapshot
-        self.records: list = []
-        self._lock = threading.Lock()
-        self._con = None
+    names = {f for f in CallRecord.__dataclass_fields__}
+    records = {}
+    for row in table.to_pylist():
+        row["created_at"] = row["created_at"].replace(tzinfo=dt.timezone.utc).timestamp()
+        records.setdefault(row["request_hash"], CallRecord(**{k: v for k, v in row.items() if k in names}))
+    return records
 
-    def lookup(self, request_hash: str):
-        from pipelines.llm.recording import CallRecord
 
-        with self._lock:
-            for record in self.records:
-                if record.request_hash == request_hash and record.status == "ok" and not record.cached:
-                    return record
-            if not self.snapshot:
-                return None
-            if self._con is None:
-                import duckdb
+def run_tables(store: Store, run_id: str) -> dict:
+    """Every row of one run, table by table (Arrow): what a worker that ran it
+    in a store of its own hands back to the flow's writer."""
+    with store.connect() as con:
+        tables = [t for (t,) in con.execute(
+            "SELECT DISTINCT table_name FROM information_schema.columns WHERE column_name = 'run_id' "
+            "AND table_name IN (SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE')"
+        ).fetchall()]
+        rows = {t: con.sql(f'SELECT * FROM "{t}" WHERE run_id = ?', params=[run_id]).to_arrow_table() for t in tables}
+        rows["documents"] = con.sql(
+            "SELECT * FROM documents WHERE doc_id IN (SELECT doc_id FROM runs WHERE run_id = ?)", params=[run_id]
+        ).to_arrow_table()
+    return rows
 
-                self._con = duckdb.connect()
-            cursor = self._con.execute(
-                "SELECT * FROM read_parquet(?) WHERE request_hash = ? LIMIT 1", [self.snapshot, request_hash]
-            )
-            row = cursor.fetchone()
-            if row is None:
-                return None
-            return CallRecord(**dict(zip([d[0] for d in cursor.description], row)))
 
-    def record(self, record) -> None:
-        with self._lock:
-            self.records.append(record)
+def add_run_tables(store: Store, tables: dict) -> None:
+    """Write what `run_tables` returned, in one transaction (a document seen before is kept)."""
+    with store.connect() as con:
+        con.execute("BEGIN")
+        for name, table in tables.items():
+            if table.num_rows == 0:
+                continue
+            con.register("_longsum_rows", table)
+            try:
+                conflict = " ON CONFLICT DO NOTHING" if name == "documents" else ""
+                con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM _longsum_rows{conflict}')
+            finally:
+                con.unregister("_longsum_rows")
+        con.execute("COMMIT")
 
-    def __getstate__(self):
-        return {"snapshot": self.snapshot, "records": list(self.records)}
 
-    def __setstate__(self, state):
-        self.__init__(state["snapshot"])
-        self.records = state["records"]
+def add_calls(store: Store, table) -> None:
+    """Replayable calls (from `document_calls`) into another store."""
+    if table.num_rows:
+        add_run_tables(store, {"llm_calls": table})
 
 
 EXPORT_TABLES = ("runs", "chunks", "compressed_chunks", "summaries", "llm_calls", "scores", "booookscore_annotations",
