@@ -1,9 +1,13 @@
 """Load a file into a normalised `Document` and find its structure.
 
-Normalisation is decoding (UTF-8 with or without BOM, UTF-16/32 with BOM, or a
-detected legacy encoding) and turning CRLF / CR line ends into LF. Nothing
-else in the text changes, so offsets into `Document.text` are stable and
-chunking can be verified as lossless against it.
+Plain text, Markdown, LaTeX and code: normalisation is decoding (UTF-8 with
+or without BOM, UTF-16/32 with BOM, or a detected legacy encoding) and
+turning CRLF / CR line ends into LF; a Project Gutenberg header and licence
+are cut. PDF, EPUB and HTML (recognised by their content as well as their
+extension) are read by `pipelines.readers`, which drop page furniture and
+boilerplate and find chapters and sections. Either way `Document.text` is
+the text longsum chunks, so offsets into it are stable and chunking can be
+verified as lossless against it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipelines.readers import ReaderError, package_version, read_file, sniff_format
+from pipelines.readers.gutenberg import strip_gutenberg
 
 KINDS = ("book", "paper", "code")
 
@@ -27,6 +34,9 @@ CODE_LANGUAGES = {
     ".sql": "sql", ".hs": "haskell", ".ex": "elixir", ".erl": "erlang",
 }
 PAPER_SUFFIXES = {".md", ".markdown", ".tex", ".rst"}
+# Files with these extensions are read as text even if they start like HTML.
+TEXT_SUFFIXES = {".txt", ".text", *PAPER_SUFFIXES, *CODE_LANGUAGES}
+_SNIFF_BYTES = 8192
 
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16 LE: it starts with the same bytes
@@ -64,6 +74,13 @@ class Document:
     encoding: str
     sections: tuple[Section, ...] = field(default_factory=tuple)
     language: str | None = None
+    format: str = "text"  # text | pdf | epub | html
+    pages: int | None = None  # PDF page count
+    extractor: str | None = None  # what read the file, e.g. "pypdfium2"
+    extractor_version: str | None = None
+    # what reading removed or noticed (Gutenberg header/licence, pages without text ...)
+    metadata: dict = field(default_factory=dict, compare=False, hash=False)
+    doc_title: str | None = None  # the title the file itself gives (PDF info, EPUB package, HTML <title>)
 
     @property
     def doc_id(self) -> str:
@@ -71,7 +88,7 @@ class Document:
 
     @property
     def title(self) -> str:
-        return Path(self.path).stem
+        return self.doc_title or Path(self.path).stem
 
     @property
     def boundaries(self) -> list[int]:
@@ -79,30 +96,68 @@ class Document:
         return sorted({s.start for s in self.sections if s.start > 0})
 
 
-def load_document(path: str | Path, kind: str | None = None) -> Document:
+def load_document(path: str | Path, kind: str | None = None, *, password: str | None = None) -> Document:
+    """Read any supported file; `password` opens an encrypted PDF (it is
+    used for reading only and kept nowhere)."""
     path = Path(path)
+    if kind is not None and kind not in KINDS:
+        raise DocumentError(f"unknown document kind {kind!r}; choose one of {', '.join(KINDS)}")
+    fmt = sniff_format(path, _read_bytes(path, _SNIFF_BYTES), TEXT_SUFFIXES)
+    if fmt != "text":
+        return _load_extracted(path, fmt, kind, password)
     raw = _read_bytes(path)
     text, encoding = decode_bytes(raw, path)
+    del raw
     text = normalise_newlines(text)
     if not text.strip():
         raise DocumentError(f"{path}: the file contains only whitespace")
-    if kind is not None and kind not in KINDS:
-        raise DocumentError(f"unknown document kind {kind!r}; choose one of {', '.join(KINDS)}")
     kind = kind or detect_kind(path, text)
+    metadata = {}
+    if kind != "code":
+        text, cut = strip_gutenberg(text)
+        if cut:
+            metadata["gutenberg"] = {k: v for k, v in cut.items() if k not in ("start_offset", "end_offset")}
+            if not text.strip():
+                raise DocumentError(f"{path}: nothing is left between the Project Gutenberg header and licence")
     language = CODE_LANGUAGES.get(path.suffix.lower()) if kind == "code" else None
     return Document(
         path=str(path), text=text, kind=kind, encoding=encoding,
         sections=tuple(find_sections(text, kind, language)), language=language,
+        format="text", extractor="longsum", extractor_version=package_version("longsum"), metadata=metadata,
     )
 
 
-def _read_bytes(path: Path) -> bytes:
+def _load_extracted(path: Path, fmt: str, kind: str | None, password: str | None) -> Document:
+    try:
+        extracted = read_file(path, fmt, password=password)
+    except ReaderError as exc:
+        raise DocumentError(str(exc)) from None
+    except MemoryError:
+        raise DocumentError(f"{path}: too large to read into memory") from None
+    text = normalise_newlines(extracted.text)
+    if not text.strip():
+        raise DocumentError(f"{path}: no text could be extracted")
+    kind = kind or ("book" if fmt == "epub" else detect_kind(path, text))
+    section_kind = "chapter" if kind == "book" else "heading"
+    sections = tuple(
+        Section(title=h.title, start=h.start, level=h.level, kind=section_kind)
+        for h in extracted.headings if 0 <= h.start < len(text)
+    ) or tuple(find_sections(text, kind))
+    return Document(
+        path=str(path), text=text, kind=kind, encoding="utf-8", sections=sections, format=extracted.format,
+        pages=extracted.pages, extractor=extracted.extractor, extractor_version=extracted.extractor_version,
+        metadata=extracted.metadata, doc_title=extracted.title,
+    )
+
+
+def _read_bytes(path: Path, limit: int = -1) -> bytes:
     if not path.exists():
         raise DocumentError(f"{path}: no such file")
     if path.is_dir():
         raise DocumentError(f"{path}: is a directory, not a file")
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            raw = fh.read(limit)
     except PermissionError:
         raise DocumentError(f"{path}: permission denied") from None
     except OSError as exc:

@@ -91,3 +91,32 @@ def test_fixed_windows_overlap_and_stay_within_budget(documents):
         assert count_cl100k(text[b.start:a.end]) <= 60
     no_overlap = fixed_window_chunks(text, 300, count_cl100k)
     assert "".join(w.text for w in no_overlap) == text
+
+
+# --- documents read from PDF, EPUB and HTML (issue 12) ---------------------------------
+
+EXTRACTED = ["two_column.pdf", "scandal_epub3.epub", "scandal_epub2.epub", "article.html"]
+
+
+@pytest.fixture(scope="module")
+def extracted():
+    from conftest import DATA
+
+    return {name: load_document(DATA / "documents" / name) for name in EXTRACTED}
+
+
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(EXTRACTED), budget=st.integers(min_value=40, max_value=2048), fixed=st.booleans())
+def test_chunks_of_extracted_documents_are_lossless(extracted, name, budget, fixed):
+    doc = extracted[name]
+    if fixed:
+        windows = fixed_window_chunks(doc.text, budget, count_cl100k)
+        assert "".join(w.text for w in windows) == doc.text
+        return
+    titles = {s.start: s.title for s in doc.sections}
+    chunks = chunk_text(doc.text, budget, count_cl100k, doc.boundaries, titles)
+    _check(doc.text, chunks, budget, count_cl100k)
+    # a section start that falls on a chunk boundary names the chunk
+    for chunk in chunks:
+        if chunk.start in titles:
+            assert chunk.section == titles[chunk.start]

@@ -91,3 +91,124 @@ def test_code_structure_python_and_fallback(tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("def ok():\n    pass\n\ndef broken(:\n")
     assert [s.title for s in load_document(broken).sections] == ["ok", "broken"]
+
+
+# --- PDF, EPUB, HTML and Gutenberg text (issue 12) ----------------------------------
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+
+from clitools import assert_one_line_error, run  # noqa: E402
+from conftest import DATA  # noqa: E402
+
+FIXTURES = DATA / "documents"
+
+GUTENBERG_TXT = """\ufeffThe Project Gutenberg EBook of A Scandal in Bohemia, by Arthur Conan Doyle\r
+\r
+This eBook is for the use of anyone anywhere at no cost and with\r
+almost no restrictions whatsoever.\r
+\r
+Release Date: November 29, 2002 [EBook #1661]\r
+\r
+*** START OF THIS PROJECT GUTENBERG EBOOK A SCANDAL IN BOHEMIA ***\r
+\r
+\r
+\r
+\r
+Produced by an anonymous Project Gutenberg volunteer and Jose Menendez\r
+\r
+\r
+\r
+{story}\r
+\r
+\r
+\r
+\r
+End of the Project Gutenberg EBook of A Scandal in Bohemia, by Arthur Conan Doyle\r
+\r
+*** END OF THIS PROJECT GUTENBERG EBOOK A SCANDAL IN BOHEMIA ***\r
+\r
+***** This file should be named 1661.txt or 1661.zip *****\r
+\r
+START: FULL LICENSE\r
+\r
+THE FULL PROJECT GUTENBERG LICENSE\r
+PLEASE READ THIS BEFORE YOU DISTRIBUTE OR USE THIS WORK\r
+"""
+
+
+def test_gutenberg_header_and_licence_are_cut_from_plain_text(tmp_path, scandal_text):
+    path = tmp_path / "1661.txt"
+    path.write_bytes(GUTENBERG_TXT.format(story=scandal_text.strip().replace("\n", "\r\n")).encode("utf-8"))
+    doc = load_document(path)
+    assert doc.text == scandal_text.strip() + "\n"
+    assert doc.metadata["gutenberg"]["ebook"] == 1661
+    assert doc.metadata["gutenberg"]["header_chars"] > 300 and doc.metadata["gutenberg"]["footer_chars"] > 200
+    assert [s.title for s in doc.sections] == ["ADVENTURE I. A SCANDAL IN BOHEMIA", "I.", "II.", "III."]
+    assert doc.format == "text" and doc.extractor == "longsum"
+    plain = tmp_path / "plain.txt"  # no markers: nothing is cut
+    plain.write_text(scandal_text)
+    assert load_document(plain).text == scandal_text and load_document(plain).metadata == {}
+
+
+def test_formats_are_detected_by_content(tmp_path):
+    epub = tmp_path / "book.zip"
+    shutil.copy(FIXTURES / "scandal_epub3.epub", epub)
+    assert load_document(epub).format == "epub"
+    pdf = tmp_path / "paper"
+    shutil.copy(FIXTURES / "two_column.pdf", pdf)
+    assert load_document(pdf).format == "pdf"
+    import zipfile
+
+    other = tmp_path / "data.zip"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("a.txt", "hello " * 100)
+    with pytest.raises(DocumentError, match="zip archive"):
+        load_document(other)
+    fake = tmp_path / "fake.epub"
+    fake.write_text("not a zip at all\n" * 20)
+    with pytest.raises(DocumentError, match="not a readable EPUB"):
+        load_document(fake)
+
+
+def test_documents_row_records_format_pages_and_extractor(store):
+    from pipelines.runner import record_document
+
+    for name in ("two_column.pdf", "scandal_epub2.epub", "article.html"):
+        record_document(store, load_document(FIXTURES / name))
+    record_document(store, load_document(DATA / "books" / "doyle_scandal_in_bohemia.txt"))
+    rows = store.execute("SELECT format, pages, extractor, extractor_version, title, metadata FROM documents ORDER BY format")
+    assert [r[:3] for r in rows] == [("epub", None, "zipfile+lxml"), ("html", None, "trafilatura"),
+                                      ("pdf", 2, "pypdfium2"), ("text", None, "longsum")]
+    assert all(r[3] for r in rows)
+    assert rows[0][4] == "A Scandal in Bohemia" and rows[2][4] == "A Scandal in Bohemia: A Test Paper"
+    assert json.loads(rows[0][5])["gutenberg"]["ebook"] == 1661
+
+
+def test_text_command_prints_what_longsum_chunks(tmp_path, cli_env):
+    from pipelines.chunking import chunk_text
+    from pipelines.llm.tokenizers import count_cl100k
+
+    for name in ("two_column.pdf", "scandal_epub3.epub", "article.html"):
+        path = FIXTURES / name
+        plain = run(["text", path], cli_env)
+        assert plain.returncode == 0, plain.stderr
+        data = run(["text", path, "--json"], cli_env)
+        assert data.returncode == 0, data.stderr
+        out = json.loads(data.stdout)
+        assert set(out) >= {"format", "title", "pages", "extractor", "sections", "text"}
+        assert out["text"] == plain.stdout == load_document(path).text
+        chunks = chunk_text(out["text"], 256, count_cl100k, sorted({s["start"] for s in out["sections"]} - {0}))
+        assert "".join(c.text for c in chunks) == out["text"]
+        for section, following in zip(out["sections"], out["sections"][1:] + [None]):
+            assert out["text"][section["start"]:].startswith(section["title"])
+            assert section["end"] == (following["start"] if following else len(out["text"]))
+    assert json.loads(run(["text", FIXTURES / "two_column.pdf", "--json"], cli_env).stdout)["pages"] == 2
+
+
+def test_text_command_bad_files(tmp_path, cli_env):
+    assert_one_line_error(run(["text", FIXTURES / "encrypted.pdf"], cli_env), "encrypted", "--password")
+    opened = run(["text", FIXTURES / "encrypted.pdf", "--password", "sesame"], cli_env)
+    assert opened.returncode == 0 and opened.stdout.startswith("To Sherlock Holmes")
+    assert_one_line_error(run(["text", FIXTURES / "scanned.pdf"], cli_env), "no text layer; OCR is not supported")
+    assert_one_line_error(run(["text", tmp_path / "missing.pdf"], cli_env), "no such file")

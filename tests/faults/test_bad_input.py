@@ -45,6 +45,46 @@ def test_unusable_files_fail_cleanly_and_write_nothing(tmp_path, cli_env, db, co
     assert _rows(db) == 0
 
 
+def _bad_documents(tmp_path) -> dict:
+    """Files that look like documents longsum reads but cannot be used."""
+    import zipfile
+
+    from conftest import DATA
+
+    fixtures = DATA / "documents"
+    truncated = tmp_path / "truncated.pdf"
+    truncated.write_bytes((fixtures / "two_column.pdf").read_bytes()[:3000])
+    container = ('<?xml version="1.0"?><container xmlns="urn:oasis:names:tc:opendocument:xmlns:container" '
+                 'version="1.0"><rootfiles><rootfile full-path="c.opf"/></rootfiles></container>')
+    manifest = '<manifest><item id="a" href="a.xhtml" media-type="application/xhtml+xml"/></manifest>'
+    opf = '<package xmlns="http://www.idpf.org/2007/opf">' + manifest + "{spine}</package>"
+    no_spine, bomb = tmp_path / "nospine.epub", tmp_path / "bomb.epub"
+    for path, spine in ((no_spine, ""), (bomb, '<spine><itemref idref="a"/></spine>')):
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("mimetype", "application/epub+zip")
+            archive.writestr("META-INF/container.xml", container)
+            archive.writestr("c.opf", opf.format(spine=spine))
+            with archive.open("a.xhtml", "w", force_zip64=True) as member:
+                block = b" " * 2**20
+                for _ in range(1 if path is no_spine else 100):
+                    member.write(block)
+    return {
+        "encrypted": (fixtures / "encrypted.pdf", "encrypted"),
+        "scanned": (fixtures / "scanned.pdf", "no text layer; OCR is not supported"),
+        "truncated": (truncated, "not a readable PDF"),
+        "zip bomb": (bomb, "zip bomb"),
+        "no spine": (no_spine, "no spine"),
+    }
+
+
+@pytest.mark.parametrize("case", ["encrypted", "scanned", "truncated", "zip bomb", "no spine"])
+def test_unusable_documents_fail_cleanly_and_write_nothing(tmp_path, cli_env, db, case):
+    path, fragment = _bad_documents(tmp_path)[case]
+    assert_one_line_error(run([path, "--method", "extractive", "--db", db, "-q"], cli_env), fragment)
+    assert _rows(db) == 0 and _rows(db, "documents") == 0
+    assert_one_line_error(run(["chunks", path], cli_env), fragment)
+
+
 def _summarize(path, server, db, env, *extra):
     return run([path, "--model", "openai:fake", "--base-url", server.base_url, "--chunk-size", "256",
                 "--summary-words", "60", "--db", db, "--json", "-q", *extra], env)

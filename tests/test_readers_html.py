@@ -1,0 +1,119 @@
+"""HTML reading: the main text through trafilatura, headings as sections,
+navigation/scripts/styles/footers out, Gutenberg HTML cut, and big pages
+read in bounded memory (or refused with one line)."""
+
+import re
+import resource
+import subprocess
+import sys
+
+import pytest
+from conftest import BOOKS, DATA
+from extraction_recall import recall, words
+
+from pipelines.documents import DocumentError, load_document
+from pipelines.readers import MAX_HTML_BYTES
+
+FIXTURES = DATA / "documents"
+STORY = (BOOKS / "doyle_scandal_in_bohemia.txt").read_text(encoding="utf-8")
+
+
+def test_article_main_text_without_page_chrome():
+    document = load_document(FIXTURES / "article.html")
+    assert document.format == "html" and document.extractor == "trafilatura"
+    assert document.title == "A Scandal in Bohemia | Example Press"
+    for chrome in ("TRACKING-SCRIPT-MARKER", "hidden-style-marker", "cookies", "Subscribe to our newsletter",
+                   "Related stories", "All rights reserved", "Red-Headed League"):
+        assert chrome not in document.text, chrome
+    assert [s.title for s in document.sections] == ["A Scandal in Bohemia", "I.", "II.", "III."]
+    assert [s.level for s in document.sections] == [1, 2, 2, 2]
+    assert document.text.startswith("A Scandal in Bohemia\n\nI.\n\nTo Sherlock Holmes she is")  # the byline is page chrome to trafilatura
+    assert recall(words(document.text), words(STORY)) >= 0.99  # everything it kept is the story's
+
+
+def _gutenberg_page(chapters: int = 3, repeat: int = 1) -> str:
+    paragraphs = [" ".join(p.split()) for p in STORY.split("\n\n")[2:40]]
+    body = "".join(f"<h2>Chapter {n}</h2>" + "".join(f"<p>{p}</p>" for p in paragraphs) for n in range(1, chapters + 1))
+    return (
+        "<!DOCTYPE html><html><head><title>The Project Gutenberg eBook of A Scandal in Bohemia</title>"
+        "<style>p { margin: 0 }</style></head><body>"
+        '<div class="pgheader"><p>The Project Gutenberg EBook of A Scandal in Bohemia, by Arthur Conan Doyle</p>'
+        "<p>Release Date: [EBook #1661]</p>"
+        "<p>*** START OF THIS PROJECT GUTENBERG EBOOK A SCANDAL IN BOHEMIA ***</p></div>"
+        f"<h1>A SCANDAL IN BOHEMIA</h1>{body * repeat}"
+        "<p>*** END OF THIS PROJECT GUTENBERG EBOOK A SCANDAL IN BOHEMIA ***</p>"
+        "<p>THE FULL PROJECT GUTENBERG LICENSE PLEASE READ THIS BEFORE YOU DISTRIBUTE OR USE THIS WORK</p>"
+        "<p>Section 1. General Terms of Use and Redistributing Project Gutenberg-tm electronic works</p>"
+        "</body></html>"
+    )
+
+
+def test_gutenberg_html_book_keeps_its_chapters_and_loses_the_licence(tmp_path):
+    path = tmp_path / "1661-h.htm"
+    path.write_text(_gutenberg_page(), encoding="utf-8")
+    document = load_document(path)
+    assert "Gutenberg" not in document.text and "LICENSE" not in document.text
+    assert document.text.startswith("A SCANDAL IN BOHEMIA\n\n")
+    assert [s.title for s in document.sections] == ["A SCANDAL IN BOHEMIA", "Chapter 1", "Chapter 2", "Chapter 3"]
+    assert document.metadata["gutenberg"]["ebook"] == 1661
+    for section in document.sections:
+        assert document.text[section.start:].startswith(section.title)
+
+
+def test_html_is_recognised_by_content_without_an_extension(tmp_path):
+    path = tmp_path / "saved_page"
+    path.write_text((FIXTURES / "article.html").read_text(encoding="utf-8"), encoding="utf-8")
+    document = load_document(path)
+    assert document.format == "html" and "TRACKING-SCRIPT-MARKER" not in document.text
+    markdown = tmp_path / "notes.md"  # a text extension wins: Markdown may well start with a tag
+    markdown.write_text("<html>\n\n# Notes\n\nSome words.\n", encoding="utf-8")
+    assert load_document(markdown).format == "text"
+
+
+def test_legacy_encoded_page(tmp_path):
+    path = tmp_path / "old.html"
+    page = '<html><head><meta charset="windows-1252"></head><body><article><h1>Caf\u00e9</h1>' \
+           + "<p>Le caf\u00e9 \u00e9tait plein \u2014 Fran\u00e7ois lisait un roman \u00e0 la fen\u00eatre.</p>" * 20 \
+           + "</article></body></html>"
+    path.write_bytes(page.encode("cp1252"))
+    document = load_document(path)
+    assert "Le caf\u00e9 \u00e9tait plein \u2014 Fran\u00e7ois" in document.text
+
+
+@pytest.mark.slow
+def test_twenty_megabyte_page_reads_in_bounded_memory(tmp_path):
+    path = tmp_path / "huge.html"
+    path.write_text(_gutenberg_page(chapters=30, repeat=70), encoding="utf-8")
+    size = path.stat().st_size
+    assert size > 20 * 2**20
+    script = ("import json\nfrom pipelines.documents import load_document\n"
+              f"d = load_document({str(path)!r})\n"
+              "print(json.dumps([len(d.text), len(d.sections), d.extractor, d.text[:40]]))\n")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert result.returncode == 0, result.stderr
+    n_chars, n_sections, extractor, start = eval(result.stdout)  # noqa: S307 - our own json list
+    assert extractor == "lxml" and n_sections == 1 + 30 * 70 and start.startswith("A SCANDAL IN BOHEMIA")
+    assert n_chars > 0.8 * size * 0.85
+    assert max(peak_kib, before) * 1024 < 20 * size, f"peak RSS {peak_kib / 1024:.0f} MiB for a {size / 2**20:.0f} MiB page"
+
+
+def test_page_over_the_limit_is_refused_with_one_line(tmp_path):
+    path = tmp_path / "enormous.html"
+    with path.open("wb") as fh:
+        fh.write(b"<html><body>")
+        fh.seek(MAX_HTML_BYTES + 10)
+        fh.write(b"</body></html>")
+    with pytest.raises(DocumentError, match=r"MiB; longsum reads HTML up to \d+ MiB") as error:
+        load_document(path)
+    assert "\n" not in str(error.value)
+
+
+def test_page_without_main_text_is_refused(tmp_path):
+    path = tmp_path / "empty.html"
+    path.write_text("<html><head><title>x</title><script>var a = 1;</script></head><body><nav><a href='/'>Home</a></nav>"
+                    "</body></html>")
+    with pytest.raises(DocumentError, match="no main text|no text"):
+        load_document(path)
+    assert re.search(r"x", path.read_text())
