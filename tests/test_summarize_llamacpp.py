@@ -83,3 +83,35 @@ def test_prefix_reuse_is_reported(gemma):
     cold = LlamaCppBackend(None, reuse_prefix=False)
     third = cold.complete(CompletionRequest(messages=(shared, {"role": "user", "content": "Three?"}), max_tokens=4))
     assert third.cached_input_tokens == 0
+
+
+def test_degenerate_generation_stops_early_and_the_step_degrades_or_recovers(gemma, scandal_text):
+    """The embedded model copies a summary prompt back; the watch ends that
+    answer a few tokens in instead of at max_tokens, and the step retries."""
+    import prompts
+    from pipelines.llm.base import CompletionRequest
+    from pipelines.llm.recording import MemoryJournal, RecordingLLM
+    from pipelines.summarize.common import Generation, SummarizeSettings
+    from pipelines.summarize.degeneration import Watch, detect, instructions_of
+
+    values = dict(system=prompts.snippet("system_summarizer"), focus=prompts.snippet("focus_book"), kind="book",
+                  position="part 1 of 6", text=excerpt(scandal_text, 150))
+    prompt = prompts.render("chunk_summary", words=60, **values)
+    max_tokens = 120
+    watched = gemma.complete(CompletionRequest(messages=prompt.messages, max_tokens=max_tokens,
+                                               watch=Watch.for_prompt(prompt.messages)))
+    assert watched.finish_reason == "degenerate" and 0 < watched.output_tokens <= max_tokens // 4
+    unwatched = gemma.complete(CompletionRequest(messages=prompt.messages, max_tokens=max_tokens))
+    assert unwatched.finish_reason == "length" and unwatched.text.startswith(watched.text)
+
+    llm = RecordingLLM(gemma, MemoryJournal(), run_id="guard")
+    outcome = Generation(llm, SummarizeSettings(max_attempts=2)).run(
+        "chunk_summary", values, token_limit=max_tokens, word_limit=60, step="chunk:0",
+        fallback=lambda words: "Holmes admires Irene Adler.",
+    )
+    calls = llm.journal.records
+    assert calls[0].finish_reason == "degenerate" and calls[0].output_tokens <= max_tokens // 4
+    if outcome.degraded:
+        assert "degenerate answer" in outcome.note and outcome.text == "Holmes admires Irene Adler."
+    else:
+        assert detect(outcome.text, instructions_of(prompt.messages)) is None

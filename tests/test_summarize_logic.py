@@ -1,6 +1,7 @@
 """Workflow logic with a deterministic scripted backend (real-backend runs are
 in test_summarize_llamacpp.py)."""
 
+import json
 import re
 
 import pytest
@@ -54,14 +55,15 @@ def test_hierarchical_levels_budgets_and_context(story_chunks):
     assert any("<story_so_far>" in m for m in merges) and "<story_so_far>" not in merges[0]
 
 
-def test_cut_off_answers_are_salvaged_without_a_retry():
+def test_cut_off_answers_are_salvaged_without_a_retry(scandal_text):
     def rambling(request):
         return echo_answer(request) + " and then it went on without end"
 
     backend = ScriptedBackend(rambling)
     llm = make_llm(backend)
     summarizer = HierarchicalSummarizer(llm, SummarizeSettings(summary_words=60))
-    chunks = chunk_text("First sentence here. Second one follows. " * 30, 150, backend.count_tokens)
+    # Real prose: a text that repeats itself would give (rightly) degenerate answers.
+    chunks = chunk_text(" ".join(scandal_text.split()[:300]), 150, backend.count_tokens)
     records = summarizer.run(chunks)
     assert all(r.salvaged and not r.degraded and r.attempts == 1 for r in records)
     assert all(r.text.endswith(".") for r in records)
@@ -105,8 +107,9 @@ def test_incremental_budget_grows_and_compresses(story_chunks):
         text = request.messages[-1]["content"]
         if "Shorten it" in text:
             return echo_answer(request)
-        # ignore the word budget: always about 60 words
-        return " ".join(["Holmes and Watson talked about the case for a while."] * 6)
+        # ignore the word budget: always 60 words of the excerpt
+        excerpt_words = re.findall(r"<excerpt>\n(.*?)\n</", text, re.S)[-1].split()[:60]
+        return " ".join(" ".join(excerpt_words[i:i + 10]).strip(".!?") + "." for i in range(0, 60, 10))
 
     backend = ScriptedBackend(verbose)
     llm = make_llm(backend)
@@ -153,3 +156,74 @@ def test_document_text_cannot_close_its_fence():
     chunks = chunk_text(text, 500, backend.count_tokens)
     HierarchicalSummarizer(make_llm(backend), SummarizeSettings(summary_words=40)).run(chunks)
     assert len(re.findall(r"</excerpt>", captured[0])) == 1
+
+
+# -- the degeneration guard ------------------------------------------------------
+
+# What the embedded model answers to a summary prompt (tests/data/degenerate/):
+# the system prompt copied back, then the excerpt.
+def copies_the_prompt(request):
+    return "\n\n".join(m["content"] for m in request.messages)
+
+
+def loops(request):
+    return "Holmes sits by the fire. " + "The King of Bohemia asks Holmes for help. " * 12
+
+
+def test_degenerate_answers_are_retried_with_sampling_and_a_repeat_penalty():
+    def loops_unless_penalised(request):
+        return echo_answer(request) if request.repeat_penalty > 0 else loops(request)
+
+    backend = ScriptedBackend(loops_unless_penalised)
+    summarizer = HierarchicalSummarizer(make_llm(backend), SummarizeSettings(summary_words=40))
+    chunks = chunk_text("Holmes waited. Watson read the paper. The client arrived late.", 500, backend.count_tokens)
+    (record,) = summarizer.run(chunks)
+    assert not record.degraded and record.attempts == 2 and record.text.startswith("Holmes waited")
+    first, second = backend.requests
+    assert first.watch is not None and first.repeat_penalty == 0 and first.temperature == 0
+    assert second.repeat_penalty > 0 and second.temperature > 0 and second.seed != first.seed
+
+
+@pytest.mark.parametrize("answer, reason", [(copies_the_prompt, "prompt echo"), (loops, "repetition")])
+def test_a_step_that_only_degenerates_is_degraded_and_keeps_none_of_it(answer, reason):
+    from pipelines.summarize.degeneration import detect
+
+    backend = ScriptedBackend(answer)
+    summarizer = HierarchicalSummarizer(make_llm(backend), SummarizeSettings(summary_words=40, max_attempts=3))
+    chunks = chunk_text("Holmes waited. Watson read the paper. The client arrived late.", 500, backend.count_tokens)
+    (record,) = summarizer.run(chunks)
+    assert record.degraded and record.attempts == 3 and len(backend.requests) == 3
+    assert f"degenerate answer ({reason}" in record.note and "leading sentences" in record.note
+    assert record.text.startswith("Holmes waited.") and detect(record.text) is None
+
+
+def test_a_run_whose_final_summary_degenerates_is_degraded(tmp_path, store):
+    from pipelines.runner import RunConfig, summarize_file
+
+    story = tmp_path / "story.txt"
+    story.write_text("Holmes waited. Watson read the paper. The client arrived late.\n", encoding="utf-8")
+    result = summarize_file(story, RunConfig(summary_words=40), store, backend=ScriptedBackend(loops))
+    assert result.status == "degraded" and result.degraded_summaries == 1
+    (status, note) = store.execute(
+        "SELECT r.status, s.note FROM runs r JOIN summaries s USING (run_id) WHERE run_id = ? AND s.is_final",
+        [result.run_id])[0]
+    assert status == "degraded" and "repetition" in note
+
+
+def test_repeat_penalty_and_watch_are_part_of_the_request_identity():
+    import prompts
+    from pipelines.summarize.degeneration import Watch
+
+    backend = ScriptedBackend()
+    llm = make_llm(backend)
+    prompt = prompts.render("merge", system="S", focus="F", kind="book", summaries="One. Two.", words=20)
+    plain = llm.complete(prompt, 40)
+    watched = llm.complete(prompt, 40, watch=Watch.for_prompt(prompt.messages))
+    penalised = llm.complete(prompt, 40, watch=Watch.for_prompt(prompt.messages), repeat_penalty=0.3)
+    assert len({plain.request_hash, watched.request_hash, penalised.request_hash}) == 3
+    assert not any(r.cached for r in (plain, watched, penalised))
+    # The same watch again (a new object over the same prompt) is a cache hit.
+    assert llm.complete(prompt, 40, watch=Watch.for_prompt(prompt.messages), repeat_penalty=0.3).cached
+    requests = [json.loads(r.request) for r in llm.journal.records]
+    assert "watch" not in requests[0] and "repeat_penalty" not in requests[0]  # old keys stay valid
+    assert requests[2]["repeat_penalty"] == 0.3 and requests[2]["watch"] == Watch.name

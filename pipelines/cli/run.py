@@ -104,3 +104,10 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
             f"({u.cache_hits} cached), {u.input_tokens}+{u.output_tokens} tokens, {result.seconds:.1f} s; db {store.path}",
             err=True,
         )
+        failed = [r for r in result.records if r.degraded and r.kept]
+        if failed:
+            # Final step first: its reason is the one the printed summary carries.
+            first = max(failed, key=lambda r: (r.is_final, -r.level, -r.idx))
+            step = f"{first.kind}:{first.idx}" if first.level == 0 else f"{first.kind}:{first.level}.{first.idx}"
+            click.echo(f"warning: {result.model} gave no valid summary in {len(failed)} of {len(result.records)} steps "
+                       f"(the run is {result.status}); {step}: {first.note}", err=True)

@@ -68,8 +68,12 @@ class AnthropicBackend:
         kwargs = {"system": system} if system else {}
         if self._accepts_temperature:
             kwargs["temperature"] = request.temperature
-        if request.stop:
-            kwargs["stop_sequences"] = list(request.stop)
+        # The answer arrives whole, so the watch acts only through its stop
+        # sequences (where a copy of the prompt begins). The API has no repeat penalty.
+        watch_stops = tuple(getattr(request.watch, "stop_sequences", ()))
+        stop = list(dict.fromkeys(request.stop + watch_stops))
+        if stop:
+            kwargs["stop_sequences"] = stop
         started = time.perf_counter()
         try:
             response = self._client.messages.create(
@@ -98,7 +102,11 @@ class AnthropicBackend:
             # Anthropic's input_tokens excludes cached ones; report the whole prompt.
             input_tokens=int(usage.input_tokens) + cache_read + cache_write,
             output_tokens=int(usage.output_tokens),
-            finish_reason=_FINISH.get(response.stop_reason or "", response.stop_reason or "stop"),
+            finish_reason=(
+                "degenerate" if response.stop_reason == "stop_sequence" and response.stop_sequence in watch_stops
+                and response.stop_sequence not in request.stop
+                else _FINISH.get(response.stop_reason or "", response.stop_reason or "stop")
+            ),
             latency_s=latency,
             cached_input_tokens=cache_read,
             cache_write_tokens=cache_write,

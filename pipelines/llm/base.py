@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
 
@@ -18,7 +18,7 @@ class Completion:
     text: str
     input_tokens: int
     output_tokens: int
-    finish_reason: str  # "stop" | "length" | backend-specific
+    finish_reason: str  # "stop" | "length" | "degenerate" (stopped by the request's watch) | backend-specific
     latency_s: float
     cached_input_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
     cache_write_tokens: int = 0  # of input_tokens, written to it (Anthropic bills them at 1.25x)
@@ -35,6 +35,14 @@ class CompletionRequest:
     # caching mark it.
     cache_prefix_messages: int = 0
     stop: tuple[str, ...] = ()  # generation ends at the first of these (not included in the text)
+    # Discourage repeated tokens, 0 = off. Backends map it to their own knob
+    # (llama.cpp repeat_penalty = 1 + value, OpenAI frequency_penalty = value);
+    # Anthropic has none and ignores it.
+    repeat_penalty: float = 0.0
+    # Called with the answer so far during generation; a non-None reason ends
+    # it early (finish_reason "degenerate"). Backends that cannot watch a
+    # growing answer ignore it. Its `name` belongs in the request identity.
+    watch: Callable[[str], str | None] | None = field(default=None, compare=False, repr=False)
 
 
 class LLMError(RuntimeError):

@@ -211,6 +211,7 @@ class LlamaCppBackend:
             if not self.reuse_prefix:
                 llama.reset()
             evaluated_before = _prompt_tokens_evaluated(llama)
+            watcher = _StopWhenDegenerate(llama, request.watch) if request.watch is not None else None
             started = time.perf_counter()
             try:
                 result = llama.create_chat_completion(
@@ -219,6 +220,8 @@ class LlamaCppBackend:
                     temperature=request.temperature,
                     seed=request.seed,
                     stop=list(request.stop) or None,
+                    repeat_penalty=1.0 + request.repeat_penalty,
+                    logits_processor=[watcher] if watcher is not None else None,
                 )
             except ValueError as exc:  # e.g. "Requested tokens exceed context window"
                 raise LLMCallError(f"llama.cpp: {exc}") from None
@@ -231,10 +234,41 @@ class LlamaCppBackend:
             text=(choice["message"].get("content") or "").strip(),
             input_tokens=prompt_tokens,
             output_tokens=int(usage.get("completion_tokens", 0)),
-            finish_reason=choice.get("finish_reason") or "stop",
+            finish_reason="degenerate" if watcher is not None and watcher.reason else choice.get("finish_reason") or "stop",
             latency_s=latency,
             cached_input_tokens=_reused(prompt_tokens, evaluated_before, evaluated_after),
         )
+
+
+class _StopWhenDegenerate:
+    """A logits processor that ends generation once `watch` finds the answer so
+    far degenerate: from then on only end-of-sequence may be sampled.
+
+    create_chat_completion takes no stopping criteria (its chat handlers drop
+    them) but passes logits processors through; forcing end-of-sequence keeps
+    llama.cpp's own bookkeeping (usage, finish, KV state) intact. The processor
+    sees every token id evaluated so far; the answer is what follows the
+    prompt, i.e. the ids after those it saw on its first call."""
+
+    def __init__(self, llama, watch):
+        self.llama = llama
+        self.watch = watch
+        self.every = max(1, int(getattr(watch, "every_tokens", 8)))
+        self.reason: str | None = None
+        self._start: int | None = None
+        self._end = llama.token_eos()
+
+    def __call__(self, input_ids, scores):
+        if self._start is None:
+            self._start = len(input_ids)
+        made = len(input_ids) - self._start
+        if self.reason is None and made and made % self.every == 0:
+            answer = self.llama.detokenize(list(input_ids[self._start:])).decode("utf-8", errors="ignore")
+            self.reason = self.watch(answer)
+        if self.reason is not None:
+            scores.fill(float("-inf"))
+            scores[self._end] = 0.0
+        return scores
 
 
 def _prompt_tokens_evaluated(llama) -> int | None:

@@ -101,8 +101,13 @@ class OpenAIBackend:
         kwargs = {length_arg: request.max_tokens}
         if request.seed is not None:
             kwargs["seed"] = request.seed
-        if request.stop:
-            kwargs["stop"] = list(request.stop)[:4]  # the API takes at most four
+        stop = list(request.stop) + list(getattr(request.watch, "stop_sequences", ()))
+        if stop:
+            # The API takes at most four. The answer arrives whole, so the watch
+            # acts only through its stop sequences (where a copy of the prompt begins).
+            kwargs["stop"] = list(dict.fromkeys(stop))[:4]
+        if request.repeat_penalty:
+            kwargs["frequency_penalty"] = min(2.0, request.repeat_penalty)  # the API's range is [-2, 2]
         started = time.perf_counter()
         try:
             response = self._client.chat.completions.create(

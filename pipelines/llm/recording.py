@@ -153,16 +153,24 @@ class RecordingLLM:
 
     def complete(
         self, prompt: RenderedPrompt, max_tokens: int, *, temperature: float = 0.0, seed: int = 0, step: str = "",
-        stop: tuple[str, ...] = (),
+        stop: tuple[str, ...] = (), repeat_penalty: float = 0.0, watch=None,
     ) -> LLMResult:
+        """`watch` (see CompletionRequest) may end the answer early; its `name`
+        joins the request identity, as does a non-zero `repeat_penalty`."""
         budget = fit_max_tokens(self.backend, prompt.messages, max_tokens)
         request = CompletionRequest(
             messages=prompt.messages, max_tokens=budget, temperature=temperature, seed=seed,
             cache_prefix_messages=prompt.cache_prefix_messages, stop=tuple(stop),
+            repeat_penalty=repeat_penalty, watch=watch,
         )
         fields = {"messages": list(prompt.messages), "max_tokens": budget, "temperature": temperature, "seed": seed}
+        # Only set when used, so the keys of requests without them stay what they were.
         if stop:
             fields["stop"] = list(stop)
+        if repeat_penalty:
+            fields["repeat_penalty"] = repeat_penalty
+        if watch is not None:
+            fields["watch"] = watch.name
         request_json = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         key = request_hash(self.backend.identity(), prompt, request_json)
         hit = self.journal.lookup(key)

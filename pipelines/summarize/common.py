@@ -2,11 +2,17 @@
 generate-check-salvage-retry loop that turns one prompt into an accepted
 summary.
 
-A summary is accepted when it is non-empty, within its token limit and ends
-on a sentence end. An answer cut off at max_tokens is first salvaged (trimmed
-to its last complete sentence); only if that leaves too little is the model
-asked again, with a tighter word budget, a bounded number of times. After
-that the best attempt is kept and marked degraded.
+A summary is accepted when it is non-empty, within its token limit, ends
+on a sentence end and is not degenerate (repeats itself or copies the
+prompt's instructions back; see degeneration.py). An answer cut off at
+max_tokens is first salvaged (trimmed to its last complete sentence); only if
+that leaves too little is the model asked again, with a tighter word budget
+and a new seed, a bounded number of times. Generation watches for
+degeneration and stops at it; the attempt after a degenerate one also samples
+(RETRY_TEMPERATURE: at temperature 0 a new seed changes nothing) with a
+repeat penalty. After the last attempt the best valid-looking attempt is kept
+and marked degraded; a degenerate answer is never kept (the step falls back
+to the input's leading sentences instead).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Callable
 
 import prompts
 from pipelines.llm.recording import LLMResult, RecordingLLM
+from pipelines.summarize.degeneration import Degeneration, Watch
 from pipelines.text import count_words, ends_with_sentence_end, sentences, trim_to_last_sentence
 
 from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_SUMMARY_WORDS, WORDS_PER_TOKEN  # noqa: F401 (re-exported)
@@ -24,6 +31,10 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_SUMMARY_WORDS, WORD
 MIN_SALVAGE_SHARE = 0.3
 # Each retry asks for this much less than the attempt before.
 RETRY_SHRINK = 0.15
+# After a degenerate answer: sample instead of greedy decoding, and penalise
+# repeated tokens (CompletionRequest.repeat_penalty).
+RETRY_TEMPERATURE = 0.7
+RETRY_REPEAT_PENALTY = 0.3
 
 
 @dataclass(frozen=True)
@@ -86,10 +97,11 @@ class Attempt:
     salvaged: bool
     result: LLMResult
     words_asked: int
+    problem: Degeneration | None = None
 
     @property
     def acceptable(self) -> bool:
-        return bool(self.text) and ends_with_sentence_end(self.text)
+        return bool(self.text) and ends_with_sentence_end(self.text) and self.problem is None
 
 
 @dataclass
@@ -140,10 +152,15 @@ class Generation:
         for n in range(self.settings.max_attempts):
             words = max(8, round(word_limit * (1 - RETRY_SHRINK * n)))
             prompt = prompts.render(template, words=words, **values)
+            watch = Watch.for_prompt(prompt.messages)
+            temperature, penalty = self.settings.temperature, 0.0
+            if attempts and attempts[-1].problem is not None:
+                temperature, penalty = max(temperature, RETRY_TEMPERATURE), RETRY_REPEAT_PENALTY
             result = self.llm.complete(
-                prompt, token_limit, temperature=self.settings.temperature, seed=n, step=f"{step}#{n + 1}"
+                prompt, token_limit, temperature=temperature, seed=n, step=f"{step}#{n + 1}",
+                repeat_penalty=penalty, watch=watch,
             )
-            attempt = self._check(result, token_limit, words)
+            attempt = self._check(result, token_limit, words, watch)
             attempts.append(attempt)
             if attempt.acceptable:
                 return Outcome(attempt.text, attempt.n_tokens, n + 1, False, attempt.salvaged, None, result.request_hash)
@@ -151,15 +168,21 @@ class Generation:
 
     def _best_of(self, attempts: list[Attempt], word_limit: int, fallback: Callable[[int], str] | None) -> Outcome:
         best = max(attempts, key=lambda a: (bool(a.text), -abs(count_words(a.text) - a.words_asked)))
-        note = f"no valid summary after {len(attempts)} attempts: {_why(attempts[-1])}"
-        text = best.text or best.result.text.strip()
+        reasons = list(dict.fromkeys(_why(a) for a in attempts))
+        note = f"no valid summary after {len(attempts)} attempts: {'; '.join(reasons)}"
+        # A degenerate answer is never kept, not even as a last resort.
+        text = best.text or ("" if best.problem else best.result.text.strip())
         if not text and fallback is not None:
             text = fallback(word_limit)
             note += "; used the leading sentences of the input instead"
         return Outcome(text, self.llm.count_tokens(text), len(attempts), True, best.salvaged, note, best.result.request_hash)
 
-    def _check(self, result: LLMResult, token_limit: int, words_asked: int) -> Attempt:
+    def _check(self, result: LLMResult, token_limit: int, words_asked: int, watch: Watch | None = None) -> Attempt:
         text = result.text.strip()
+        # A replayed answer was maybe made without the watch: check it whole.
+        problem = watch.check(text) if watch is not None else None
+        if problem is not None:
+            return Attempt("", 0, False, result, words_asked, problem)
         n_tokens = self.llm.count_tokens(text)
         if text and n_tokens <= token_limit and ends_with_sentence_end(text):
             return Attempt(text, n_tokens, False, result, words_asked)
@@ -173,6 +196,10 @@ class Generation:
 
 def _why(attempt: Attempt) -> str:
     raw = attempt.result.text.strip()
+    if attempt.problem is not None:
+        return f"degenerate answer ({attempt.problem})"
+    if not raw and attempt.result.completion.finish_reason == "degenerate":
+        return "degenerate answer (it began to copy the prompt back and was stopped)"
     if not raw:
         return "empty answer"
     if attempt.result.completion.finish_reason == "length":
