@@ -247,6 +247,17 @@ def test_judge_calls_run_concurrently_for_api_judges(index):
     assert state["max"] == 1
 
 
+def test_retrieval_fuses_the_lexical_and_the_dense_ranking():
+    import numpy as np
+
+    blind = SourceIndex(passages_from_chunks(PASSAGES), embed=lambda texts: np.ones((len(texts), 4), np.float32) / 2)
+    (hits,) = blind.search(["Who copied the Encyclopaedia?"], k=1)  # embeddings see no difference: BM25 decides
+    assert hits[0].passage == 1 and hits[0].lexical > 0
+    wordless = SourceIndex(passages_from_chunks(PASSAGES), embed=keyword_embed)
+    (hits,) = wordless.search(["prepaid"], k=1)  # no shared word, but the embedding sees "paid": it decides
+    assert hits[0].lexical == 0 and hits[0].passage == 1
+
+
 # -- retrieval on real text ------------------------------------------------------------------
 
 

@@ -12,6 +12,9 @@
     summarize score RUN_ID --score faithfulness,coverage [--judge-model SPEC --judge-concurrency N]
     summarize import-fables FABLES.json [--label NAME]
     summarize eval fables [FABLES.json] --judge-model SPEC [--limit N]
+    summarize score RUN_ID --score faithfulness,coverage [--judge-model SPEC --judge-concurrency N]
+    summarize import-fables FABLES.json [--label NAME]
+    summarize eval fables [FABLES.json] --judge-model SPEC [--limit N]
 
 Heavy libraries are imported inside the commands, never at module level.
 """
