@@ -12,7 +12,6 @@ import math
 import random
 import re
 import textwrap
-import tracemalloc
 
 import pytest
 from conftest import DATA
@@ -286,26 +285,73 @@ def test_line_perplexity_blocks_with_llamacpp(scorer, gemma):
     assert 0 < detail["blocks_kept"] < len(blocks)
 
 
+RSS_PROBE = """
+import json, sys
+from pipelines.llm.logprobs import LogprobScorer
+from pipelines.compress.longcodezip import split_lines
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+
+scorer = LogprobScorer(n_ctx=2048)
+code = open(sys.argv[1], encoding="utf-8").read()
+tokens = [scorer.bos_token] + scorer.tokenize(code)[:1500]
+scorer.token_logprobs(tokens[:8])  # buffers for a short pass, as any caller would have
+before = status("VmRSS")
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")  # reset the peak (VmHWM) to the current RSS
+values = scorer.token_logprobs(tokens)  # a log-prob at every position, as line perplexities ask
+print(json.dumps({"n": len(values), "finite": bool(all(v == v and v <= 0 for v in values)),
+                  "extra": status("VmHWM") - before}))
+"""
+
+
 @pytest.mark.llm
-def test_windowed_logprobs_stay_within_memory():
-    """A text three times the scorer's context is scored in windows, with no
-    tokens x vocab matrix: peak numpy memory stays far below one (1 MiB per token)."""
-    from pipelines.llm.logprobs import LogprobScorer
+def test_logprobs_at_every_position_stay_within_memory(tmp_path):
+    """Log-probs at every one of 1,500 positions, measured as the process's
+    peak RSS (llama.cpp's buffers included, which tracemalloc cannot see): far
+    below one logits row per position (1 MiB each with Gemma's vocabulary) or
+    per position of a 512-token batch (512 MiB)."""
+    import subprocess
+    import sys
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(RSS_PROBE)
+    out = subprocess.run([sys.executable, str(probe), str(DEMO / "example_context.py")], capture_output=True,
+                         text=True, timeout=600, cwd=DATA.parent.parent)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["n"] == 1500 and result["finite"]
+    assert result["extra"] < 200 * 2**20, f"peak grew by {result['extra'] / 2**20:.0f} MiB"
+
+
+@pytest.mark.llm
+def test_windowed_logprobs_match_a_single_pass():
+    """A text three times the scorer's context is scored in windows; the first
+    window has the whole context, so it matches a single pass with a larger one."""
+    from pipelines.llm.logprobs import LogprobScorer, default_scorer
 
     small = LogprobScorer(n_ctx=160)
     tokens = [small.bos_token] + small.tokenize(demo_code())[:480]
-    tracemalloc.start()
     windowed = small.token_logprobs(tokens, overlap=32)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
     assert windowed.dtype.name == "float32" and len(windowed) == len(tokens) - 1
     assert all(math.isfinite(float(x)) and x <= 0 for x in windowed)
-    assert peak < 48 * 2**20, f"peak {peak / 2**20:.0f} MiB"  # the full matrix would be ~480 MiB
-    # the first window has the whole context: identical to a single pass with a larger context
-    from pipelines.llm.logprobs import default_scorer
-
     direct = default_scorer().token_logprobs(tokens[:159])
     assert max(abs(float(a) - float(b)) for a, b in zip(windowed[:158], direct)) < 1e-3
+
+
+def test_another_llama_cpp_version_is_refused_clearly():
+    from pipelines.llm.base import LLMConfigError
+    from pipelines.llm.logprobs import TESTED_LLAMA_CPP_VERSION, check_llama_cpp_version
+
+    check_llama_cpp_version(TESTED_LLAMA_CPP_VERSION)
+    with pytest.raises(LLMConfigError, match=f"llama-cpp-python=={TESTED_LLAMA_CPP_VERSION}.*found 0.3.99"):
+        check_llama_cpp_version("0.3.99")
+    import llama_cpp
+
+    assert llama_cpp.__version__ == TESTED_LLAMA_CPP_VERSION  # the installed one is the pinned one
 
 
 def test_log_softmax_rows_match_float64():

@@ -5,11 +5,19 @@ chunk, of each line of a function given the lines before it).
 
 Why not `Llama.eval` with `logits_all=True`: it asks llama.cpp for a logits
 row for *every* token and copies each into `Llama.scores`, a float32 matrix
-of n_ctx x n_vocab (262,144 columns for Gemma 3: 1 MiB per token). Here the
+of n_ctx x n_vocab (262,144 columns for Gemma 3: 1 MiB per token). Here a
 batch asks for logits only at the positions whose next token is scored (the
-output head is the most expensive layer of this model), and each batch's
-rows are reduced to log-probs in windows of a few rows, in float32, so the
-peak extra memory is `window x n_vocab x 4` bytes, never tokens x vocab.
+output head is the most expensive layer of this model), and never for more
+than `window_rows` of them per decode: llama.cpp keeps one float32 row per
+requested output in its output buffer, so a 512-token batch scored at every
+position would hold 512 MiB. The rows of each decode are reduced to
+log-probs in float32, so the peak extra memory is about
+`2 x window_rows x n_vocab x 4` bytes (llama.cpp's buffer and one temporary;
+64 MiB at the default 32 rows), never tokens x vocab.
+
+This module drives llama-cpp-python's private attributes (`Llama._ctx`,
+`Llama._batch`, the batch's C arrays): it is tested with the version pinned
+in pyproject.toml and refuses another one with a clear message.
 
 Texts longer than the context are scored with a sliding window: each window
 starts `overlap` tokens before the first position it scores, so every token
@@ -34,8 +42,27 @@ from typing import Sequence
 import numpy as np
 
 DEFAULT_SCORER_CONTEXT = 4096
-# Logits rows reduced to log-probs at a time (x n_vocab x 4 bytes each).
+# Logits rows requested per decode and reduced to log-probs at a time (x n_vocab x 4 bytes each).
 LOGPROB_WINDOW_ROWS = 32
+# The llama-cpp-python release whose internals _score relies on (see the module doc).
+TESTED_LLAMA_CPP_VERSION = "0.3.36"
+
+
+def check_llama_cpp_version(version: str | None = None) -> None:
+    """Refuse a llama-cpp-python other than the tested one: its private
+    attributes may have changed shape, and a silent misuse would corrupt scores."""
+    from pipelines.llm.base import LLMConfigError
+
+    if version is None:
+        import llama_cpp
+
+        version = getattr(llama_cpp, "__version__", "unknown")
+    if version != TESTED_LLAMA_CPP_VERSION:
+        raise LLMConfigError(
+            f"log-prob scoring (LongCodeZip) needs llama-cpp-python=={TESTED_LLAMA_CPP_VERSION}, the version it "
+            f"is tested with (it uses the library's internals); found {version}: "
+            f"pip install llama-cpp-python=={TESTED_LLAMA_CPP_VERSION}"
+        )
 
 
 @dataclass
@@ -59,6 +86,7 @@ class LogprobScorer:
                  window_rows: int = LOGPROB_WINDOW_ROWS, n_threads: int | None = None):
         from pipelines.llm.llamacpp import DEFAULT_MODEL_NAME, default_model_path, load_llama
 
+        check_llama_cpp_version()
         self.path = default_model_path() if model_path is None else Path(model_path).expanduser()
         self.model = DEFAULT_MODEL_NAME if model_path is None else self.path.stem
         self.n_ctx = n_ctx
@@ -169,32 +197,34 @@ class LogprobScorer:
             llama._longsum_kv_tokens = None  # invalid until this pass completes
             batch = llama._batch
             n_batch = llama.n_batch
-            for start in range(keep, len(tokens), n_batch):
-                piece = tokens[start:start + n_batch]
+            start = keep
+            while start < len(tokens):
+                # A decode takes up to n_batch tokens but asks for at most
+                # window_rows logits rows (llama.cpp's buffer holds them all).
                 outputs = []  # positions whose logits predict a scored token
                 b = batch.batch
-                b.n_tokens = len(piece)
-                for i, token in enumerate(piece):
-                    pos = start + i
-                    b.token[i] = token
-                    b.pos[i] = pos
-                    b.seq_id[i][0] = 0
-                    b.n_seq_id[i] = 1
+                n = 0
+                while start + n < len(tokens) and n < n_batch and len(outputs) < self.window_rows:
+                    pos = start + n
+                    b.token[n] = tokens[pos]
+                    b.pos[n] = pos
+                    b.seq_id[n][0] = 0
+                    b.n_seq_id[n] = 1
                     wanted = first - 1 <= pos < len(tokens) - 1
-                    b.logits[i] = wanted
+                    b.logits[n] = wanted
                     if wanted:
                         outputs.append(pos)
+                    n += 1
+                b.n_tokens = n
                 if not outputs:
-                    b.logits[len(piece) - 1] = True  # llama.cpp wants at least one output
+                    b.logits[n - 1] = True  # llama.cpp wants at least one output
                 ctx.decode(batch)
+                start += n
                 if not outputs:
                     continue
                 rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(len(outputs), self._n_vocab))
-                for w in range(0, len(outputs), self.window_rows):
-                    block = rows[w:w + self.window_rows]  # float32 view, no copy
-                    targets = [tokens[p + 1] for p in outputs[w:w + self.window_rows]]
-                    out_index = [p + 1 - first for p in outputs[w:w + self.window_rows]]
-                    out[out_index] = _log_softmax_at(block, targets)
+                targets = [tokens[p + 1] for p in outputs]
+                out[[p + 1 - first for p in outputs]] = _log_softmax_at(rows, targets)  # float32 view, no copy
             llama._longsum_kv_tokens = list(tokens)
             llama.n_tokens = 0  # Llama's own API must not trust this KV cache
         with self._stats_lock:
