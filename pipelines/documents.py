@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import codecs
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ PAPER_SUFFIXES = {".md", ".markdown", ".tex", ".rst"}
 # Files with these extensions are read as text even if they start like HTML.
 TEXT_SUFFIXES = {".txt", ".text", *PAPER_SUFFIXES, *CODE_LANGUAGES}
 _SNIFF_BYTES = 8192
+PASSWORD_ENV = "LONGSUM_PDF_PASSWORD"
 
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16 LE: it starts with the same bytes
@@ -97,9 +99,11 @@ class Document:
 
 
 def load_document(path: str | Path, kind: str | None = None, *, password: str | None = None) -> Document:
-    """Read any supported file; `password` opens an encrypted PDF (it is
-    used for reading only and kept nowhere)."""
+    """Read any supported file; `password` (else $LONGSUM_PDF_PASSWORD) opens
+    an encrypted PDF: it is used for reading only and kept nowhere."""
     path = Path(path)
+    if password is None:
+        password = os.environ.get(PASSWORD_ENV) or None
     if kind is not None and kind not in KINDS:
         raise DocumentError(f"unknown document kind {kind!r}; choose one of {', '.join(KINDS)}")
     fmt = sniff_format(path, _read_bytes(path, _SNIFF_BYTES), TEXT_SUFFIXES)

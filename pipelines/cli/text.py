@@ -13,7 +13,7 @@ import click
 @click.option("--json", "as_json", is_flag=True,
               help='One JSON object: {"format", "title", "pages", "extractor", "sections": [{"title", "start", "end"}], "text"}.')
 @click.option("--kind", type=click.Choice(["book", "paper", "code"]), default=None, help="Override the detected document kind.")
-@click.option("--password", default=None, envvar="LONGSUM_PDF_PASSWORD", metavar="TEXT",
+@click.option("--password", default=None, metavar="TEXT",
               help="Password of an encrypted PDF (or set LONGSUM_PDF_PASSWORD); used to read it, stored nowhere.")
 def text_command(file, as_json, kind, password) -> None:
     """Print FILE's text as longsum reads it: PDF, EPUB and HTML extracted, page

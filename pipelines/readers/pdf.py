@@ -113,7 +113,7 @@ def read_pdf(path: Path, password: str | None = None) -> Extracted:
     except pdfium.PdfiumError as exc:
         code = getattr(exc, "err_code", None)
         if code == 4:  # FPDF_ERR_PASSWORD
-            hint = "the password is wrong" if password else "pass --password, or decrypt it first"
+            hint = "the password is wrong" if password else "pass --password or set LONGSUM_PDF_PASSWORD"
             raise ReaderError(f"{path}: the PDF is encrypted ({hint})") from None
         if code == 5:
             raise ReaderError(f"{path}: the PDF uses an unsupported security handler (encrypted)") from None

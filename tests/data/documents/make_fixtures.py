@@ -21,6 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 STORY = HERE.parent / "books" / "doyle_scandal_in_bohemia.txt"
 HEADER = "Proceedings of the Workshop on Reproducible Tests 2026"
+STAMP = "arXiv:2601.00001v1 [cs.CL] 1 Jan 2026"
 
 
 def story() -> dict[str, list[str]]:
@@ -75,6 +76,13 @@ def two_column_pdf(path: Path) -> None:
         pdf.drawCentredString(width / 2, 805, HEADER)
         pdf.setFont("Times-Roman", 9)
         pdf.drawCentredString(width / 2, 40, str(state["page"]))
+        if state["page"] == 1:  # a preprint server's stamp, rotated up the left margin
+            pdf.saveState()
+            pdf.translate(22, 300)
+            pdf.rotate(90)
+            pdf.setFont("Times-Roman", 14)
+            pdf.drawString(0, 0, STAMP)
+            pdf.restoreState()
 
     def new_column() -> None:
         if state["col"] == 0:
@@ -181,7 +189,7 @@ def two_column_pdf(path: Path) -> None:
         "paragraphs": [text for kind, text in plan if kind in ("para", "ref")],
         "references": [text for kind, text in plan if kind == "ref"],
         "hyphenated": sorted(set(hyphenated)),
-        "header": HEADER, "footnote": footnote, "caption": caption, "pages": state["page"],
+        "header": HEADER, "stamp": STAMP, "footnote": footnote, "caption": caption, "pages": state["page"],
     }
     path.with_suffix(".json").write_text(json.dumps(expected, indent=1) + "\n", encoding="utf-8")
 
