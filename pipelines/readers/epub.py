@@ -20,7 +20,7 @@ import urllib.parse
 import zipfile
 from pathlib import Path
 
-from pipelines.readers import (
+from pipelines.readers.common import (
     MAX_EPUB_MEMBER_BYTES,
     MAX_EPUB_TOTAL_BYTES,
     Extracted,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipelines.readers import MAX_HTML_BYTES, Extracted, Heading, ReaderError, clean_inline, join_blocks, package_version
+from pipelines.readers.common import MAX_HTML_BYTES, Extracted, Heading, ReaderError, clean_inline, join_blocks, package_version
 from pipelines.readers.gutenberg import strip_gutenberg
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)

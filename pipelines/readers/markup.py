@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pipelines.readers import clean_inline
+from pipelines.readers.common import clean_inline
 
 BLOCKS = {
     "address", "article", "aside", "blockquote", "body", "caption", "dd", "div", "dl", "dt", "figcaption", "figure",

@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.readers import Extracted, ReaderError, clean_inline, join_blocks, package_version
+from pipelines.readers.common import Extracted, ReaderError, clean_inline, join_blocks, package_version
 
 HYPHEN_MARK = "\x02"  # PDFium's code for a hyphen it takes for a line-end hyphenation
 _BULLET = re.compile(r"^(?:[\u2022\u25e6\u25aa\u25cf\u2023\u2043\u2219\u00b7\u25a0\u25a1\u2013*]\s|\(?[0-9]{1,2}[.)]\s|\([a-z]\)\s|\[\d{1,3}\]\s)")
