@@ -1,15 +1,17 @@
-"""The Prefect face against the CLI's in-process runner.
+"""The Prefect face against the library it runs.
 
-1. Overhead of a flow run vs. the same work through the library (what the
-   `summarize` command runs), on a short story with the embedded model.
-2. A hierarchical run of about N chunks through the flow (chunk tasks in a
-   window of `concurrency`, under a global concurrency limit) at concurrency
-   1 vs. 4, against an OpenAI-compatible server that answers after a fixed
-   delay.
+1. A whole story through the `summarize_document` flow (each workflow step a
+   Prefect task) vs. the library's in-process run (what `summarize FILE`
+   runs), embedded model, side by side in one process; and the fixed cost of
+   a flow run (an extractive run of a short text: no model, almost no work).
+2. `evaluate_corpus` over 8 SQuALITY stories x 2 methods against an
+   OpenAI-compatible test server that answers after `--delay` seconds: one
+   document at a time (thread runner, concurrency 1) vs. fanned out on a
+   2-worker Dask `LocalCluster` (4 threads each, 8 documents at once).
 
-    python bench/bench_flows.py [--words 1500] [--chunks 12] [--delay 0.5] [--quick]
+    python bench/bench_flows.py [--story doyle_scandal_in_bohemia.txt] [--delay 0.5] [--quick]
 
-`--quick` (what `make bench` runs): an 800-word story and 8 chunks.
+`--quick` (what `make bench` runs): the story's first 800 words.
 Prefect's own log lines are kept to warnings so the tables stand out.
 """
 
@@ -17,80 +19,118 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from benchlib import apply_quick, book, excerpt, table  # noqa: E402
+from benchlib import LOCAL, SHARED, apply_quick, book, excerpt, table  # noqa: E402
 
-QUICK = {"words": 800, "chunks": 8}
+QUICK = {"words": 800}
+STORIES = 8
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--words", type=int, default=1500)
-    parser.add_argument("--chunks", type=int, default=12)
+    parser.add_argument("--story", default="doyle_scandal_in_bohemia.txt")
+    parser.add_argument("--words", type=int, default=0, help="only the story's first N words (0: all of it)")
     parser.add_argument("--delay", type=float, default=0.5)
-    parser.add_argument("--quick", action="store_true", help=f"--words {QUICK['words']} --chunks {QUICK['chunks']}")
+    parser.add_argument("--skip-model", action="store_true", help="only the corpus fan-out (no embedded model)")
+    parser.add_argument("--quick", action="store_true", help=f"--words {QUICK['words']}")
     args = parser.parse_args()
     apply_quick(parser, args, QUICK)
     tmp = Path(tempfile.mkdtemp(prefix="longsum-bench-flows-"))
     os.environ["PREFECT_HOME"] = str(tmp / "prefect")
     from prefect.testing.utilities import prefect_test_harness
 
-    from fake_openai_server import FakeOpenAIServer
+    with prefect_test_harness(server_startup_timeout=120):
+        if not args.skip_model:
+            flow_vs_library(tmp, args)
+        corpus_fan_out(tmp, args.delay)
+
+
+def flow_vs_library(tmp: Path, args) -> None:
     from flows.summarize_flow import summarize_document
     from pipelines.runner import RunConfig, summarize_file
     from pipelines.store import Store
 
-    story = tmp / "story.txt"
-    text = book("doyle_scandal_in_bohemia.txt").read_text(encoding="utf-8")
-    story.write_text(excerpt(text, args.words), encoding="utf-8")
-    settings = dict(chunk_size=512, summary_words=120)
+    text = book(args.story).read_text(encoding="utf-8")
+    story = tmp / args.story
+    story.write_text(excerpt(text, args.words) if args.words else text, encoding="utf-8")
+    short = tmp / "short.txt"
+    short.write_text(excerpt(text, 200), encoding="utf-8")
 
     started = time.perf_counter()
-    cli = summarize_file(story, RunConfig(**settings), Store(tmp / "cli.duckdb"))
-    cli_wall = time.perf_counter() - started
+    library = summarize_file(story, RunConfig(), Store(tmp / "library.duckdb"))
+    library_wall = time.perf_counter() - started
+    started = time.perf_counter()
+    flow = summarize_document(path=str(story), db=str(tmp / "flow.duckdb"))
+    flow_wall = time.perf_counter() - started
 
-    with prefect_test_harness(server_startup_timeout=120):
+    fixed = {}
+    for face in ("library", "flow"):
         started = time.perf_counter()
-        flow = summarize_document(path=str(story), db=str(tmp / "flow.duckdb"), resume=False, **settings)
-        flow_wall = time.perf_counter() - started
+        if face == "library":
+            summarize_file(short, RunConfig(method="extractive"), Store(tmp / "fixed-library.duckdb"))
+        else:
+            summarize_document(path=str(short), method="extractive", db=str(tmp / "fixed-flow.duckdb"))
+        fixed[face] = time.perf_counter() - started
 
-        level_story = tmp / "level.txt"
-        level_story.write_text(excerpt(text, 150 * args.chunks), encoding="utf-8")
-        walls = {}
-        with FakeOpenAIServer(delay=args.delay) as server:
-            for concurrency in (1, 4):
-                server.requests.clear()
-                started = time.perf_counter()
-                out = summarize_document(
-                    path=str(level_story), model="openai:fake", base_url=server.base_url, chunk_size=200,
-                    summary_words=40, context_window=8192, concurrency=concurrency, db=str(tmp / f"c{concurrency}.duckdb"),
-                    resume=False,
-                )
-                walls[concurrency] = (time.perf_counter() - started, out["n_chunks"], len(server.requests))
-
-    print(f"\n1. Flow vs. CLI runner, {args.words}-word story, embedded model, chunk 512 tokens\n")
-    flow_llm = flow["usage"]["llm_seconds"]
-    print(table(["face", "wall s", "LLM calls", "LLM s", "outside the model s"], [
-        ["library (summarize CLI)", f"{cli_wall:.1f}", cli.usage.calls, f"{cli.usage.llm_seconds:.1f}",
-         f"{cli_wall - cli.usage.llm_seconds:.1f}"],
-        ["Prefect flow", f"{flow_wall:.1f}", flow["usage"]["calls"], f"{flow_llm:.1f}", f"{flow_wall - flow_llm:.1f}"],
+    words = len(story.read_text(encoding="utf-8").split())
+    print(f"\n1. {args.story} ({words} words), embedded model, default settings: flow vs. library\n")
+    print(table(["face", "wall s", "chunks", "LLM calls", "LLM s"], [
+        ["library (summarize FILE)", f"{library_wall:.1f}", library.n_chunks, library.usage.calls,
+         f"{library.usage.llm_seconds:.1f}"],
+        ["summarize_document flow", f"{flow_wall:.1f}", flow["n_chunks"], flow["usage"]["calls"],
+         f"{flow['usage']['llm_seconds']:.1f}"],
     ]))
-    print(f"\nflow / CLI wall: {flow_wall / cli_wall:.2f}; flow overhead {flow_wall - cli_wall:+.1f} s "
-          "(the temporary Prefect API was already running)")
-    print(f"\n2. Hierarchical run through the flow, server delay {args.delay} s per call\n")
-    print(table(["concurrency", "chunks", "requests", "wall s", "ratio"],
-                [[concurrency, chunks, requests, f"{wall:.2f}", f"{wall / walls[1][0]:.2f}"]
-                 for concurrency, (wall, chunks, requests) in walls.items()]))
+    print(f"\nflow / library wall: {flow_wall / library_wall:.3f}; same final summary: "
+          f"{flow['summary'] == library.summary}")
+    print(f"fixed cost of a run (200 words, extractive): library {fixed['library']:.2f} s, flow {fixed['flow']:.2f} s "
+          f"(the temporary Prefect API was already running)")
+
+
+def corpus_fan_out(tmp: Path, delay: float) -> None:
+    import json
+
+    from dask.distributed import LocalCluster
+
+    from fake_openai_server import FakeOpenAIServer
+    from flows.corpus import evaluate_corpus
+
+    shared = (SHARED / "squality" / "dev.jsonl").is_file()
+    data = SHARED / "squality" / "dev.jsonl" if shared else LOCAL / "squality" / "dev_subset.jsonl"
+    rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line.strip()]
+    source = tmp / "squality.jsonl"
+    # Without ../shared, the 3 local stories are repeated under new ids to make 8.
+    picked = [dict(rows[i % len(rows)], metadata={"passage_id": f"{rows[i % len(rows)]['metadata']['passage_id']}-{i}"})
+              for i in range(STORIES)]
+    source.write_text("\n".join(json.dumps(row) for row in picked) + "\n", encoding="utf-8")
+    walls = {}
+    with FakeOpenAIServer(delay=delay) as server:
+        configs = [{"method": m, "model": "openai:fake", "base_url": server.base_url, "chunk_size": 1024,
+                    "summary_words": 150, "context_window": 8192, "concurrency": 4}
+                   for m in ("hierarchical", "incremental")]
+        started = time.perf_counter()
+        sequential = evaluate_corpus(source=str(source), configs=configs, metrics=[], db=str(tmp / "one.duckdb"),
+                                     concurrency=1)
+        walls["one document at a time (threads)"] = (time.perf_counter() - started, len(server.requests), sequential)
+        server.requests.clear()
+        with LocalCluster(n_workers=2, threads_per_worker=4, processes=True, dashboard_address=None) as cluster:
+            started = time.perf_counter()
+            fanned = evaluate_corpus(source=str(source), configs=configs, metrics=[], db=str(tmp / "dask.duckdb"),
+                                     dask_address=cluster.scheduler_address, concurrency=2 * 4)
+            walls["8 at once (2-worker LocalCluster)"] = (time.perf_counter() - started, len(server.requests), fanned)
+    base = next(iter(walls.values()))[0]
+    print(f"\n2. evaluate_corpus: {STORIES} SQuALITY stories{'' if shared else ' (3 local ones, repeated)'} x "
+          f"hierarchical, incremental; server delay {delay} s\n")
+    print(table(["how", "wall s", "requests", "runs ok", "ratio"], [
+        [how, f"{wall:.1f}", requests, sum(r["ok"] + r["degraded"] for r in result), f"{wall / base:.3f}"]
+        for how, (wall, requests, result) in walls.items()
+    ]))
 
 
 if __name__ == "__main__":

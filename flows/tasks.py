@@ -99,8 +99,7 @@ def evaluate_document_task(item: CorpusItem, config: RunConfig, metrics: list[st
     (a temporary file, gone with the task); returns the outcome and the run's rows."""
     from flows.limits import api_slots
 
-    with tempfile.TemporaryDirectory(prefix="longsum-task-") as folder:
-        store = Store(Path(folder) / "run.duckdb")
+    with tempfile.TemporaryDirectory(prefix="longsum-task-") as folder, Store(Path(folder) / "run.duckdb").held() as store:
         add_calls(store, replay)
         with api_slots(limit, config.concurrency):
             outcome = evaluate_document(item, config, store, metrics=metrics, options=options,

@@ -43,8 +43,10 @@ def scripted_answer(messages: list[dict]) -> str:
 
 class FakeOpenAIServer:
     def __init__(self, delay: float = 0.0, faults: list[str | None] | None = None, port: int = 0, hang_s: float = 30.0,
-                 prefix: str = "", count_tokens=None, context_window: int | None = None, tokenize: bool = False):
+                 prefix: str = "", count_tokens=None, context_window: int | None = None, tokenize: bool = False,
+                 answer=None):
         self.delay = delay
+        self.answer = answer  # messages -> text (None: the scripted summary), e.g. capable_answers.capable_answer
         self.prefix = prefix
         self.count_tokens = count_tokens
         self.context_window = context_window
@@ -173,7 +175,9 @@ class FakeOpenAIServer:
                 elif fault == "empty":
                     self._json(200, self._completion(body, ""))
                 else:
-                    self._json(200, self._completion(body, server.prefix + scripted_answer(body.get("messages", []))))
+                    messages = body.get("messages", [])
+                    text = server.answer(messages) if server.answer else None
+                    self._json(200, self._completion(body, server.prefix + (text if text is not None else scripted_answer(messages))))
 
             def _completion(self, body: dict, text: str) -> dict:
                 limit = body.get("max_tokens") or body.get("max_completion_tokens") or 256

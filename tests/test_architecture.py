@@ -1,0 +1,107 @@
+"""The shape of the code: the CLI and the flows are faces over one library.
+
+The import graph is read from the source (every import statement, at module
+level or inside a function, since a lazy import is still a dependency)."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("pipelines", "scoring", "flows", "prompts")
+# The library: knows nothing of click, Prefect or the faces.
+LIBRARY = ("pipelines", "scoring", "prompts")
+FACES = ("pipelines.cli", "flows")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            # `from a.b import c` depends on the module a.b.c if there is one, else on a.b
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    edges = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in imports_of(path):
+            # `from pipelines import cli` names a module; `from pipelines.x import f` names x
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                targets.add(imported)
+        edges[name] = targets
+    return edges
+
+
+def external_imports() -> dict[str, set[str]]:
+    return {module_name(p): {i.split(".")[0] for i in imports_of(p)}
+            for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+
+
+def is_face(module: str) -> bool:
+    return any(module == face or module.startswith(face + ".") for face in FACES)
+
+
+def test_the_library_imports_neither_click_nor_prefect_nor_a_face():
+    problems = []
+    for module, names in external_imports().items():
+        if is_face(module):
+            continue
+        bad = names & {"click", "click_default_group", "prefect", "prefect_dask"}
+        if bad:
+            problems.append(f"{module} imports {sorted(bad)}")
+    for module, targets in graph().items():
+        if not is_face(module):
+            problems += [f"{module} imports the face {t}" for t in targets if is_face(t)]
+    assert problems == []
+
+
+def test_click_lives_only_in_the_cli_package():
+    users = {m for m, names in external_imports().items() if names & {"click", "click_default_group"}}
+    assert users and all(m.startswith("pipelines.cli") for m in users)
+
+
+def test_no_import_cycles_among_longsum_modules():
+    edges = graph()
+    cycles, state = [], {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
+def test_flows_hold_no_copy_of_a_workflow_loop():
+    """The merge and update loops live in pipelines/summarize; flows only supply an executor."""
+    for path in (ROOT / "flows").rglob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        for name in ("plan_level", "plan_limits", "context_from", "current_summary", "MAX_LEVELS"):
+            assert name not in source, f"{path.name} uses {name}: a workflow loop belongs in the library"
