@@ -551,9 +551,12 @@ def _paragraphs(blocks: list[_Block], hyphenated: set[str]) -> list[tuple[str, s
                 prev = block.lines[i - 1]
                 if hanging:
                     starts = not _indented(line, left)
+                elif _BULLET.match(para[0].text):
+                    # the wrapped lines of a list item sit right of its bullet; a line left of it ends the list
+                    starts = line.x0 < para[0].x0 - 0.3 * line.size
                 else:
                     short = prev.x1 < right - 2.5 * prev.size and _TERMINAL.search(prev.text)
-                    # a first-line indent after a flush line (a list item's wrapped lines are indented too)
+                    # a first-line indent after a flush line
                     starts = (_indented(line, left) and not _indented(prev, left, 0.3)) or bool(short)
             if starts and para:
                 close()
@@ -604,8 +607,8 @@ def _hanging(block: _Block, left: float) -> bool:
     """A reference list: each entry's first line out, the rest indented."""
     if len(block.lines) < 2 or _indented(block.first, left):
         return False
-    indented = sum(1 for ln in block.lines[1:] if _indented(ln, left))
-    return indented == len(block.lines) - 1 or (len(block.lines) >= 4 and indented >= 0.45 * len(block.lines))
+    rest = block.lines[1:]
+    return all(_indented(ln, left) for ln in rest) and max(ln.x0 for ln in rest) - min(ln.x0 for ln in rest) < 2
 
 
 def _join_lines(lines: list[_Line], hyphenated: set[str]) -> str:

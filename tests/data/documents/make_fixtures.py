@@ -52,7 +52,12 @@ def two_column_pdf(path: Path) -> None:
         ("title", "A Scandal in Bohemia: A Test Paper"), ("authors", "Arthur Conan Doyle"),
         ("heading", "Abstract"), ("para", paragraphs[0]),
         ("heading", "1 Introduction"), ("para", paragraphs[1]), ("para", paragraphs[2]), ("para", paragraphs[3]),
-        ("heading", "2 Method"), ("para", paragraphs[4]), ("para", paragraphs[5]),
+        ("heading", "2 Method"), ("para", paragraphs[4]),
+        ("item", "\u2022 A man who first finds himself master of his own establishment, with all the home-centred "
+                 "interests which rise up around him."),
+        ("item", "\u2022 A keen desire to see Holmes again, and to know how he was employing his extraordinary powers."),
+        ("item", "\u2022 The official police, who had abandoned as hopeless the singular tragedy of the Atkinson brothers."),
+        ("para", paragraphs[5]),
         ("heading", "2.1 Data"), ("para", paragraphs[6]), ("para", paragraphs[7]), ("para", paragraphs[8]),
         ("heading", "3 Results"), ("para", paragraphs[9]), ("para", paragraphs[10]), ("para", paragraphs[11]),
         ("heading", "References"),
@@ -177,6 +182,10 @@ def two_column_pdf(path: Path) -> None:
                 pdf.setFont("Times-Roman", 8)
                 pdf.drawString(64, 101, footnote)
                 state["y"] = y
+        elif kind == "item":  # a bulleted list: wrapped lines sit right of the bullet
+            for line, offset in wrap(text, 8, 17, font, size):
+                emit(line, offset)
+            first_after_heading = True
         elif kind == "ref":
             for line, offset in wrap(text, 0, 12, "Times-Roman", 9):
                 emit(line, offset, fnt="Times-Roman", sz=9, lead=11)
@@ -186,7 +195,7 @@ def two_column_pdf(path: Path) -> None:
     expected = {
         "title": plan[0][1],
         "sections": [text for kind, text in plan if kind == "heading"],
-        "paragraphs": [text for kind, text in plan if kind in ("para", "ref")],
+        "paragraphs": [text for kind, text in plan if kind in ("para", "item", "ref")],
         "references": [text for kind, text in plan if kind == "ref"],
         "hyphenated": sorted(set(hyphenated)),
         "header": HEADER, "stamp": STAMP, "footnote": footnote, "caption": caption, "pages": state["page"],
