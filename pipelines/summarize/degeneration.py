@@ -48,8 +48,7 @@ WATCH_EVERY_TOKENS = 8
 # A message's first words as a stop sequence: long enough never to occur in a summary.
 STOP_WORDS = 6
 MAX_STOP_SEQUENCES = 4  # OpenAI's limit
-_FENCE_OPEN = re.compile(r"<[a-z_]+>")
-_FENCE_NAME = re.compile(r"<([a-z_]+)>")
+_FENCE_OPEN = re.compile(r"<([a-z_]+)>")
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
 # The tags prompts fence material in (see prompts/__init__.py); copies inside the material are defanged.
@@ -110,7 +109,7 @@ class _EchoIndex:
         seq = words(instructions)
         self.grams = {tuple(seq[i:i + ECHO_WORDS]) for i in range(len(seq) - ECHO_WORDS + 1)}
         # A summary has no use for the prompt's fence tags; an answer that writes one is copying the prompt's layout.
-        self.tags = sorted({tag for name in _FENCE_NAME.findall(instructions) for tag in (f"<{name}>", f"</{name}>")})
+        self.tags = sorted({tag for name in _FENCE_OPEN.findall(instructions) for tag in (f"<{name}>", f"</{name}>")})
 
     def tag(self, text: str) -> str | None:
         return next((tag for tag in self.tags if tag in text), None)
@@ -176,7 +175,7 @@ def echo_stops(messages) -> tuple[str, ...]:
             stops.append(" ".join(opening))
     fence = _FENCE_OPEN.search("\n".join(m["content"] for m in messages))
     if fence:
-        stops.append(fence.group())
+        stops.append(fence.group(0))
     return tuple(stops[:MAX_STOP_SEQUENCES])
 
 
