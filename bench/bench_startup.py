@@ -1,8 +1,6 @@
 """Start-up cost of the command: `summarize --help` and `summarize sql`
 against `python -c pass`, median of several runs, and which heavy libraries
-each one loads (none should). `--help` is measured twice: the first call
-after an install or an edit (click renders the page, an empty cache each
-time) and every later call (the page comes from the cache).
+each one loads (none should).
 
     python bench/bench_startup.py [--repeat 9]
 """
@@ -23,18 +21,17 @@ from benchlib import table
 HEAVY = ("torch", "prefect", "llama_cpp", "bert_score", "rouge_score", "transformers", "duckdb", "openai", "anthropic")
 BIN = Path(sys.executable).parent
 PROBE = (
-    "import sys; sys.argv = {argv!r}; from pipelines.launcher import main\n"
+    "import sys; sys.argv = {argv!r}; from pipelines.cli import main\n"
     "try:\n    main()\nexcept SystemExit:\n    pass\n"
     "print('LOADED=' + ','.join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)"
 )
 
 
-def median_wall(cmd: list[str], repeat: int, fresh_cache: bool) -> float:
+def median_wall(cmd: list[str], repeat: int) -> float:
     walls = []
     for _ in range(repeat):
-        env = {**os.environ, "XDG_CACHE_HOME": tempfile.mkdtemp()} if fresh_cache else None
         started = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, env=env)
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         walls.append(time.perf_counter() - started)
     return statistics.median(walls)
 
@@ -51,18 +48,15 @@ def main() -> None:
     args = parser.parse_args()
     db = Path(tempfile.mkdtemp()) / "startup.duckdb"
     subprocess.run([str(BIN / "summarize"), "sql", "SELECT 1", "--unsafe", "--db", str(db)], capture_output=True, check=True)
-    help_cmd = [str(BIN / "summarize"), "--help"]
-    subprocess.run(help_cmd, capture_output=True, check=True)  # the cached page for the second case
     cases = [
-        ("python -c pass", [sys.executable, "-c", "pass"], None, False),
-        ("summarize --help (first call: click renders)", help_cmd, ["summarize", "--help"], True),
-        ("summarize --help (cached page)", help_cmd, ["summarize", "--help"], False),
+        ("python -c pass", [sys.executable, "-c", "pass"], None),
+        ("summarize --help", [str(BIN / "summarize"), "--help"], ["summarize", "--help"]),
         ("summarize sql 'SELECT count(*) FROM runs'", [str(BIN / "summarize"), "sql", "SELECT count(*) FROM runs", "--db", str(db)],
-         ["summarize", "sql", "SELECT count(*) FROM runs", "--db", str(db)], False),
+         ["summarize", "sql", "SELECT count(*) FROM runs", "--db", str(db)]),
     ]
     base, rows = None, []
-    for name, cmd, argv, fresh_cache in cases:
-        wall = median_wall(cmd, args.repeat, fresh_cache)
+    for name, cmd, argv in cases:
+        wall = median_wall(cmd, args.repeat)
         base = base or wall
         rows.append([name, f"{wall * 1000:.0f}", f"{wall / base:.1f}", (loaded(argv) or "none") if argv else "-"])
     print(f"\nmedian of {args.repeat} runs, {os.cpu_count()} cores\n")
