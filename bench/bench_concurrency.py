@@ -22,16 +22,17 @@ from pipelines.chunking import chunk_text  # noqa: E402
 from pipelines.llm.openai_backend import OpenAIBackend  # noqa: E402
 from pipelines.llm.recording import MemoryJournal, RecordingLLM  # noqa: E402
 from pipelines.summarize.common import SummarizeSettings  # noqa: E402
+from pipelines.summarize.executors import ThreadExecutor  # noqa: E402
 from pipelines.summarize.hierarchical import HierarchicalSummarizer  # noqa: E402
 
 
 def level_wall(chunks, server: FakeOpenAIServer, concurrency: int) -> tuple[float, int]:
     backend = OpenAIBackend("fake", base_url=server.base_url, context_window=8192)
     llm = RecordingLLM(backend, MemoryJournal())
-    summarizer = HierarchicalSummarizer(llm, SummarizeSettings(summary_words=120, concurrency=concurrency))
+    summarizer = HierarchicalSummarizer(llm, SummarizeSettings(summary_words=120))
     server.max_in_flight = 0
     started = time.perf_counter()
-    summarizer.summarize_chunks(chunks, token_limit=200)
+    ThreadExecutor(concurrency).map(summarizer.summarize_chunk, [(c, len(chunks), 200) for c in chunks])
     return time.perf_counter() - started, server.max_in_flight
 
 
