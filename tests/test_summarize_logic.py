@@ -227,3 +227,14 @@ def test_repeat_penalty_and_watch_are_part_of_the_request_identity():
     requests = [json.loads(r.request) for r in llm.journal.records]
     assert "watch" not in requests[0] and "repeat_penalty" not in requests[0]  # old keys stay valid
     assert requests[2]["repeat_penalty"] == 0.3 and requests[2]["watch"] == Watch.name
+
+
+def test_the_fallback_keeps_the_token_budget(scandal_text):
+    # The story's opening sentence is longer than this step's whole budget.
+    backend = ScriptedBackend(lambda request: "")
+    summarizer = HierarchicalSummarizer(make_llm(backend), SummarizeSettings(summary_words=12, max_attempts=1))
+    text = " ".join(scandal_text[scandal_text.index("He was, I take it"):].split()[:300])
+    chunks = chunk_text(text, 500, backend.count_tokens)
+    (record,) = summarizer.run(chunks)
+    assert record.degraded and record.text.startswith("He was, I take it, the most perfect reasoning")
+    assert record.n_tokens <= record.token_limit

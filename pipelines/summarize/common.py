@@ -164,18 +164,27 @@ class Generation:
             attempts.append(attempt)
             if attempt.acceptable:
                 return Outcome(attempt.text, attempt.n_tokens, n + 1, False, attempt.salvaged, None, result.request_hash)
-        return self._best_of(attempts, word_limit, fallback)
+        return self._best_of(attempts, token_limit, word_limit, fallback)
 
-    def _best_of(self, attempts: list[Attempt], word_limit: int, fallback: Callable[[int], str] | None) -> Outcome:
+    def _best_of(self, attempts: list[Attempt], token_limit: int, word_limit: int,
+                 fallback: Callable[[int], str] | None) -> Outcome:
         best = max(attempts, key=lambda a: (bool(a.text), -abs(count_words(a.text) - a.words_asked)))
         reasons = list(dict.fromkeys(_why(a) for a in attempts))
         note = f"no valid summary after {len(attempts)} attempts: {'; '.join(reasons)}"
         # A degenerate answer is never kept, not even as a last resort.
         text = best.text or ("" if best.problem else best.result.text.strip())
         if not text and fallback is not None:
-            text = fallback(word_limit)
+            # The fallback must keep the budget too: later prompts were planned on it.
+            text = self._within(fallback(word_limit), token_limit)
             note += "; used the leading sentences of the input instead"
         return Outcome(text, self.llm.count_tokens(text), len(attempts), True, best.salvaged, note, best.result.request_hash)
+
+    def _within(self, text: str, token_limit: int) -> str:
+        """text, cut at a word boundary to at most token_limit tokens."""
+        words = text.split()
+        while words and self.llm.count_tokens(" ".join(words)) > token_limit:
+            words = words[: min(len(words) - 1, int(len(words) * 0.9))]
+        return " ".join(words)
 
     def _check(self, result: LLMResult, token_limit: int, words_asked: int, watch: Watch | None = None) -> Attempt:
         text = result.text.strip()
