@@ -76,6 +76,24 @@ def test_epub_listing_a_file_it_does_not_contain_is_refused(tmp_path):
         load_document(path)
 
 
+def test_drm_protected_epub_is_refused_but_obfuscated_fonts_are_fine(tmp_path):
+    page = "<html><body><p>Some text of a chapter.</p></body></html>"
+    files = {"META-INF/container.xml": CONTAINER, "content.opf": _opf('<spine><itemref idref="c1"/></spine>'),
+             "c1.xhtml": page}
+
+    def encryption(uri):
+        return ('<encryption xmlns="urn:oasis:names:tc:opendocument:xmlns:container" '
+                'xmlns:enc="http://www.w3.org/2001/04/xmlenc#"><enc:EncryptedData>'
+                '<enc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>'
+                f'<enc:CipherData><enc:CipherReference URI="{uri}"/></enc:CipherData></enc:EncryptedData></encryption>')
+
+    locked = _epub(tmp_path / "drm.epub", {**files, "META-INF/encryption.xml": encryption("c1.xhtml")})
+    with pytest.raises(DocumentError, match="DRM-protected"):
+        load_document(locked)
+    fonts = _epub(tmp_path / "fonts.epub", {**files, "META-INF/encryption.xml": encryption("fonts/serif.otf")})
+    assert load_document(fonts).text == "Some text of a chapter.\n"
+
+
 def test_truncated_epub_is_refused(tmp_path):
     raw = (FIXTURES / "scandal_epub3.epub").read_bytes()
     path = tmp_path / "cut.epub"

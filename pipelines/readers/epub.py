@@ -77,6 +77,7 @@ def read_epub(path: Path) -> Extracted:
         raise ReaderError(f"{path}: not a readable EPUB (the zip archive is corrupt or truncated: {exc})") from None
     with archive:
         budget = _Budget(path)
+        _refuse_drm(archive, budget, path)
         opf_name = _package_path(archive, budget, path)
         opf = _xml(budget.read(archive, opf_name), path, opf_name)
         base = posixpath.dirname(opf_name)
@@ -178,6 +179,18 @@ def _package_path(archive: zipfile.ZipFile, budget: _Budget, path: Path) -> str:
     if not opfs:
         raise ReaderError(f"{path}: not an EPUB (no META-INF/container.xml and no .opf package file)")
     return opfs[0]
+
+
+def _refuse_drm(archive: zipfile.ZipFile, budget: _Budget, path: Path) -> None:
+    """Encrypted chapters (DRM) read as noise: say so instead. Obfuscated fonts,
+    which many EPUBs have, are harmless."""
+    if "META-INF/encryption.xml" not in archive.namelist():
+        return
+    root = _xml(budget.read(archive, "META-INF/encryption.xml"), path, "META-INF/encryption.xml")
+    for reference in _all(root, "cipherreference"):
+        uri = (reference.get("URI") or "").lower()
+        if uri.endswith((".xhtml", ".html", ".htm", ".xml", ".opf", ".ncx")):
+            raise ReaderError(f"{path}: the EPUB is DRM-protected (its chapters are encrypted); longsum cannot read it")
 
 
 def _xml(data: bytes, path: Path, name: str):
