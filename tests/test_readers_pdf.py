@@ -140,3 +140,25 @@ def test_acl_paper_recall_against_its_latex_source():
                                document.sections[titles.index("References") + 1].start]
     assert references.count("\n\n") >= 30  # one paragraph per entry
     assert document.pages == 11 and document.kind == "paper"
+
+
+def _minimal_pdf(media_box: str, lines: list[str], x: float, y: float) -> bytes:
+    """A one-page PDF written by hand (PDFium rebuilds the missing xref table)."""
+    content = "BT /F1 12 Tf 14 TL {x} {y} Td ".format(x=x, y=y) + " ".join(f"({line}) Tj T*" for line in lines) + " ET"
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        f"<< /Type /Page /Parent 2 0 R /MediaBox [{media_box}] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(content)} >>\nstream\n{content}\nendstream",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Times-Roman >>",
+    ]
+    body = "%PDF-1.4\n" + "".join(f"{n} 0 obj\n{obj}\nendobj\n" for n, obj in enumerate(objects, 1))
+    return (body + "trailer\n<< /Root 1 0 R >>\n%%EOF\n").encode("latin-1")
+
+
+def test_page_box_that_does_not_start_at_the_origin(tmp_path):
+    lines = ["It was a dark and stormy night; the rain fell in torrents,",
+             "except at occasional intervals, when it was checked by a violent gust."]
+    path = tmp_path / "shifted.pdf"
+    path.write_bytes(_minimal_pdf("100 200 712 992", lines, 172, 900))
+    assert load_document(path).text == " ".join(lines) + "\n"

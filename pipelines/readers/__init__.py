@@ -15,7 +15,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from pipelines.readers.common import (  # noqa: F401 (the readers' public names)
+from pipelines.readers.common import (
     MAX_EPUB_MEMBER_BYTES,
     MAX_EPUB_TOTAL_BYTES,
     MAX_HTML_BYTES,
@@ -26,6 +26,11 @@ from pipelines.readers.common import (  # noqa: F401 (the readers' public names)
     join_blocks,
     package_version,
 )
+
+__all__ = [
+    "FORMATS", "MAX_EPUB_MEMBER_BYTES", "MAX_EPUB_TOTAL_BYTES", "MAX_HTML_BYTES", "Extracted", "Heading", "ReaderError",
+    "clean_inline", "join_blocks", "package_version", "read_file", "sniff_format",
+]
 
 FORMATS = ("text", "pdf", "epub", "html")
 SUFFIX_FORMATS = {".pdf": "pdf", ".epub": "epub", ".html": "html", ".htm": "html", ".xhtml": "html"}

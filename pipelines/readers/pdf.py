@@ -131,10 +131,11 @@ def read_pdf(path: Path, password: str | None = None) -> Extracted:
             except pdfium.PdfiumError as exc:
                 raise ReaderError(f"{path}: page {index + 1} cannot be read (corrupt PDF: {_reason(exc)})") from None
             try:
-                width, height = page.get_size()
+                box = _page_box(page)
+                width, height = box[2] - box[0], box[3] - box[1]
                 textpage = page.get_textpage()
                 try:
-                    page_lines = _page_lines(textpage, index, width, height)
+                    page_lines = _page_lines(textpage, index, box)
                 finally:
                     textpage.close()
             finally:
@@ -184,9 +185,24 @@ def _metadata(pdf) -> dict:
 # --- 1. characters -> lines ------------------------------------------------------
 
 
-def _page_lines(textpage, page_index: int, width: float, height: float) -> list[_Line]:
+def _page_box(page) -> tuple[float, float, float, float]:
+    """The visible page in user space (left, bottom, right, top): pages whose
+    box does not start at 0,0 exist, and character positions are in that space."""
     import pypdfium2.raw as pdfium_c
 
+    rect = pdfium_c.FS_RECTF()
+    if pdfium_c.FPDF_GetPageBoundingBox(page.raw, ctypes.byref(rect)) and rect.right > rect.left and rect.top > rect.bottom:
+        return rect.left, rect.bottom, rect.right, rect.top
+    width, height = page.get_size()
+    return 0.0, 0.0, width, height
+
+
+def _page_lines(textpage, page_index: int, box: tuple[float, float, float, float]) -> list[_Line]:
+    """Characters into lines, in coordinates relative to the page box's lower left corner."""
+    import pypdfium2.raw as pdfium_c
+
+    offset_x, offset_y = box[0], box[1]
+    width, height = box[2] - box[0], box[3] - box[1]
     handle = textpage.raw
     count = pdfium_c.FPDFText_CountChars(handle)
     left, right, bottom, top = (ctypes.c_double() for _ in range(4))
@@ -207,7 +223,7 @@ def _page_lines(textpage, page_index: int, width: float, height: float) -> list[
         if not pdfium_c.FPDFText_GetCharBox(handle, index, left, right, bottom, top):
             continue
         pdfium_c.FPDFText_GetCharOrigin(handle, index, origin_x, origin_y)
-        x0, x1, base = left.value, right.value, origin_y.value
+        x0, x1, base = left.value - offset_x, right.value - offset_x, origin_y.value - offset_y
         if x1 < 0 or x0 > width or base < 0 or base > height:
             continue  # outside the page: hidden text
         if code == 0xFFFE:
@@ -229,7 +245,7 @@ def _page_lines(textpage, page_index: int, width: float, height: float) -> list[
         elif space and current.text and current.text[-1] != " ":
             current.text.append(" ")
         space = False
-        current.add(ch, x0, x1, bottom.value, top.value, base, size, bold)
+        current.add(ch, x0, x1, bottom.value - offset_y, top.value - offset_y, base, size, bold)
         last_right = x1
     return [line for line in (b.line() for b in builders if b.chars) if line.text]
 
