@@ -70,6 +70,16 @@ def test_html_is_recognised_by_content_without_an_extension(tmp_path):
     assert load_document(markdown).format == "text"
 
 
+def test_ligatures_soft_hyphens_and_odd_spaces_are_normalised(tmp_path):
+    path = tmp_path / "typeset.html"
+    path.write_text("<html><body><article><h1>Notes</h1>"
+                    + "<p>We \ufb01nd the \ufb02ower in the \ufb01eld, e\ufb00ortless\u00a0and\u2009o\ufb03cial; "
+                      "hy\u00adphen\u00adated words\u200b join.</p>" * 12 + "</article></body></html>", encoding="utf-8")
+    text = load_document(path).text
+    assert "We find the flower in the field, effortless and official; hyphenated words join." in text
+    assert not re.search("[\ufb00-\ufb06\u00ad\u200b\u00a0\u2009]", text)
+
+
 def test_legacy_encoded_page(tmp_path):
     path = tmp_path / "old.html"
     page = '<html><head><meta charset="windows-1252"></head><body><article><h1>Caf\u00e9</h1>' \
