@@ -56,13 +56,37 @@ def evaluate_corpus(
     dask_address: str | None = None,
     concurrency: int = 4,
     export_dir: str | None = None,
+    batch: bool = False,
+    max_cost: float | None = None,
 ) -> list[dict]:
     """Summarize every document with every configuration, `concurrency`
-    documents at a time; score, tabulate, attach the table."""
+    documents at a time; score, tabulate, attach the table.
+
+    `batch`: every LLM request goes out through the provider's batch API
+    (half price, answers within 24 h). `max_cost`: refuse to start when the
+    preflight's upper bound exceeds it, stop when the recorded cost reaches
+    it. Both run the corpus in this flow's process (see pipelines.batch_eval:
+    a provider batch spans documents, a budget is one running total); the
+    flow only waits while a batch is out, holding no task worker."""
     items = load_corpus(source, limit)
     store = Store(db)
+    if batch or max_cost is not None:
+        from pipelines.batch_eval import evaluate_in_process
+        from pipelines.plan import estimate_corpus, refuse_over_budget
+
+        chosen = run_configs(configs)
+        if max_cost is not None:
+            refuse_over_budget(estimate_corpus(items, chosen, batch=batch)[1], max_cost)
+        outcomes = evaluate_in_process(items, chosen, store, batch=batch, max_cost=max_cost,
+                                       metrics=list(metrics) if metrics is not None else ["rouge"],
+                                       concurrency=concurrency)
+        return _report(store, items, configs, outcomes, export_dir)
     with task_runner_for(dask_address, concurrency) as runner:
         outcomes = evaluate_documents(runner, store, items, run_configs(configs), metrics, concurrency)
+    return _report(store, items, configs, outcomes, export_dir)
+
+
+def _report(store: Store, items, configs, outcomes: list[Outcome], export_dir: str | None) -> list[dict]:
     columns, rows = summary_table(store, outcomes)
     table = [dict(zip(columns, row)) for row in rows]
     problems = failures(outcomes)

@@ -35,6 +35,8 @@ def build_deployments(
     export_dir: str | None = None,
     concurrency: int | None = None,
     name: str = "nightly-evaluation",
+    batch: bool = False,
+    max_cost: float | None = None,
 ):
     from flows.corpus import evaluate_corpus
     from flows.summarize_flow import summarize_document
@@ -45,6 +47,7 @@ def build_deployments(
     parameters = {
         "source": str(Path(source).expanduser().resolve()), "configs": configs, "metrics": metrics, "db": db,
         "dask_address": dask_address, "limit": limit, "export_dir": export_dir, "concurrency": concurrency,
+        "batch": batch or None, "max_cost": max_cost,
     }
     schedule = {"cron": cron} if cron else {"interval": interval}
     # One evaluation at a time: a run that outlasts its interval delays the next instead of piling up.
@@ -76,12 +79,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dask-address", help="tcp://host:port of an existing Dask scheduler")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--export-dir", help="also write each batch as Parquet files here")
+    parser.add_argument("--batch", action="store_true", help="send the LLM requests through the providers' batch APIs")
+    parser.add_argument("--max-cost", type=float, help="USD budget of each evaluation")
     args = parser.parse_args(argv)
     serve_deployments(build_deployments(
         args.source, cron=args.cron, interval=args.interval,
         configs=json.loads(args.configs) if args.configs else None,
         metrics=args.metrics.split(",") if args.metrics else None, db=args.db,
-        dask_address=args.dask_address, limit=args.limit, export_dir=args.export_dir,
+        dask_address=args.dask_address, limit=args.limit, export_dir=args.export_dir, batch=args.batch,
+        max_cost=args.max_cost,
     ))
 
 

@@ -151,17 +151,20 @@ def evaluate(
     concurrency: int = 1,
     backend=None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    backend_for: Callable[[RunConfig], object] | None = None,
 ) -> list[Outcome]:
     """Every document with every configuration, `concurrency` documents at a
-    time in this process. `backend` overrides the LLM of the LLM methods."""
+    time in this process. `backend` overrides the LLM of the LLM methods;
+    `backend_for(config)` gives one per configuration (batch mode, budgets)."""
     for config in configs:
         config.validate()
     pairs = [(item, config) for item in items for config in configs]
 
     def one(pair) -> Outcome:
         item, config = pair
+        chosen = backend_for(config) if backend_for else backend
         outcome = evaluate_document(item, config, store, metrics=metrics, options=options,
-                                    backend=None if config.method == BASELINE else backend)
+                                    backend=None if config.method == BASELINE else chosen)
         if on_outcome:
             on_outcome(outcome)
         return outcome

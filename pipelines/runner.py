@@ -372,6 +372,8 @@ def fail_run(store: Store, run_id: str, exc: BaseException, seconds: float) -> N
         reason = "interrupted"
     elif type(exc).__name__ == "Terminated":
         reason = "terminated (SIGTERM)"
+    elif getattr(exc, "reason", None) == "budget":  # pipelines.budget.BudgetExceeded: "budget: ..."
+        reason = str(exc)
     else:
         reason = f"{type(exc).__name__}: {exc}"
     try:

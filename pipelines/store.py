@@ -83,6 +83,15 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 );
 CREATE INDEX IF NOT EXISTS llm_calls_request_hash ON llm_calls (request_hash);
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cache_write_tokens INTEGER;
+-- batch mode (pipelines/llm/batch.py): the provider batch that answered a call (NULL: a synchronous call)
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS batch_id VARCHAR;
+-- one row per provider batch submitted; request_hashes (the batch's custom ids) let a restarted
+-- process wait on a batch still pending instead of submitting its requests again
+CREATE TABLE IF NOT EXISTS llm_batches (
+    batch_id VARCHAR PRIMARY KEY, provider VARCHAR, server VARCHAR, model VARCHAR, request_hashes JSON,
+    n_requests INTEGER, status VARCHAR, created_at TIMESTAMP, finished_at TIMESTAMP, input_file_id VARCHAR,
+    n_succeeded INTEGER, n_failed INTEGER, n_unfinished INTEGER, note VARCHAR
+);
 CREATE TABLE IF NOT EXISTS compressed_chunks (
     run_id VARCHAR, idx INTEGER, method VARCHAR, target_ratio DOUBLE, original_tokens INTEGER,
     compressed_tokens INTEGER, ratio DOUBLE, fallbacks INTEGER, text VARCHAR, report JSON
@@ -179,7 +188,7 @@ GROUP BY run_id;
 
 TABLES = (
     "documents", "runs", "chunks", "compressed_chunks", "summaries", "llm_calls", "scores", "booookscore_annotations",
-    "claims", "claim_summaries", "coverage",
+    "claims", "claim_summaries", "coverage", "llm_batches",
 )
 _LOCKED = re.compile(r"lock|being used by another process", re.IGNORECASE)
 _PROCESS_LOCKS: dict[str, threading.RLock] = {}
@@ -534,6 +543,38 @@ class DuckDBJournal:
             if record.status == "ok" and not record.cached:
                 with self._pending_lock:
                     self._pending.setdefault(record.request_hash, record)
+
+
+class DuckDBBatchJournal:
+    """The `llm_batches` table as the batch journal of `pipelines.llm.batch`:
+    a batch is recorded the moment the provider accepted it, so a process
+    that dies while waiting leaves its id for the next one to wait on."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def started(self, batch_id: str, provider: str, server: str | None, model: str, request_hashes: list[str],
+                input_file_id: str | None = None) -> None:
+        self.store.insert_rows("llm_batches", [{
+            "batch_id": batch_id, "provider": provider, "server": server, "model": model,
+            "request_hashes": list(request_hashes), "n_requests": len(request_hashes), "status": "submitted",
+            "created_at": utc(), "input_file_id": input_file_id,
+        }])
+
+    def finished(self, batch_id: str, status: str, succeeded: int, failed: int, unfinished: int,
+                 note: str | None = None) -> None:
+        self.store.execute(
+            "UPDATE llm_batches SET status = ?, finished_at = ?, n_succeeded = ?, n_failed = ?, n_unfinished = ?, "
+            "note = ? WHERE batch_id = ?", [status, utc(), succeeded, failed, unfinished, note, batch_id],
+        )
+
+    def pending(self, provider: str, server: str | None, model: str) -> dict[str, list[str]]:
+        """batch_id -> request hashes of this endpoint's batches not finished yet."""
+        rows = self.store.execute(
+            "SELECT batch_id, request_hashes FROM llm_batches WHERE provider = ? AND server IS NOT DISTINCT FROM ? "
+            "AND model = ? AND status = 'submitted' ORDER BY created_at", [provider, server, model],
+        )
+        return {batch_id: json.loads(hashes) if isinstance(hashes, str) else list(hashes) for batch_id, hashes in rows}
 
 
 def record_calls(store: Store, run_id: str, records: list) -> list:

@@ -11,7 +11,16 @@ JSON), "empty" (an empty completion).
 Like vLLM it can enforce a context window with a tokenizer of its own
 (`count_tokens`, `context_window`: a request whose prompt plus max_tokens does
 not fit gets HTTP 400) and offer `/tokenize` (`tokenize=True`); `prefix` marks
-its answers, so two servers serving one model name answer differently.
+its answers, so two servers serving one model name answer differently. With
+a tokenizer, `usage` counts in it (else in words).
+
+It also speaks the Batch API as the OpenAI SDK uses it: `POST /v1/files`
+(multipart upload), `POST /v1/batches`, `GET /v1/batches/{id}` and
+`GET /v1/files/{id}/content`. A batch is answered line by line as the chat
+endpoint would answer, once `batch_polls` retrievals have seen it in progress
+(`hold_batches` keeps every batch in progress until released);
+`expire_next_batch=N` makes the next batch expire with only its first N
+requests answered (the rest in the error file as `batch_expired`).
 
     python tests/fake_openai_server.py --port 8089 --delay 0.5
 """
@@ -44,8 +53,18 @@ def scripted_answer(messages: list[dict]) -> str:
 class FakeOpenAIServer:
     def __init__(self, delay: float = 0.0, faults: list[str | None] | None = None, port: int = 0, hang_s: float = 30.0,
                  prefix: str = "", count_tokens=None, context_window: int | None = None, tokenize: bool = False,
-                 answer=None):
+                 answer=None, batch_polls: int = 1, prompt_cache_min: int | None = None):
         self.delay = delay
+        # Like OpenAI's automatic prompt caching: a leading system message seen
+        # before (and at least this many tokens) is reported as cached_tokens.
+        self.prompt_cache_min = prompt_cache_min
+        self._seen_prefixes: set[str] = set()
+        self.batch_polls = batch_polls
+        self.hold_batches = threading.Event()  # set: batches stay in progress
+        self.expire_next_batch: int | None = None
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_lines: list[dict] = []  # every request line of every batch created
         self.answer = answer  # messages -> text (None: the scripted summary), e.g. capable_answers.capable_answer
         self.prefix = prefix
         self.count_tokens = count_tokens
@@ -58,7 +77,7 @@ class FakeOpenAIServer:
         self.requests: list[dict] = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered: a batch is answered under it
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -76,6 +95,132 @@ class FakeOpenAIServer:
         self._server.shutdown()
         self._server.server_close()
 
+    def usage(self, body: dict, text: str) -> dict:
+        if self.count_tokens is not None:
+            prompt = sum(self.count_tokens(str(m.get("content", ""))) + 4 for m in body.get("messages", []))
+            answer = self.count_tokens(text) if text else 0
+        else:
+            prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+            answer = len(text.split())
+        usage = {"prompt_tokens": prompt, "completion_tokens": answer, "total_tokens": prompt + answer}
+        messages = body.get("messages", [])
+        if self.prompt_cache_min is not None and messages and messages[0].get("role") == "system":
+            prefix = str(messages[0].get("content", ""))
+            size = (self.count_tokens(prefix) if self.count_tokens else len(prefix.split())) + 4
+            with self._lock:
+                seen = prefix in self._seen_prefixes
+                self._seen_prefixes.add(prefix)
+            usage["prompt_tokens_details"] = {"cached_tokens": size if seen and size >= self.prompt_cache_min else 0}
+        return usage
+
+    def completion_body(self, body: dict, text: str, number: int) -> dict:
+        limit = body.get("max_tokens") or body.get("max_completion_tokens") or 256
+        words = text.split()
+        finish = "stop"
+        if len(words) > limit:
+            text, finish = " ".join(words[:limit]), "length"
+        while self.count_tokens is not None and text and self.count_tokens(text) > limit:
+            text, finish = " ".join(text.split()[:-1]), "length"
+        return {
+            "id": f"chatcmpl-{number}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": self.usage(body, text),
+        }
+
+    def answer_text(self, body: dict) -> str:
+        messages = body.get("messages", [])
+        text = self.answer(messages) if self.answer else None
+        return self.prefix + (text if text is not None else scripted_answer(messages))
+
+    # -- Batch API ---------------------------------------------------------
+
+    def _new_id(self, kind: str) -> str:
+        return f"{kind}-{len(self.files) + len(self.batches) + 1:06d}-{int(time.time() * 1000) % 100000}"
+
+    def add_file(self, data: bytes) -> dict:
+        with self._lock:
+            file_id = self._new_id("file")
+            self.files[file_id] = data
+        return {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                "filename": f"{file_id}.jsonl", "purpose": "batch", "status": "processed"}
+
+    def create_batch(self, body: dict) -> dict | None:
+        data = self.files.get(body.get("input_file_id", ""))
+        if data is None:
+            return None
+        lines = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+        with self._lock:
+            batch_id = self._new_id("batch")
+            self.batch_lines.extend(lines)
+            expire, self.expire_next_batch = self.expire_next_batch, None
+            self.batches[batch_id] = {
+                "lines": lines, "expire": expire, "polls": 0, "status": "in_progress",
+                "input_file_id": body["input_file_id"], "endpoint": body.get("endpoint"),
+                "created_at": int(time.time()), "output_file_id": None, "error_file_id": None,
+                "counts": {"total": len(lines), "completed": 0, "failed": 0}, "metadata": body.get("metadata"),
+            }
+        return self.batch_object(batch_id)
+
+    def retrieve_batch(self, batch_id: str) -> dict | None:
+        with self._lock:
+            batch = self.batches.get(batch_id)
+            if batch is None:
+                return None
+            if batch["status"] == "in_progress" and not self.hold_batches.is_set():
+                batch["polls"] += 1
+                if batch["polls"] > self.batch_polls:
+                    self._finish_batch(batch)
+        return self.batch_object(batch_id)
+
+    def _finish_batch(self, batch: dict) -> None:
+        answered = batch["lines"] if batch["expire"] is None else batch["lines"][: batch["expire"]]
+        output, errors = [], []
+        for n, line in enumerate(batch["lines"]):
+            custom = line["custom_id"]
+            if n >= len(answered):
+                errors.append({"id": f"batch_req_{n}", "custom_id": custom, "response": None,
+                               "error": {"code": "batch_expired",
+                                         "message": "This request could not be executed before the completion window expired."}})
+                continue
+            body = line["body"]
+            too_long = self.too_long(body)
+            if too_long:
+                errors.append({"id": f"batch_req_{n}", "custom_id": custom, "error": None,
+                               "response": {"status_code": 400, "request_id": f"req_{n}",
+                                            "body": {"error": {"message": too_long, "type": "invalid_request_error"}}}})
+                continue
+            output.append({"id": f"batch_req_{n}", "custom_id": custom, "error": None,
+                           "response": {"status_code": 200, "request_id": f"req_{n}",
+                                        "body": self.completion_body(body, self.answer_text(body), n)}})
+        for key, rows in (("output_file_id", output), ("error_file_id", errors)):
+            if rows:
+                file_id = self._new_id("file")
+                self.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8")
+                batch[key] = file_id
+        batch["counts"] = {"total": len(batch["lines"]), "completed": len(output), "failed": len(errors)}
+        batch["status"] = "completed" if batch["expire"] is None else "expired"
+
+    def batch_object(self, batch_id: str) -> dict:
+        batch = self.batches[batch_id]
+        return {
+            "id": batch_id, "object": "batch", "endpoint": batch["endpoint"], "input_file_id": batch["input_file_id"],
+            "completion_window": "24h", "status": batch["status"], "created_at": batch["created_at"],
+            "output_file_id": batch["output_file_id"], "error_file_id": batch["error_file_id"],
+            "request_counts": batch["counts"], "metadata": batch["metadata"],
+        }
+
+    def too_long(self, body: dict) -> str | None:
+        if self.count_tokens is None or self.context_window is None:
+            return None
+        # each message's content plus a few template tokens, as a chat template adds
+        prompt = sum(self.count_tokens(str(m.get("content", ""))) + 4 for m in body.get("messages", []))
+        answer = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+        if prompt + answer <= self.context_window:
+            return None
+        return (f"This model's maximum context length is {self.context_window} tokens. However, you requested "
+                f"{prompt + answer} tokens ({prompt} in the messages, {answer} in the completion).")
+
     def next_fault(self) -> str | None:
         with self._lock:
             return self.faults.popleft() if self.faults else None
@@ -90,6 +235,24 @@ class FakeOpenAIServer:
                 return
 
             def do_GET(self) -> None:
+                path = self.path.split("?")[0].rstrip("/")
+                match = re.search(r"/batches/([^/]+)$", path)
+                if match:
+                    batch = server.retrieve_batch(match.group(1))
+                    self._json(200, batch) if batch else self._json(404, {"error": {"message": "no such batch"}})
+                    return
+                match = re.search(r"/files/([^/]+)/content$", path)
+                if match:
+                    data = server.files.get(match.group(1))
+                    if data is None:
+                        self._json(404, {"error": {"message": "no such file"}})
+                        return
+                    self.send_response(200)
+                    self.send_header("content-type", "application/octet-stream")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 if self.path.rstrip("/").endswith("/models"):
                     self._json(200, {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "longsum"}]})
                 else:
@@ -97,7 +260,16 @@ class FakeOpenAIServer:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
+                path = self.path.split("?")[0].rstrip("/")
+                if path.endswith("/files"):
+                    self._json(200, server.add_file(_multipart_file(self.headers.get("content-type", ""), raw)))
+                    return
+                if path.endswith("/batches"):
+                    batch = server.create_batch(json.loads(raw or b"{}"))
+                    self._json(200, batch) if batch else self._json(404, {"error": {"message": "no such input file"}})
+                    return
+                body = json.loads(raw or b"{}")
                 if self.path.rstrip("/").endswith("/tokenize"):
                     self._tokenize(body)
                     return
@@ -135,15 +307,7 @@ class FakeOpenAIServer:
                     self._json(200, {"count": n, "max_model_len": server.context_window, "tokens": list(range(n))})
 
             def _too_long(self, body: dict) -> str | None:
-                if server.count_tokens is None or server.context_window is None:
-                    return None
-                # each message's content plus a few template tokens, as a chat template adds
-                prompt = sum(server.count_tokens(str(m.get("content", ""))) + 4 for m in body.get("messages", []))
-                answer = body.get("max_tokens") or body.get("max_completion_tokens") or 0
-                if prompt + answer <= server.context_window:
-                    return None
-                return (f"This model's maximum context length is {server.context_window} tokens. However, you requested "
-                        f"{prompt + answer} tokens ({prompt} in the messages, {answer} in the completion).")
+                return server.too_long(body)
 
             def _respond(self, body: dict, fault: str | None) -> None:
                 time.sleep(server.delay)
@@ -175,24 +339,10 @@ class FakeOpenAIServer:
                 elif fault == "empty":
                     self._json(200, self._completion(body, ""))
                 else:
-                    messages = body.get("messages", [])
-                    text = server.answer(messages) if server.answer else None
-                    self._json(200, self._completion(body, server.prefix + (text if text is not None else scripted_answer(messages))))
+                    self._json(200, self._completion(body, server.answer_text(body)))
 
             def _completion(self, body: dict, text: str) -> dict:
-                limit = body.get("max_tokens") or body.get("max_completion_tokens") or 256
-                words = text.split()
-                finish = "stop"
-                if len(words) > limit:
-                    text, finish = " ".join(words[:limit]), "length"
-                prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
-                return {
-                    "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion", "created": int(time.time()),
-                    "model": body.get("model", "fake"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-                    "usage": {"prompt_tokens": prompt, "completion_tokens": len(text.split()),
-                              "total_tokens": prompt + len(text.split())},
-                }
+                return server.completion_body(body, text, len(server.requests))
 
             def _json(self, status: int, payload: dict, headers: dict | None = None) -> None:
                 data = json.dumps(payload).encode()
@@ -206,6 +356,18 @@ class FakeOpenAIServer:
                 self.wfile.write(data)
 
         return Handler
+
+
+def _multipart_file(content_type: str, raw: bytes) -> bytes:
+    """The `file` part of a multipart/form-data upload (the SDK's files.create)."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(b"content-type: " + content_type.encode() + b"\r\n\r\n" + raw)
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "file":
+            return part.get_payload(decode=True)
+    return b""
 
 
 def main() -> None:

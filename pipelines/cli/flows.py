@@ -54,6 +54,12 @@ corpus_options = [
                  help="LLM calls in flight per document (API backends); all documents together stay within "
                       "the global limit set by `summarize limits`."),
     click.option("--export-dir", type=click.Path(file_okay=False), default=None, help="Also write the batch as Parquet files here."),
+    click.option("--batch", is_flag=True,
+                 help="Send the LLM requests through the provider's batch API (OpenAI Batch, Anthropic Message "
+                      "Batches): half price, answers within 24 h; the corpus runs in this process."),
+    click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
+                 help="Refuse to start when the preflight's upper bound exceeds USD; stop (runs failed with reason "
+                      "budget, resumable) when the recorded cost reaches it."),
 ]
 
 
@@ -65,24 +71,54 @@ def _apply(options):
     return decorate
 
 
+def _preflight(source: Path, configs: list[dict], limit: int | None, batch: bool, max_cost: float | None,
+               show: bool) -> None:
+    """The corpus's cost preflight: printed (--dry-run), and held to --max-cost."""
+    from pipelines.corpus import load_corpus
+    from pipelines.plan import estimate_corpus, refuse_over_budget
+    from pipelines.runner import RunConfig
+
+    run_configs = []
+    for config in configs:
+        run_config = RunConfig(**config)
+        run_config.validate()
+        run_configs.append(run_config)
+    items = load_corpus(source, limit)
+    per_config, total = estimate_corpus(items, run_configs, batch=batch)
+    if show:
+        for estimate in per_config:
+            click.echo("\n".join(estimate.lines()) + "\n")
+        if total is not None and len(per_config) > 1:
+            click.echo("\n".join(["total:", *total.lines()[1:]]))
+    try:
+        refuse_over_budget(total, max_cost)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 @click.command("corpus")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @_apply(corpus_options)
+@click.option("--dry-run", is_flag=True, help="Print the corpus's plan and cost preflight; call no LLM, start no flow.")
 @db_option
 def corpus_command(source, methods, model, base_url, chunk_size, summary_words, configs_json, metrics, limit,
-                   dask_address, concurrency, call_concurrency, export_dir, db_path) -> None:
+                   dask_address, concurrency, call_concurrency, export_dir, batch, max_cost, dry_run, db_path) -> None:
     """Run the evaluate-corpus flow once over a folder or a SQuALITY file.
 
     Every document of SOURCE (a folder, or a SQuALITY .jsonl) with every configuration."""
+    configs = _configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json)
+    if dry_run or max_cost is not None:
+        _preflight(source, configs, limit, batch, max_cost, show=dry_run)
+        if dry_run:
+            return
     _prefect_environment()
     from flows.corpus import evaluate_corpus
     from pipelines.sql import render
 
     table = evaluate_corpus(
-        source=str(source),
-        configs=_configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json),
+        source=str(source), configs=configs,
         metrics=metrics.split(",") if metrics else None, limit=limit, db=str(db_path) if db_path else None,
-        dask_address=dask_address, concurrency=concurrency, export_dir=export_dir,
+        dask_address=dask_address, concurrency=concurrency, export_dir=export_dir, batch=batch, max_cost=max_cost,
     )
     columns = list(table[0]) if table else []
     click.echo(render(columns, [tuple(row[c] for c in columns) for row in table]))
@@ -97,8 +133,8 @@ def corpus_command(source, methods, model, base_url, chunk_size, summary_words, 
 @_apply(corpus_options)
 @db_option
 def serve_command(source, cron, interval, api_limit, methods, model, base_url, chunk_size, summary_words,
-                  configs_json, metrics, limit, dask_address, concurrency, call_concurrency, export_dir,
-                  db_path) -> None:
+                  configs_json, metrics, limit, dask_address, concurrency, call_concurrency, export_dir, batch,
+                  max_cost, db_path) -> None:
     """Serve the flows as Prefect deployments with a schedule.
 
     SOURCE (a folder, or a SQuALITY .jsonl) is evaluated on the schedule.
@@ -114,7 +150,8 @@ def serve_command(source, cron, interval, api_limit, methods, model, base_url, c
         str(source), cron=cron, interval=interval,
         configs=_configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json),
         metrics=metrics.split(",") if metrics else None, db=str(db_path) if db_path else None,
-        dask_address=dask_address, limit=limit, export_dir=export_dir, concurrency=concurrency,
+        dask_address=dask_address, limit=limit, export_dir=export_dir, concurrency=concurrency, batch=batch,
+        max_cost=max_cost,
     )
     if api_limit:
         from flows.limits import set_limit

@@ -41,13 +41,17 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
 @click.option("--score", "score_spec", default=None, metavar="METRICS",
               help="Score the run: comma-separated rouge, bertscore, booookscore (default with --reference: rouge,bertscore).")
 @scoring_options
+@click.option("--dry-run", is_flag=True, help="Print the plan and the cost preflight (calls, tokens, USD); call no LLM.")
+@click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
+              help="Refuse to start when the estimate's upper bound exceeds USD; stop (status failed, reason "
+                   "budget, resumable) when the recorded cost reaches it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (run_id, summary, usage) instead of the summary.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the summary to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or notices on stderr.")
 @db_option
 def run_command(file, method, model, base_url, context_window, chunk_size, chunker, overlap, summary_words,
-                concurrency, kind, compress, compress_ratio, compress_query, timeout_s, max_retries, references, score_spec, as_json,
-                output, quiet, db_path, **scoring_values) -> None:
+                concurrency, kind, compress, compress_ratio, compress_query, timeout_s, max_retries, references, score_spec,
+                dry_run, max_cost, as_json, output, quiet, db_path, **scoring_values) -> None:
     """Summarize FILE (a book, a paper or a source file)."""
     from pipelines.progress import RunProgress
     from pipelines.runner import RunConfig, make_backend, summarize_file
@@ -61,6 +65,24 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
     config.validate()
     if not file.exists():
         raise UserError(f"{file}: no such file")
+    if dry_run or max_cost is not None:
+        from pipelines.plan import estimate_file, usd
+
+        plan, estimate = estimate_file(file, config)
+        if dry_run:
+            if as_json:
+                import json
+
+                click.echo(json.dumps({"chunks": len(plan.chunks), "estimate": estimate.as_dict()}))
+            else:
+                click.echo("\n".join([plan.describe(), *estimate.lines()]))
+            return
+        if estimate.cost_high is None and method != "extractive":
+            raise UserError(f"--max-cost: genai-prices has no price for {model}"
+                            + (f" at {base_url}" if base_url else "") + "; set LONGSUM_PRICE_AS=provider:model to price it")
+        if (estimate.cost_high or 0.0) > max_cost:
+            raise UserError(f"the estimate's upper bound {usd(estimate.cost_high)} exceeds --max-cost {usd(max_cost)} "
+                            f"(run `summarize {file} --dry-run` for the plan); nothing was started")
     score = None
     if references or score_spec:
         from pipelines.cli.scoring import prepare_scoring
@@ -72,9 +94,18 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
 
         click.echo(f"note: {DEFAULT_MODEL_NOTICE}", err=True)
     backend = make_backend(config)
-    with RunProgress(enabled=not quiet, label=file.name) as progress:
-        result = summarize_file(file, config, store, backend=backend, progress=progress.callbacks,
-                                on_call=progress.on_call)
+    if max_cost is not None and backend is not None:
+        from pipelines.budget import Budget, BudgetedBackend
+
+        backend = BudgetedBackend(backend, Budget(max_cost))
+    from pipelines.budget import BudgetExceeded
+
+    try:
+        with RunProgress(enabled=not quiet, label=file.name) as progress:
+            result = summarize_file(file, config, store, backend=backend, progress=progress.callbacks,
+                                    on_call=progress.on_call)
+    except BudgetExceeded as exc:
+        raise UserError(f"{exc} (the run is marked failed with reason 'budget'; see `summarize runs`)") from None
     if output is not None:
         write_atomically(output, result.summary + "\n")
     scores = score(store, result.run_id) if score else []

@@ -63,22 +63,26 @@ class AnthropicBackend:
     def count_tokens(self, text: str) -> int:
         return count_tokens(text)
 
-    def complete(self, request: CompletionRequest) -> Completion:
+    def request_params(self, request: CompletionRequest, temperature: bool | None = None) -> dict:
+        """The Messages API parameters of a request (also a Message Batch request's `params`)."""
         system, messages = to_anthropic_messages(request.messages, request.cache_prefix_messages)
-        kwargs = {"system": system} if system else {}
-        if self._accepts_temperature:
+        kwargs = {"model": self.model, "max_tokens": request.max_tokens, "messages": messages}
+        if system:
+            kwargs["system"] = system
+        if self._accepts_temperature if temperature is None else temperature:
             kwargs["temperature"] = request.temperature
         # The answer arrives whole, so the watch acts only through its stop
         # sequences (where a copy of the prompt begins). The API has no repeat penalty.
-        watch_stops = tuple(getattr(request.watch, "stop_sequences", ()))
-        stop = list(dict.fromkeys(request.stop + watch_stops))
+        stop = list(dict.fromkeys(request.stop + _watch_stops(request)))
         if stop:
             kwargs["stop_sequences"] = stop
+        return kwargs
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        kwargs = self.request_params(request)
         started = time.perf_counter()
         try:
-            response = self._client.messages.create(
-                model=self.model, max_tokens=request.max_tokens, messages=messages, **kwargs,
-            )
+            response = self._client.messages.create(**kwargs)
         except self._anthropic.AuthenticationError:
             raise LLMConfigError("the Anthropic API rejected the API key (401); check ANTHROPIC_API_KEY") from None
         except self._anthropic.NotFoundError as exc:
@@ -93,24 +97,35 @@ class AnthropicBackend:
             raise LLMCallError(f"Anthropic: {_short(exc)}") from None
         except ValueError as exc:  # json.JSONDecodeError: a garbled or truncated body
             raise TransientLLMError(f"the Anthropic API sent a malformed response ({_short(exc)})") from None
-        latency = time.perf_counter() - started
-        usage = response.usage
-        cache_read = int(getattr(usage, "cache_read_input_tokens", 0) or 0)
-        cache_write = int(getattr(usage, "cache_creation_input_tokens", 0) or 0)
-        return Completion(
-            text="".join(block.text for block in response.content if block.type == "text").strip(),
-            # Anthropic's input_tokens excludes cached ones; report the whole prompt.
-            input_tokens=int(usage.input_tokens) + cache_read + cache_write,
-            output_tokens=int(usage.output_tokens),
-            finish_reason=(
-                "degenerate" if response.stop_reason == "stop_sequence" and response.stop_sequence in watch_stops
-                and response.stop_sequence not in request.stop
-                else _FINISH.get(response.stop_reason or "", response.stop_reason or "stop")
-            ),
-            latency_s=latency,
-            cached_input_tokens=cache_read,
-            cache_write_tokens=cache_write,
-        )
+        return completion_from_message(response, request, time.perf_counter() - started)
+
+
+def _watch_stops(request: CompletionRequest) -> tuple[str, ...]:
+    return tuple(getattr(request.watch, "stop_sequences", ()))
+
+
+def completion_from_message(response, request: CompletionRequest, latency: float,
+                            batch_id: str | None = None) -> Completion:
+    """A Messages API answer (synchronous, or a Message Batch result) as a Completion."""
+    usage = response.usage
+    cache_read = int(getattr(usage, "cache_read_input_tokens", 0) or 0)
+    cache_write = int(getattr(usage, "cache_creation_input_tokens", 0) or 0)
+    watch_stops = _watch_stops(request)
+    return Completion(
+        text="".join(block.text for block in response.content if block.type == "text").strip(),
+        # Anthropic's input_tokens excludes cached ones; report the whole prompt.
+        input_tokens=int(usage.input_tokens) + cache_read + cache_write,
+        output_tokens=int(usage.output_tokens),
+        finish_reason=(
+            "degenerate" if response.stop_reason == "stop_sequence" and response.stop_sequence in watch_stops
+            and response.stop_sequence not in request.stop
+            else _FINISH.get(response.stop_reason or "", response.stop_reason or "stop")
+        ),
+        latency_s=latency,
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        batch_id=batch_id,
+    )
 
 
 def count_tokens(text: str) -> int:

@@ -22,6 +22,7 @@ class Completion:
     latency_s: float
     cached_input_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
     cache_write_tokens: int = 0  # of input_tokens, written to it (Anthropic bills them at 1.25x)
+    batch_id: str | None = None  # the provider batch that answered it (billed at the batch discount)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 from pipelines.llm.api import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, describe_api, is_official, server_identity
 from pipelines.llm.api import short_error as _short
@@ -94,11 +95,13 @@ class OpenAIBackend:
             self.tokenizer = f"cl100k_base x{UNKNOWN_TOKENIZER_MARGIN:g} (server has no /tokenize)"
             self._count = count_with_margin
 
-    def complete(self, request: CompletionRequest) -> Completion:
+    def request_params(self, request: CompletionRequest) -> dict:
+        """The body of the chat-completions request (also a batch line's body)."""
         # The official API wants max_completion_tokens (required by reasoning
         # models); compatible servers generally only know max_tokens.
         length_arg = "max_tokens" if self.base_url else "max_completion_tokens"
-        kwargs = {length_arg: request.max_tokens}
+        kwargs = {"model": self.model, "messages": list(request.messages), "temperature": request.temperature,
+                  length_arg: request.max_tokens}
         if request.seed is not None:
             kwargs["seed"] = request.seed
         stop = list(request.stop) + list(getattr(request.watch, "stop_sequences", ()))
@@ -108,11 +111,13 @@ class OpenAIBackend:
             kwargs["stop"] = list(dict.fromkeys(stop))[:4]
         if request.repeat_penalty:
             kwargs["frequency_penalty"] = min(2.0, request.repeat_penalty)  # the API's range is [-2, 2]
+        return kwargs
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        kwargs = self.request_params(request)
         started = time.perf_counter()
         try:
-            response = self._client.chat.completions.create(
-                model=self.model, messages=list(request.messages), temperature=request.temperature, **kwargs
-            )
+            response = self._client.chat.completions.create(**kwargs)
         except self._openai.AuthenticationError:
             raise LLMConfigError(f"{self._where()} rejected the API key (401); check OPENAI_API_KEY") from None
         except self._openai.NotFoundError as exc:
@@ -136,6 +141,14 @@ class OpenAIBackend:
 
     def _where(self) -> str:
         return public_url(self.base_url) or "the OpenAI API"
+
+
+def completion_from_body(body: dict, latency: float, batch_id: str | None = None) -> Completion:
+    """A chat-completions response body (a batch result line's) as a Completion."""
+    from openai.types.chat import ChatCompletion
+
+    completion = _completion_from(ChatCompletion.model_validate(body), latency)
+    return replace(completion, batch_id=batch_id)
 
 
 def _completion_from(response, latency: float) -> Completion:

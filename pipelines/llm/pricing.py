@@ -5,18 +5,27 @@ Cache reads and writes are priced as the provider bills them (Anthropic's
 cache writes at 1.25x input, reads at 0.1x; OpenAI's cached input at its
 discount). Local backends cost 0. A model or server genai-prices does not know
 gets cost NULL, never a guess: in particular an OpenAI-compatible server that
-calls its model `gpt-4o-mini` is not billed at OpenAI's prices.
+calls its model `gpt-4o-mini` is not billed at OpenAI's prices -- unless
+LONGSUM_PRICE_AS names the provider model it stands for (a proxy in front of
+a provider, or a test server measuring what a run would cost).
+
+Calls answered through a provider batch (OpenAI Batch API, Anthropic Message
+Batches) cost BATCH_DISCOUNT of the list price; genai-prices has no batch
+prices, and both providers bill batches at half the synchronous price.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 
 from pipelines.llm.base import Completion
 from pipelines.secrets import public_url, url_host
 
 LOCAL_BACKENDS = {"llamacpp"}
+BATCH_DISCOUNT = 0.5
+PRICE_AS_ENV = "LONGSUM_PRICE_AS"
 PROVIDERS = {"openai": ("openai", "api.openai.com"), "anthropic": ("anthropic", "api.anthropic.com")}
 
 
@@ -44,6 +53,34 @@ def cost_usd(backend: str, model: str, completion: Completion, base_url: str | N
     except (LookupError, ValueError):
         return None
     return float(price.total_price)
+
+
+def backend_cost(backend, completion: Completion) -> float | None:
+    """What one call of this backend cost: list price, a server priced as
+    LONGSUM_PRICE_AS, and the batch discount when a batch answered it."""
+    name, model, base_url = price_target(backend.backend, backend.model, getattr(backend, "base_url", None))
+    cost = cost_usd(name, model, completion, base_url)
+    if cost is not None and completion.batch_id:
+        cost *= BATCH_DISCOUNT
+    return cost
+
+
+def price_target(backend: str, model: str, base_url: str | None) -> tuple[str, str, str | None]:
+    """(backend, model, base_url) whose prices apply: the endpoint itself, or,
+    for a server genai-prices does not know, the provider model named by
+    LONGSUM_PRICE_AS (e.g. `openai:gpt-4o-mini`)."""
+    stand_in = os.environ.get(PRICE_AS_ENV, "").strip()
+    if stand_in and backend not in LOCAL_BACKENDS and _provider(backend, base_url) is None:
+        other, _, other_model = stand_in.partition(":")
+        if other in PROVIDERS and other_model:
+            return other, other_model, None
+    return backend, model, base_url
+
+
+def price_known(backend: str, model: str, base_url: str | None = None) -> bool:
+    """Whether calls to this endpoint get a price (False: cost NULL)."""
+    probe = Completion(text="", input_tokens=1000, output_tokens=1000, finish_reason="stop", latency_s=0.0)
+    return cost_usd(*price_target(backend, model, base_url)[:2], probe, price_target(backend, model, base_url)[2]) is not None
 
 
 def _provider(backend: str, base_url: str | None) -> dict | None:

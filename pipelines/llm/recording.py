@@ -21,7 +21,7 @@ from pipelines.llm.base import (
     TransientLLMError,
     fit_max_tokens,
 )
-from pipelines.llm.pricing import cost_usd
+from pipelines.llm.pricing import backend_cost
 from pipelines.secrets import redact
 from prompts import RenderedPrompt
 
@@ -53,12 +53,14 @@ class CallRecord:
     error: str | None
     created_at: float
     cache_write_tokens: int = 0
+    batch_id: str | None = None  # set when a provider batch answered the call (its cost is the batch price)
 
     def completion(self) -> Completion:
         return Completion(
             text=self.response, input_tokens=self.input_tokens, output_tokens=self.output_tokens,
             finish_reason=self.finish_reason, latency_s=self.latency_s,
             cached_input_tokens=self.cached_input_tokens, cache_write_tokens=self.cache_write_tokens or 0,
+            batch_id=self.batch_id,
         )
 
 
@@ -185,14 +187,14 @@ class RecordingLLM:
             template=prompt.template, template_hash=prompt.template_hash, step=step, request=request_json,
         )
         completion = self._complete_with_retries(request, base)
-        cost = cost_usd(self.backend.backend, self.backend.model, completion, getattr(self.backend, "base_url", None))
+        cost = backend_cost(self.backend, completion)
         self.journal.record(
             CallRecord(
                 call_id=new_id(), **base, response=completion.text, finish_reason=completion.finish_reason,
                 input_tokens=completion.input_tokens, cached_input_tokens=completion.cached_input_tokens,
                 output_tokens=completion.output_tokens, latency_s=completion.latency_s,
                 cost_usd=cost, cached=False, status="ok", error=None, created_at=time.time(),
-                cache_write_tokens=completion.cache_write_tokens,
+                cache_write_tokens=completion.cache_write_tokens, batch_id=completion.batch_id,
             )
         )
         result = LLMResult(completion, key, cached=False, max_tokens=budget)

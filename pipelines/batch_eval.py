@@ -1,0 +1,77 @@
+"""A corpus evaluated in one process, for the two things that need one place
+to stand: batch mode (a provider batch spans documents, so every document's
+requests must reach one collector) and a corpus budget (one running total of
+what was spent). Documents run as threads of this process; each is the
+harness's `evaluate_document`, with the same failure rule as everywhere.
+
+While a batch is out, the threads only wait (no CPU, no task worker held);
+the collector polls the provider with backoff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Callable, Sequence
+
+from pipelines.budget import Budget, BudgetedBackend
+from pipelines.corpus import CorpusItem
+from pipelines.evaluate import BASELINE, Outcome, evaluate
+from pipelines.llm.batch import DEFAULT_POLL_S, DEFAULT_SETTLE_S, BatchingBackend
+from pipelines.runner import RunConfig, make_backend
+from pipelines.store import DuckDBBatchJournal, Store
+
+# In batch mode every step of a wave must be asked at once: a document's chunk
+# summaries all wait in the collector together (threads that only wait).
+BATCH_STEP_WIDTH = 256
+# Documents (x configurations) in flight at once in batch mode.
+BATCH_DOCUMENTS = 256
+
+
+def evaluate_in_process(
+    items: Sequence[CorpusItem],
+    configs: Sequence[RunConfig],
+    store: Store,
+    *,
+    batch: bool = False,
+    max_cost: float | None = None,
+    metrics: Sequence[str] | None = None,
+    options=None,
+    concurrency: int = 4,
+    settle_s: float = DEFAULT_SETTLE_S,
+    poll_s: float = DEFAULT_POLL_S,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Every document x configuration; with `batch`, every LLM request through
+    the provider's batch API (half price); with `max_cost`, all of them
+    stop once the recorded cost reaches it."""
+    budget = Budget(max_cost) if max_cost is not None else None
+    backends: dict[tuple, object] = {}
+    batchers: list[BatchingBackend] = []
+    lock = threading.Lock()
+
+    def backend_for(config: RunConfig):
+        if config.method == BASELINE:
+            return None
+        key = (config.model, config.base_url, config.context_window, config.timeout_s, config.max_retries)
+        with lock:
+            return backends[key] if key in backends else make(key, config)
+
+    def make(key: tuple, config: RunConfig):
+        if True:
+            backend = make_backend(config)
+            if batch:
+                backend = BatchingBackend(backend, DuckDBBatchJournal(store), settle_s=settle_s, poll_s=poll_s)
+                batchers.append(backend)
+            backends[key] = BudgetedBackend(backend, budget) if budget is not None else backend
+        return backends[key]
+
+    if batch:
+        configs = [dataclasses.replace(c, concurrency=max(c.concurrency, BATCH_STEP_WIDTH)) for c in configs]
+        concurrency = max(concurrency, min(BATCH_DOCUMENTS, len(items) * len(configs)))
+    try:
+        return evaluate(items, configs, store, metrics=metrics or (), options=options, concurrency=concurrency,
+                        backend_for=backend_for, on_outcome=on_outcome)
+    finally:
+        for batcher in batchers:
+            batcher.close()
