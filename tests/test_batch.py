@@ -1,0 +1,147 @@
+"""Batch mode against the test server's Batch API (files + batches endpoints
+as the OpenAI SDK calls them): waves across documents, the journal, half
+price, cached requests never submitted, an expired batch, a crashed process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fake_openai_server import FakeOpenAIServer
+from pipelines.corpus import squality_items
+from pipelines.llm.tokenizers import count_cl100k
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBSET = ROOT / "tests" / "data" / "squality" / "dev_subset.jsonl"
+PRICE_AS = "openai:gpt-4o-mini"
+FAST = {"settle_s": 0.3, "poll_s": 0.02}
+
+
+@pytest.fixture()
+def server():
+    with FakeOpenAIServer(count_tokens=count_cl100k, tokenize=True, context_window=32_768) as fake:
+        yield fake
+
+
+def _configs(base_url: str, methods=("hierarchical",)):
+    from pipelines.runner import RunConfig
+
+    return [RunConfig(method=m, model="openai:served", base_url=base_url, context_window=32_768, chunk_size=1024,
+                      summary_words=150) for m in methods]
+
+
+def _evaluate(db: Path, base_url: str, *, batch: bool, methods=("hierarchical",), limit=None):
+    from pipelines.batch_eval import evaluate_in_process
+    from pipelines.store import Store
+
+    store = Store(db)
+    outcomes = evaluate_in_process(squality_items(SUBSET, limit), _configs(base_url, methods), store, batch=batch,
+                                   metrics=[], concurrency=3, **FAST)
+    return store, outcomes
+
+
+def _finals(store) -> dict[str, str]:
+    rows = store.execute("SELECT r.doc_id, r.method, s.text FROM runs r JOIN summaries s ON s.run_id = r.run_id AND s.is_final")
+    return {(doc, method): text for doc, method, text in rows}
+
+
+def test_a_batched_corpus_gives_the_same_summaries_at_half_the_cost(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("LONGSUM_PRICE_AS", PRICE_AS)
+    sync_store, sync = _evaluate(tmp_path / "sync.duckdb", server.base_url, batch=False,
+                                 methods=("hierarchical", "incremental"))
+    sync_requests = len(server.requests)
+    batch_store, batched = _evaluate(tmp_path / "batch.duckdb", server.base_url, batch=True,
+                                     methods=("hierarchical", "incremental"))
+    assert [o.status for o in batched] == [o.status for o in sync] == ["ok"] * 6
+    assert len(server.requests) == sync_requests  # not one synchronous call in batch mode
+    assert _finals(batch_store) == _finals(sync_store)
+
+    calls = batch_store.execute("SELECT batch_id, cost_usd, request_hash FROM llm_calls WHERE NOT cached")
+    assert calls and all(batch_id for batch_id, _, _ in calls)
+    sync_cost = dict(sync_store.execute("SELECT request_hash, cost_usd FROM llm_calls WHERE NOT cached"))
+    for _, cost, request_hash in calls:
+        assert cost == pytest.approx(sync_cost[request_hash] / 2)
+    # Every answer came from a batch the journal knows, each request sent once.
+    batches = batch_store.execute("SELECT batch_id, n_requests, status FROM llm_batches ORDER BY created_at")
+    assert {status for _, _, status in batches} == {"completed"}
+    assert {b for b, _, _ in calls} == {b for b, _, _ in batches}
+    assert sum(n for _, n, _ in batches) == len(server.batch_lines) == len(calls)
+
+
+def test_requests_already_answered_are_never_submitted(server, tmp_path):
+    db = tmp_path / "again.duckdb"
+    _evaluate(db, server.base_url, batch=True, limit=2)
+    lines = len(server.batch_lines)
+    store, outcomes = _evaluate(db, server.base_url, batch=True, limit=2)
+    assert [o.status for o in outcomes] == ["ok", "ok"]
+    assert len(server.batch_lines) == lines and not server.requests
+    # Adding a third story submits only its requests.
+    _evaluate(db, server.base_url, batch=True, limit=3)
+    new = server.batch_lines[lines:]
+    assert new and not {l["custom_id"] for l in new} & {l["custom_id"] for l in server.batch_lines[:lines]}
+
+
+def test_an_expired_batch_resubmits_its_unfinished_requests_and_nothing_else(server, tmp_path):
+    server.expire_next_batch = 4
+    store, outcomes = _evaluate(tmp_path / "expired.duckdb", server.base_url, batch=True)
+    assert [o.status for o in outcomes] == ["ok"] * 3
+    (first_id, first_n, status, succeeded, unfinished), *later = store.execute(
+        "SELECT batch_id, n_requests, status, n_succeeded, n_unfinished FROM llm_batches ORDER BY created_at")
+    assert later and {row[2] for row in later} == {"completed"}
+    assert status == "expired" and succeeded == 4 and unfinished == first_n - 4
+    first = [l["custom_id"] for l in server.batch_lines[:first_n]]
+    sent = Counter(l["custom_id"] for l in server.batch_lines)
+    twice = {key for key, n in sent.items() if n > 1}
+    assert twice == set(first[4:])  # exactly the unfinished ones, once more
+    assert all(sent[key] == 2 for key in twice)
+    # The answers of the expired batch are journaled with its id.
+    assert store.execute("SELECT count(*) FROM llm_calls WHERE batch_id = ?", [first_id])[0][0] == 4
+
+
+CRASHING = """
+import sys
+sys.path.insert(0, 'tests')
+from pipelines.batch_eval import evaluate_in_process
+from pipelines.corpus import squality_items
+from pipelines.runner import RunConfig
+from pipelines.store import Store
+config = RunConfig(method='hierarchical', model='openai:served', base_url=sys.argv[2], context_window=32768,
+                   chunk_size=1024, summary_words=150)
+evaluate_in_process(squality_items(sys.argv[3]), [config], Store(sys.argv[1]), batch=True, metrics=[],
+                    settle_s=0.3, poll_s=0.02)
+"""
+
+
+def test_a_crashed_process_resumes_against_its_pending_batch(server, tmp_path, cli_env):
+    db = tmp_path / "crash.duckdb"
+    server.hold_batches.set()  # the provider is slow: the batch stays in progress
+    process = subprocess.Popen([sys.executable, "-c", CRASHING, str(db), server.base_url, str(SUBSET)],
+                               cwd=ROOT, env=cli_env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not server.batches and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        assert len(server.batches) == 1, "the first wave never went out"
+        time.sleep(1.0)  # past the journal write that follows the provider's acceptance
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    (pending,) = server.batches
+    first_wave = [l["custom_id"] for l in server.batch_lines]
+
+    server.hold_batches.clear()
+    store, outcomes = _evaluate(db, server.base_url, batch=True)
+    assert [o.status for o in outcomes] == ["ok"] * 3
+    sent = Counter(l["custom_id"] for l in server.batch_lines)
+    assert all(sent[key] == 1 for key in first_wave)  # waited on, never sent again
+    assert store.execute("SELECT status FROM llm_batches WHERE batch_id = ?", [pending]) == [("completed",)]
+    assert store.execute("SELECT count(*) FROM llm_calls WHERE batch_id = ?", [pending])[0][0] == len(first_wave)
+    crashed = store.execute("SELECT status, error FROM runs WHERE status <> 'ok'")
+    assert crashed and all(status == "failed" and "interrupted" in error for status, error in crashed)
