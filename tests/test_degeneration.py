@@ -206,3 +206,64 @@ def test_anthropic_reports_a_stop_at_an_echo_as_degenerate(monkeypatch):
     completion = backend.complete(CompletionRequest(messages=prompt.messages, max_tokens=100,
                                                     stop=("You are a careful summarizer of",)))
     assert completion.finish_reason == "stop"
+
+
+@pytest.fixture(scope="module")
+def gemma_server():
+    """llama-cpp-python's OpenAI-compatible server with the embedded model
+    (loaded like the llamacpp backend loads it; see _without_amx_repacking)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from pipelines.llm.llamacpp import default_model_path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = ("import sys\nfrom pipelines.llm.llamacpp import _without_amx_repacking\n"
+                "from llama_cpp.server.__main__ import main\nsys.argv[0] = 'llama_cpp.server'\n"
+                "with _without_amx_repacking():\n    main()\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", launcher, "--model", str(default_model_path()), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "2048", "--chat_format", "gemma", "--model_alias", "gemma-270m"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/models", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("llama-cpp-python server did not start")
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.llm
+def test_openai_compatible_server_stops_at_the_echo(gemma_server, scandal_text):
+    """Through a real OpenAI-compatible server the watch acts by its stop
+    sequences: the embedded model's copy of the prompt ends at its first words."""
+    from conftest import excerpt
+
+    from pipelines.llm.base import CompletionRequest
+    from pipelines.llm.openai_backend import OpenAIBackend
+
+    prompt = prompts.render(
+        "chunk_summary", system=prompts.snippet("system_summarizer"), focus=prompts.snippet("focus_book"),
+        kind="book", position="part 1 of 6", words=60, text=excerpt(scandal_text, 150),
+    )
+    backend = OpenAIBackend("gemma-270m", base_url=gemma_server, context_window=2048)
+    unwatched = backend.complete(CompletionRequest(messages=prompt.messages, max_tokens=120))
+    assert unwatched.output_tokens == 120 and detect(unwatched.text, instructions_of(prompt.messages))
+    watched = backend.complete(CompletionRequest(messages=prompt.messages, max_tokens=120,
+                                                 watch=Watch.for_prompt(prompt.messages)))
+    assert watched.output_tokens <= 12 and detect(watched.text, instructions_of(prompt.messages)) is None
