@@ -1,11 +1,13 @@
 """Independent calls run concurrently against an API backend, bounded by a
 setting: BooookScore's checker calls and SCOPE's chunk rewrites, through the
 real `openai` client against a local OpenAI-compatible server that answers
-after a delay and counts the requests in flight."""
+after a delay like a capable model (judgements that parse, rewrites that keep
+the keywords) and counts the requests in flight."""
 
 from __future__ import annotations
 
 import pytest
+from capable_answers import capable_answer, flagged
 from conftest import excerpt
 from fake_openai_server import FakeOpenAIServer
 
@@ -19,7 +21,7 @@ from scoring.booookscore import BooookScoreChecker
 
 @pytest.fixture()
 def server():
-    with FakeOpenAIServer(delay=0.3) as fake:
+    with FakeOpenAIServer(delay=0.3, answer=capable_answer) as fake:
         yield fake
 
 
@@ -48,6 +50,10 @@ def test_checker_calls_run_concurrently_with_the_same_judgements(server, tmp_pat
     assert len(server.requests) == 2 * calls_sequential  # a fresh journal: the same calls again, none skipped
     as_tuples = lambda r: [(a.sentence_num, a.status, a.types, a.answer) for a in r.annotations]  # noqa: E731
     assert as_tuples(concurrent) == as_tuples(sequential)
+    # every judgement parsed and is the judge's: the even sentences flagged, the others not
+    assert len(sequential.annotations) >= 10
+    assert all(a.status == "ok" for a in sequential.annotations)
+    assert [a.flagged for a in concurrent.annotations] == [flagged(a.sentence_num) for a in concurrent.annotations]
 
 
 def test_scope_rewrites_run_concurrently_and_the_ratio_holds(server, tmp_path, scandal_text):
@@ -56,7 +62,11 @@ def test_scope_rewrites_run_concurrently_and_the_ratio_holds(server, tmp_path, s
     result = compress_prose(text, 0.5, llm, concurrency=3)
     assert len(result.chunks) >= 4
     assert 1 < server.max_in_flight <= 3
-    assert abs(result.ratio - 0.5) <= 0.05, result.summary_line()
-    # Every chunk went through the model (rewritten, or extractive after its attempts).
-    assert all(c.action in ("rewritten", "extractive", "verbatim") for c in result.chunks)
+    # Rewrites answer "in at most N words" and come in under the target (0.449 measured with answers of
+    # exactly N words); the target is a ceiling, kept within 10 %, and the text is not gutted.
+    assert 0.4 <= result.ratio <= 0.55, result.summary_line()
+    # The model's rewrites were accepted (it keeps the keywords within the words asked): the ones that
+    # had to be compressed are rewritten, none fell back to extraction.
+    actions = [c.action for c in result.chunks]
+    assert "rewritten" in actions and "extractive" not in actions, actions
     assert {c.detail["order"] for c in result.chunks} == set(range(len(result.chunks)))

@@ -67,6 +67,35 @@ def test_scope_compresses_each_chunk_before_summarizing(tmp_path, scandal_text, 
     assert again.usage.calls == 0 and again.summary == result.summary
 
 
+def test_scope_rewrites_reach_the_summarizer_through_an_api(tmp_path, scandal_text, store):
+    """The rewrite path end to end: an OpenAI-compatible server that answers
+    like a capable model (rewrites within the words asked, keeping the
+    required keywords) is asked to rewrite, its rewrites pass the checks, are
+    stored, and are what the summarizer reads."""
+    from capable_answers import capable_answer
+    from fake_openai_server import FakeOpenAIServer
+
+    from pipelines.llm.openai_backend import OpenAIBackend
+
+    story = tmp_path / "scandal_opening.txt"
+    story.write_text(excerpt(scandal_text, 600), encoding="utf-8")
+    config = RunConfig(method="hierarchical", chunk_size=300, summary_words=60, compress="scope", compress_ratio=0.5)
+    with FakeOpenAIServer(answer=capable_answer) as server:
+        backend = OpenAIBackend("capable", base_url=server.base_url, context_window=4096)
+        result = summarize_file(story, config, store, backend=backend)
+        rewrite_requests = [r for r in server.requests if "<excerpt>" in r["body"]["messages"][-1]["content"]]
+    rows = store.execute("SELECT text, report FROM compressed_chunks WHERE run_id = ? ORDER BY idx", [result.run_id])
+    reports = [json.loads(r) for (_, r) in rows]
+    actions = [c["action"] for rep in reports for c in rep["chunks"]]
+    reasons = [c.get("fallback_reason") for rep in reports for c in rep["chunks"]]
+    # (SCOPE asks again for the same number of words after "too short", so a chunk whose floor sits
+    # just above what that many words make can still fall back; most are rewritten.)
+    assert rewrite_requests and actions.count("rewritten") > len(actions) / 2, (actions, reasons)
+    leaf_prompts = [json.loads(r)["messages"][-1]["content"] for (r,) in store.execute(
+        "SELECT request FROM llm_calls WHERE run_id = ? AND step LIKE 'chunk%' AND NOT cached", [result.run_id])]
+    assert all(any(text.strip()[:60] in p for p in leaf_prompts) for (text, _) in rows)
+
+
 def test_cli_longcodezip_run_reports_tokens_saved(tmp_path, cli_env):
     db = tmp_path / "code.duckdb"
     run = subprocess.run(
