@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -79,3 +80,28 @@ def fake_openai():
 
     with FakeOpenAIServer() as server:
         yield server
+
+
+NOBODY = 65534
+
+
+@pytest.fixture()
+def unprivileged(tmp_path_factory):
+    """(command prefix, folder) for running a command as a user without root's
+    right to write anywhere: CI runs as root, which would make read-only
+    files writable and such tests vacuous. The folder is one that user can enter."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="longsum-unprivileged-"))
+    folder.chmod(0o777)
+    if os.geteuid() != 0:
+        yield [], folder
+    else:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.fail("running as root without setpriv (util-linux) to drop privileges")
+        yield [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"], folder
+    for path in [folder, *folder.rglob("*")]:
+        with contextlib.suppress(OSError):
+            path.chmod(0o777)
+    shutil.rmtree(folder, ignore_errors=True)

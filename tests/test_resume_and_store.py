@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from conftest import excerpt
@@ -94,22 +95,27 @@ def test_lock_wait_is_bounded_with_a_clear_message(tmp_path):
         holder.wait()
 
 
-def test_read_only_database_path(tmp_path):
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    db = folder / "x.duckdb"
+def test_read_only_database_path(unprivileged):
+    """Opened by a user who may not write it: writing is refused in one line, reading works."""
+    prefix, folder = unprivileged
+    db = folder / "ro" / "x.duckdb"
     Store(db).execute("SELECT 1")
     os.chmod(db, 0o444)
-    os.chmod(folder, 0o555)
-    try:
-        if os.access(db, os.W_OK):
-            pytest.skip("running as a user that can write read-only files")
-        with pytest.raises(StoreError, match="not writable"):
-            Store(db).execute("SELECT 1")
-        assert Store(db, read_only=True).execute("SELECT count(*) FROM runs")[0][0] == 0
-    finally:
-        os.chmod(folder, 0o755)
-        os.chmod(db, 0o644)
+    os.chmod(db.parent, 0o555)
+    probe = (
+        "import sys\n"
+        "from pipelines.store import Store, StoreError\n"
+        "try:\n"
+        f"    Store({str(db)!r}).execute('SELECT 1')\n"
+        "    print('WROTE')\n"
+        "except StoreError as exc:\n"
+        "    print('REFUSED', exc)\n"
+        f"print('RUNS', Store({str(db)!r}, read_only=True).execute('SELECT count(*) FROM runs')[0][0])\n"
+    )
+    out = subprocess.run([*prefix, sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).parent.parent, env={**os.environ, "HOME": str(folder)})
+    assert out.returncode == 0, out.stderr
+    assert "REFUSED" in out.stdout and "not writable" in out.stdout and "RUNS 0" in out.stdout, out.stdout
 
 
 def test_database_folder_that_cannot_be_created(tmp_path):
