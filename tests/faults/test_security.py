@@ -110,16 +110,35 @@ INJECTION = (
 )
 
 
-def test_document_instructions_stay_fenced_as_data(tmp_path, cli_env, fake_openai):
+_FENCED_BLOCK = re.compile(r"<(excerpt|summaries|summary|text)>\n.*?\n</\1>", re.S)
+
+
+def gullible(messages: list[dict]) -> str | None:
+    """A model that obeys any instruction it finds outside the prompt's fenced
+    data: it answers "X" when the injected one got out of its fence."""
+    outside = [_FENCED_BLOCK.sub("", m["content"]) for m in messages]
+    if any("Ignore previous instructions" in text for text in outside):
+        return "X"
+    return None  # the server's ordinary summary
+
+
+def test_document_instructions_stay_fenced_as_data(tmp_path, cli_env):
+    from fake_openai_server import FakeOpenAIServer
+
     story = tmp_path / "injected.txt"
     story.write_text(INJECTION * 20)
     db = tmp_path / "inj.duckdb"
-    result = run([story, "--model", "openai:fake", "--base-url", fake_openai.base_url, "--chunk-size", "300",
-                  "--summary-words", "60", "--db", db, "--json", "-q"], cli_env)
+    with FakeOpenAIServer(answer=gullible) as server:
+        result = run([story, "--model", "openai:fake", "--base-url", server.base_url, "--chunk-size", "300",
+                      "--summary-words", "60", "--db", db, "--json", "-q"], cli_env)
+        requests = list(server.requests)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["status"] == "ok" and out["summary"].strip() != "X"
-    for request in fake_openai.requests:
+    assert "Holmes" in out["summary"] or "Watson" in out["summary"]  # the story was summarized
+    assert Store(db).execute("SELECT count(*) FROM summaries WHERE text = 'X'")[0][0] == 0
+    assert requests and all(gullible(r["body"]["messages"]) is None for r in requests)
+    for request in requests:
         user = request["body"]["messages"][-1]["content"]
         # exactly the template's own fences: the document cannot close or open one
         assert len(re.findall(r"</(?:excerpt|summaries)>", user)) == 1
@@ -137,6 +156,10 @@ def test_injection_through_the_real_model_keeps_the_pipeline_intact(tmp_path, ge
     result = summarize_file(story, RunConfig(chunk_size=200, summary_words=40, context_window=1024), store, backend=gemma)
     assert result.summary and result.records[-1].is_final
     assert store.execute("SELECT status FROM runs")[0][0] in ("ok", "degraded")
+    # what the model was sent: the injected instruction only ever inside the fenced data
+    requests = [json.loads(r) for (r,) in store.execute("SELECT request FROM llm_calls WHERE NOT cached")]
+    assert requests and all(gullible(r["messages"]) is None for r in requests)
+    assert result.summary.strip() != "X"
 
 
 def test_tables_listed_for_scanning_exist(tmp_path):
