@@ -179,12 +179,35 @@ def assemble(chunks, chosen: set[int]) -> str:
     return "".join(out)
 
 
+def prompt_pass_seconds(tokens: list[int], model_path=None) -> float:
+    """Seconds for the model to evaluate `tokens` once as a prompt (logits
+    only where llama.cpp asks for them by default: the end of each batch)."""
+    from pipelines.llm.llamacpp import default_model_path, load_llama
+
+    llama, lock = load_llama(model_path or default_model_path(), PROMPT_PASS_CONTEXT)
+    with lock:
+        llama.reset()
+        llama._ctx.kv_cache_clear()
+        started = time.perf_counter()
+        llama.eval([llama.token_bos()] + list(tokens)[: PROMPT_PASS_CONTEXT - 2])
+        seconds = time.perf_counter() - started
+        llama.reset()
+        llama._ctx.kv_cache_clear()
+    return seconds
+
+
+PROMPT_PASS_CONTEXT = 32768  # Gemma 3 270M's context: every task's whole context in one prompt
+
+
 def bench_code(ratio: float, limit: int | None, model: str, report: dict, threads: int | None = None,
                start: int = 0, every: int = 1, context_lines: int | None = None,
-               task_ids: list[str] | None = None) -> None:
-    from pipelines.compress.longcodezip import compress_code
+               task_ids: list[str] | None = None, signals: str = "structure+ami", cache_db: Path | None = None,
+               prompt_pass: bool = True, rerun: bool = True, jsonl: Path | None = None,
+               compress_model: str | None = None) -> None:
+    from pipelines.compress.longcodezip import LongCodeZipSettings, compress_code
     from pipelines.llm import resolve
     from pipelines.llm.logprobs import default_scorer
+    from pipelines.llm.recording import MemoryJournal
 
     path = data_file(SHARED / "code" / "stdlib_funccomp" / "tasks.jsonl", LOCAL / "code" / "stdlib_funccomp" / "tasks.jsonl")
     tasks = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][start::every]
@@ -197,53 +220,81 @@ def bench_code(ratio: float, limit: int | None, model: str, report: dict, thread
         tasks = tasks[:limit]
     backend = resolve(model)
     count = backend.count_tokens
-    scorer = default_scorer()
+    scorer = default_scorer(compress_model)
     if threads:
         scorer.set_threads(threads)
-    print(f"LongCodeZip at ratio {ratio} on {len(tasks)} tasks from {path} "
+    if cache_db is not None:
+        from pipelines.store import DuckDBJournal, Store
+
+        journal = DuckDBJournal(Store(cache_db))
+    else:
+        journal = MemoryJournal()
+    settings = LongCodeZipSettings(signals=signals)
+    structure_only = LongCodeZipSettings(signals="structure")
+    print(f"LongCodeZip ({signals}) at ratio {ratio} on {len(tasks)} tasks from {path} "
           f"(tokens counted with {backend.model}; scored with {scorer.model})"
           + (f", the last {context_lines} lines of each context" if context_lines else ""), file=sys.stderr)
-    rows, totals = [], {"needed": 0, "lcz": 0, "random": 0.0, "seconds": 0.0, "orig": 0, "comp": 0}
+    rows = []
     for task in tasks:
         context = context_tail(task["context"], context_lines)
         defs = definitions(context)
         names = {n for n in used_names(task["query"], task["answer"])
                  if n in defs and not (n.startswith("__") and n.endswith("__"))}
-        result = compress_code(context, ratio, task["query"], scorer=scorer, count_tokens=count)
-        lcz = survived(defs, names, result.text)
+        alone = compress_code(context, ratio, task["query"], scorer=scorer, count_tokens=count,
+                              settings=structure_only)
+        result = compress_code(context, ratio, task["query"], scorer=scorer, count_tokens=count, settings=settings,
+                               journal=journal, step=f"bench:{task['task_id']}")
         rand = [survived(defs, names, random_selection(context, result.compressed_tokens, count, seed))
                 for seed in RANDOM_SEEDS]
-        rand_mean = sum(rand) / len(rand)
+        prompt_s = prompt_pass_seconds(scorer.tokenize(context), compress_model) if prompt_pass else None
         row = {
             "task": task["task_id"], "tokens": result.original_tokens, "ratio": round(result.ratio, 3),
-            "seconds": round(result.seconds, 1), "names": len(names), "lcz_kept": lcz,
-            "random_kept": round(rand_mean, 2), "chunks": result.stats.get("chunks"),
-            "selected": result.stats.get("selected"), "scorer_tokens": result.stats.get("scorer", {}).get("tokens_evaluated"),
+            "seconds": round(result.seconds, 1), "prompt_pass_s": None if prompt_s is None else round(prompt_s, 1),
+            "time_ratio": None if not prompt_s else round(result.seconds / prompt_s, 2),
+            "names": len(names), "lcz_kept": survived(defs, names, result.text),
+            "structure_kept": survived(defs, names, alone.text), "random_kept": round(sum(rand) / len(rand), 2),
+            "chunks": result.stats.get("chunks"), "selected": result.stats.get("selected"),
+            "ami_scored": result.stats.get("ami_scored"),
+            "scorer_tokens": result.stats.get("scorer", {}).get("tokens_evaluated"),
         }
         rows.append(row)
-        totals["needed"] += len(names)
-        totals["lcz"] += lcz
-        totals["random"] += rand_mean
-        totals["seconds"] += result.seconds
-        totals["orig"] += result.original_tokens
-        totals["comp"] += result.compressed_tokens
         print(f"  {row}", file=sys.stderr, flush=True)
-    headers = ["task", "tokens", "ratio", "s/task", "names", "LCZ kept", "random kept"]
-    body = [[r["task"], r["tokens"], r["ratio"], r["seconds"], r["names"],
-             _share(r["lcz_kept"], r["names"]), _share(r["random_kept"], r["names"])] for r in rows]
+        if jsonl is not None:
+            with jsonl.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+    rerun_s = None
+    if rerun and signals != "structure":
+        started = time.perf_counter()
+        for task in tasks:
+            compress_code(context_tail(task["context"], context_lines), ratio, task["query"], scorer=scorer,
+                          count_tokens=count, settings=settings, journal=journal)
+        rerun_s = time.perf_counter() - started
+    print_code_table(rows, ratio, signals, context_lines, rerun_s)
+    report["code"] = {"ratio": ratio, "signals": signals, "rows": rows, "rerun_seconds": rerun_s}
+
+
+def print_code_table(rows: list[dict], ratio: float, signals: str, context_lines: int | None = None,
+                     rerun_s: float | None = None) -> None:
+    headers = ["task", "tokens", "ratio", "s/task", "prompt pass s", "x prompt", "names", f"LCZ ({signals}) kept",
+               "structure alone", "random kept"]
+    body = [[r["task"], r["tokens"], r["ratio"], r["seconds"], r["prompt_pass_s"] or "-", r["time_ratio"] or "-",
+             r["names"], _share(r["lcz_kept"], r["names"]), _share(r["structure_kept"], r["names"]),
+             _share(r["random_kept"], r["names"])] for r in rows]
     n = max(1, len(rows))
-    body.append(["ALL (pooled)", totals["orig"], round(totals["comp"] / max(1, totals["orig"]), 3),
-                 round(totals["seconds"] / n, 1), totals["needed"],
-                 _share(totals["lcz"], totals["needed"]), _share(totals["random"], totals["needed"])])
-    macro_lcz = sum(r["lcz_kept"] / r["names"] for r in rows if r["names"]) / max(1, sum(1 for r in rows if r["names"]))
-    macro_rand = sum(r["random_kept"] / r["names"] for r in rows if r["names"]) / max(1, sum(1 for r in rows if r["names"]))
-    print(f"\nLongCodeZip, ratio {ratio}: definitions of the names the answer uses that survive compression "
-          f"(random = same chunking, random order, same token budget, mean of {len(RANDOM_SEEDS)} seeds)"
+    total = lambda key: sum(r[key] or 0 for r in rows)  # noqa: E731
+    passes = total("prompt_pass_s")
+    body.append(["ALL (pooled)", total("tokens"), round(sum(r["ratio"] * r["tokens"] for r in rows) / max(1, total("tokens")), 3),
+                 round(total("seconds") / n, 1), round(passes / n, 1) if passes else "-",
+                 round(total("seconds") / passes, 2) if passes else "-", total("names"),
+                 _share(total("lcz_kept"), total("names")), _share(total("structure_kept"), total("names")),
+                 _share(total("random_kept"), total("names"))])
+    print(f"\nLongCodeZip ({signals}), ratio {ratio}: definitions of the names the answer uses that survive compression "
+          f"(random = same chunking, random order, same token budget, mean of {len(RANDOM_SEEDS)} seeds); "
+          f"x prompt = compression seconds / seconds of one prompt pass over the whole context"
           + (f"; the last {context_lines} lines of each context" if context_lines else "") + "\n")
     print(table(headers, body, fmt=_fmt))
-    print(f"\nmean over tasks: LongCodeZip {macro_lcz:.1%}, random {macro_rand:.1%}; "
-          f"mean achieved ratio {sum(r['ratio'] for r in rows) / n:.3f}; {totals['seconds'] / n:.1f} s per task")
-    report["code"] = {"ratio": ratio, "rows": rows, "totals": totals, "macro_lcz": macro_lcz, "macro_random": macro_rand}
+    if rerun_s is not None:
+        print(f"\ncached re-run of all {len(rows)} tasks: {rerun_s:.1f} s")
 
 
 def _share(kept: float, total: int) -> str:
@@ -327,6 +378,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", action="append", default=None, help="code: only this task id (repeatable)")
     parser.add_argument("--context-lines", type=int, default=None,
                         help="code: only the last N lines of each task's context")
+    parser.add_argument("--signals", choices=["structure", "ami", "structure+ami"], default="structure+ami",
+                        help="code: LongCodeZip's ranking signals")
+    parser.add_argument("--compress-model", default=None, metavar="PATH",
+                        help="code: GGUF file LongCodeZip scores with (default: the embedded Gemma 3 270M)")
+    parser.add_argument("--cache-db", type=Path, default=None,
+                        help="code: a DuckDB file whose llm_calls journal caches the model's scores across runs")
+    parser.add_argument("--jsonl", type=Path, default=None, help="code: append each task's row to this file as it finishes")
+    parser.add_argument("--no-prompt-pass", action="store_true", help="code: skip timing one prompt pass per task")
+    parser.add_argument("--no-rerun", action="store_true", help="code: skip the cached re-run")
     parser.add_argument("--story-words", type=int, default=None, help="prose: only each story's first N words")
     parser.add_argument("--quick", action="store_true",
                         help="a small sample: " + ", ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
@@ -339,7 +399,8 @@ def main(argv: list[str] | None = None) -> None:
     report: dict = {}
     if args.part in ("code", "all"):
         bench_code(args.code_ratio, args.limit, args.model, report, args.threads, args.start, args.every,
-                   args.context_lines, args.task)
+                   args.context_lines, args.task, args.signals, args.cache_db, not args.no_prompt_pass,
+                   not args.no_rerun, args.jsonl, args.compress_model)
     if args.part in ("prose", "all"):
         bench_prose(args.prose_ratio, args.limit, args.model, report, args.start, args.attempts, args.story_words)
     if args.json:

@@ -20,6 +20,9 @@ from pipelines.compress.longcodezip import (
     LongCodeZip,
     LongCodeZipSettings,
     compress_code,
+    chunk_names,
+    fuse,
+    neighbourhood,
     entropy_blocks,
     knapsack,
     select_by_rank,
@@ -152,7 +155,8 @@ def test_one_long_function_is_pruned_not_dropped():
     scorer = CopyScorer()
     chunk = next(c for c in split_code(demo_code(), "python") if c.name == "BaseAgent.execute_task")
     code = textwrap.dedent(chunk.text)
-    result = compress_code(code, 0.3, demo_query(), scorer=scorer, count_tokens=scorer.count)
+    result = compress_code(code, 0.3, demo_query(), scorer=scorer, count_tokens=scorer.count,
+                           settings=LongCodeZipSettings(fine_grained=True))
     assert [c.action for c in result.chunks] == ["pruned"]
     assert result.text.startswith("async def execute_task(self) -> AgentExecution:\n")
     assert 0.15 < result.ratio <= 0.3 * 1.03
@@ -160,7 +164,7 @@ def test_one_long_function_is_pruned_not_dropped():
 
 def test_coarse_stage_ranks_selects_and_marks_dropped_code():
     scorer = CopyScorer()
-    settings = LongCodeZipSettings(fine_grained=False)
+    settings = LongCodeZipSettings(signals="ami")  # the paper's ranking alone
     code, query = demo_code(), demo_query()
     result = compress_code(code, 0.3, query, scorer=scorer, count_tokens=scorer.count, settings=settings)
     ranked = sorted(result.chunks, key=lambda c: -c.importance if math.isfinite(c.importance) else math.inf)
@@ -220,7 +224,7 @@ def test_knapsack_is_exact():
 
 def test_fine_stage_prunes_blocks_within_each_function_share():
     scorer = CopyScorer()
-    settings = LongCodeZipSettings()
+    settings = LongCodeZipSettings(signals="ami", fine_grained=True)
     code, query = demo_code(), demo_query()
     result = compress_code(code, 0.25, query, scorer=scorer, count_tokens=scorer.count, settings=settings)
     chunks = {c.name: c for c in split_code(code, "python")}
@@ -367,3 +371,212 @@ def test_log_softmax_rows_match_float64():
     got = _log_softmax_at(logits, targets)
     assert got.dtype == np.float32
     assert np.allclose(got, ref[np.arange(5), targets], atol=1e-4)
+
+
+# --- structure: the query's identifiers and the code around the target ----------------------
+
+
+def _needed(t: dict) -> tuple[dict, set]:
+    """The definitions the task's answer uses that its context holds (as bench_compress counts them)."""
+    import sys
+
+    sys.path.insert(0, str(DATA.parent.parent / "bench"))
+    from bench_compress import definitions, used_names
+
+    defs = definitions(t["context"])
+    names = {n for n in used_names(t["query"], t["answer"]) if n in defs and not n.startswith("__")}
+    return defs, names
+
+
+def _survivors(defs: dict, names: set, text: str) -> set:
+    kept = {line.strip() for line in text.split("\n")}
+    return {n for n in names if any(line in kept for line in defs[n])}
+
+
+def test_neighbourhood_is_the_class_the_target_sits_in():
+    t = task("zipfile.py:getinfo:1516")  # ZipFile.getinfo: the context stops inside class ZipFile
+    chunks = split_code(t["context"], "python")
+    members = [chunks[i].name for i in neighbourhood(chunks, t["query"])]
+    assert members[0] == "ZipFile" and all(m == "ZipFile" or m.startswith("ZipFile.") for m in members)
+    assert "ZipFile.__init__" in members and "ZipFile._RealGetContents" in members
+    # a top-level target has no class: the chunks just before it are its neighbourhood
+    assert neighbourhood(chunks, "def helper(x):\n    pass\n", neighbours=3) == [c.idx for c in chunks[-3:]]
+
+
+def test_chunk_names_defined_and_read():
+    code = "class A:\n    def f(self, x):\n        self.total = helper(x) + LIMIT\n        import os.path\n        return os.sep\n"
+    method = next(c for c in split_code(code, "python") if c.name == "A.f")
+    defined, read = chunk_names(method)
+    assert {"f", "total", "os"} <= defined and "helper" not in defined
+    assert read["helper"] == 1 and read["LIMIT"] == 1 and read["sep"] == 1
+    # a language ast cannot read: its own name, and every identifier read
+    defined, read = chunk_names(method, language="javascript")
+    assert defined == {"f"} and "helper" in read and "def" not in read
+
+
+def test_structure_keeps_what_the_answer_uses_without_a_model():
+    """On every stdlib task in tests/data, the structure signal alone (no
+    model) keeps more of the definitions the answer uses than random whole
+    functions of the same size, and at least 60 % of them over the set."""
+    import sys
+
+    sys.path.insert(0, str(DATA.parent.parent / "bench"))
+    from bench_compress import random_selection
+
+    settings = LongCodeZipSettings(signals="structure")
+    scorer = CopyScorer()
+    kept = chance = needed = 0
+    for line in TASKS.read_text(encoding="utf-8").splitlines():
+        t = json.loads(line)
+        defs, names = _needed(t)
+        result = compress_code(t["context"], 0.3, t["query"], scorer=None, count_tokens=scorer.count, settings=settings)
+        assert result.compressed_tokens <= 0.3 * result.original_tokens * (1 + settings.tolerance)
+        kept += len(_survivors(defs, names, result.text))
+        chance += sum(len(_survivors(defs, names, random_selection(t["context"], result.compressed_tokens,
+                                                                      scorer.count, seed))) for seed in range(5)) / 5
+        needed += len(names)
+    assert needed >= 10
+    assert kept / needed >= 0.6 and kept > chance + 2, (kept, chance, needed)
+
+
+def test_fuse_reorders_only_the_scored_pool():
+    structure = [0.9, 0.8, 0.7, 0.1, 0.05]
+    ami = {0: -1.0, 1: 5.0, 2: 0.0}  # the pool: what structure ranked first
+    fused = fuse(structure, ami, 0.5)
+    order = sorted(range(5), key=lambda i: -fused[i])
+    assert order == [1, 0, 2, 3, 4]  # AMI lifts 1 over 0; the unscored stay behind, in structure's order
+    assert sorted(range(5), key=lambda i: -fuse(structure, ami, 0.0)[i]) == [0, 1, 2, 3, 4]
+
+
+def test_ami_scores_are_journaled_and_replayed():
+    """A second compression with the same journal scores nothing again (and
+    gives the same text); another ratio reuses the functions already scored."""
+    from pipelines.llm.recording import MemoryJournal
+
+    class CountingScorer(CopyScorer):
+        passes = 0
+
+        def token_logprobs(self, tokens, first=1):
+            CountingScorer.passes += 1
+            return super().token_logprobs(tokens, first)
+
+    scorer, journal = CountingScorer(), MemoryJournal()
+    code, query = demo_code(), demo_query()
+    first = compress_code(code, 0.3, query, scorer=scorer, count_tokens=scorer.count, journal=journal, run_id="r1")
+    # one pass per scored function, and one for the query alone
+    assert first.stats["ami_computed"] == first.stats["ami_scored"] + 1 > 1 and first.stats["ami_cached"] == 0
+    passes = CountingScorer.passes
+    records = [r for r in journal.records if r.template == "longcodezip_ami"]
+    assert len(records) == first.stats["ami_scored"] + 1  # + the query alone
+    assert all(r.run_id == "r1" and r.status == "ok" and json.loads(r.response)["mean_nll"] > 0 for r in records)
+    again = compress_code(code, 0.3, query, scorer=scorer, count_tokens=scorer.count, journal=journal)
+    assert CountingScorer.passes == passes and again.text == first.text
+    assert again.stats["ami_computed"] == 0 and again.stats["ami_cached"] == again.stats["ami_scored"] + 1
+    wider = compress_code(code, 0.5, query, scorer=scorer, count_tokens=scorer.count, journal=journal)
+    assert 0 < wider.stats["ami_computed"] < wider.stats["ami_scored"] and wider.stats["ami_cached"] > 1
+    other = compress_code(code, 0.3, "def unrelated(x):\n", scorer=scorer, count_tokens=scorer.count, journal=journal)
+    assert other.stats["ami_cached"] == 0  # another query is another request
+
+
+def test_query_positions_are_identifiers_the_code_uses():
+    from pipelines.compress.longcodezip import AMIScorer
+
+    scorer = CopyScorer()
+    code = "def open_archive(path):\n    return Archive(path)\n"
+    query = "def read_member(archive, name):\n    'Read name from an Archive opened by open_archive.'\n"
+    ami = AMIScorer(scorer, LongCodeZipSettings(max_query_positions=3))
+    tokens = scorer.tokenize(query)
+    chosen = [scorer.pieces[tokens[j]] for j in ami._query_positions(query, tokens, code)]
+    assert chosen == ["Archive", "open_archive"] or set(chosen) <= {"Archive", "open_archive", "path"}
+    assert "Archive" in chosen and "read_member" not in chosen and "from" not in chosen
+
+
+# --- the document-level step of a run -----------------------------------------------------
+
+
+class _OneLLM:
+    """What ChunkCompressor needs of a RecordingLLM: a tokenizer, a journal, a run id."""
+
+    def __init__(self):
+        from pipelines.llm.recording import MemoryJournal
+
+        self.scorer = CopyScorer()
+        self.journal = MemoryJournal()
+        self.run_id = "run-1"
+
+    def count_tokens(self, text: str) -> int:
+        return self.scorer.count(text)
+
+
+class _CountingExecutor:
+    def __init__(self):
+        self.batches = []
+
+    def map(self, step, calls):
+        self.batches.append((step.__name__, len(calls)))
+        return [step(*args) for args in calls]
+
+
+def test_run_compresses_code_across_the_whole_file(monkeypatch):
+    """`--compress longcodezip` in a run: one step ranks the functions of the
+    whole file, and each chunk gets back what survived of its own span."""
+    from pipelines.chunking import chunk_text
+    from pipelines.compress.chunks import ChunkCompressor
+
+    llm = _OneLLM()
+    monkeypatch.setattr(ChunkCompressor, "_scorer", lambda self: llm.scorer)
+    code = demo_code()
+    chunks = chunk_text(code, 400, llm.count_tokens)
+    assert len(chunks) >= 4 and "".join(c.text for c in chunks) == code
+    compressor = ChunkCompressor(llm, method="auto", ratio=0.3, kind="code", language="python", query=demo_query())
+    executor = _CountingExecutor()
+    pairs = compressor.run(chunks, executor)
+    assert executor.batches == [("compress_document", 1)]
+    ratios = [row["compressed_tokens"] / row["original_tokens"] for _, row in pairs]
+    whole = compress_code(code, 0.3, demo_query(), scorer=llm.scorer, count_tokens=llm.count_tokens)
+    assert "".join(c.text for c, _ in pairs).replace("# ...\n", "") == whole.text.replace("# ...\n", "")
+    assert max(ratios) > 0.5 and min(ratios) < 0.15  # ranked across the file, not 0.3 of every chunk
+    for chunk, (compressed, row) in zip(chunks, pairs):
+        assert compressed.text.strip() and row["idx"] == chunk.idx and row["method"] == "longcodezip"
+        for line in split_lines(compressed.text):
+            assert line in chunk.text or line.strip() == "# ...", (chunk.idx, line)
+    assert all(r.run_id == "run-1" and r.step == "compress:document" for r in llm.journal.records)
+    # prose still goes chunk by chunk
+    assert ChunkCompressor(llm, method="auto", ratio=0.5, kind="book", language=None).run(
+        [], executor) == [] and executor.batches[-1] == ("compress", 0)
+
+
+def test_compress_model_spec(tmp_path):
+    from pipelines.llm.logprobs import scorer_path
+
+    assert scorer_path(None) is None and scorer_path("llamacpp") is None
+    model = tmp_path / "coder.gguf"
+    model.write_bytes(b"GGUF")
+    assert scorer_path(f"llamacpp:{model}") == model and scorer_path(str(model)) == model
+    with pytest.raises(ValueError, match="local llama.cpp model"):
+        scorer_path("openai:gpt-4o-mini")
+    with pytest.raises(ValueError, match="no such model file"):
+        scorer_path(f"llamacpp:{tmp_path / 'missing.gguf'}")
+
+
+def test_cli_refuses_a_bad_compress_model(tmp_path, cli_env):
+    from clitools import assert_one_line_error, run
+
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    return 1\n", encoding="utf-8")
+    db = tmp_path / "x.duckdb"
+    result = run([source, "--compress", "longcodezip", "--compress-model", "openai:gpt-4o", "--db", db], cli_env)
+    assert_one_line_error(result, "--compress-model openai:gpt-4o", "local llama.cpp model")
+    missing = tmp_path / "none.gguf"
+    result = run(["compress", source, "--compress-model", f"llamacpp:{missing}", "--db", db], cli_env)
+    assert_one_line_error(result, "no such model file", str(missing))
+
+
+@pytest.mark.llm
+def test_logprobs_at_positions_match_every_position(scorer):
+    tokens = [scorer.bos_token] + scorer.tokenize(demo_code())[:120]
+    every = scorer.token_logprobs(tokens, first=1)
+    positions = [3, 40, 41, 90, 120]
+    some = scorer.logprobs_at(tokens, positions)
+    assert some.dtype.name == "float32"
+    assert max(abs(float(a) - float(every[p - 1])) for a, p in zip(some, positions)) < 1e-3

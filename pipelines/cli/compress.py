@@ -28,8 +28,8 @@ from pipelines.defaults import DEFAULT_MODEL
               help="Model whose tokenizer counts the ratio and that SCOPE rewrites with "
                    "(llamacpp, llamacpp:/path.gguf, openai:MODEL, anthropic:MODEL).")
 @click.option("--base-url", default=None, metavar="URL", help="An OpenAI-compatible server for openai: specs.")
-@click.option("--scorer-model", default=None, metavar="PATH",
-              help="GGUF file LongCodeZip scores perplexity with (default: the embedded Gemma 3 270M).")
+@click.option("--compress-model", "--scorer-model", "compress_model", default=None, metavar="SPEC",
+              help="Model LongCodeZip scores with: llamacpp (the embedded Gemma 3 270M, default) or llamacpp:/path.gguf.")
 @click.option("--kind", type=click.Choice(["book", "paper", "code"]), default=None, help="Override the detected document kind.")
 @click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the full report (every chunk) to this JSON file.")
@@ -37,7 +37,7 @@ from pipelines.defaults import DEFAULT_MODEL
               help="SCOPE rewrites in flight at once (useful with API backends).")
 @click.option("-q", "--quiet", is_flag=True, help="No statistics or notices on stderr.")
 @db_option
-def compress_command(file, query, ratio, method, model, base_url, scorer_model, kind, stats_json, concurrency, quiet,
+def compress_command(file, query, ratio, method, model, base_url, compress_model, kind, stats_json, concurrency, quiet,
                      db_path) -> None:
     """Compress FILE to about RATIO of its tokens and print the result."""
     from pipelines.compress import compress_document, resolve_method
@@ -55,13 +55,25 @@ def compress_command(file, query, ratio, method, model, base_url, scorer_model, 
         click.echo("note: SCOPE rewrites with the embedded Gemma 3 270M, a tiny base model: most chunks will fall "
                    "back to extractive compression. Pass --model for real rewrites.", err=True)
     llm = RecordingLLM(backend, DuckDBJournal(Store(db_path)))
-    scorer = None
-    if scorer_model:
+    from pipelines.llm.logprobs import scorer_path
+
+    path = scorer_path(compress_model)  # a bad spec fails before anything is loaded
+    if chosen == "longcodezip":
+        # Straight to LongCodeZip, so that its scores are journaled in llm_calls
+        # (a second run, or another ratio, scores nothing again).
+        from pipelines.compress.longcodezip import compress_code
         from pipelines.llm.logprobs import default_scorer
 
-        scorer = default_scorer(scorer_model)
-    result = compress_document(document, method=method, ratio=ratio, query=query, llm=llm, scorer=scorer,
-                               step="compress", concurrency=concurrency)
+        result = compress_code(document.text, ratio, query, scorer=default_scorer(path), count_tokens=llm.count_tokens,
+                               language=document.language or "python", journal=llm.journal)
+    else:
+        scorer = None
+        if path is not None:
+            from pipelines.llm.logprobs import default_scorer
+
+            scorer = default_scorer(path)
+        result = compress_document(document, method=method, ratio=ratio, query=query, llm=llm, scorer=scorer,
+                                   step="compress", concurrency=concurrency)
     click.echo(result.text, nl=not result.text.endswith("\n"))
     if stats_json is not None:
         stats_json.write_text(json.dumps(result.as_dict(), ensure_ascii=False, indent=1), encoding="utf-8")

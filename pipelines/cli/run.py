@@ -34,6 +34,9 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
               help="Share of each chunk's tokens the compressor keeps.")
 @click.option("--compress-query", default="", metavar="TEXT",
               help="What the summary should focus on: the compressors keep what matters to it.")
+@click.option("--compress-model", default=None, metavar="SPEC",
+              help="Model LongCodeZip scores with: llamacpp (the embedded Gemma 3 270M, default) or llamacpp:/path.gguf "
+                   "(a code model gives the paper's setting).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=None, help="API backends: seconds per request (default 120).")
 @click.option("--retries", "max_retries", type=click.IntRange(min=0), default=None, help="API backends: retries with backoff on 429/5xx/connection errors (default 4).")
 @click.option("--reference", "references", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -50,7 +53,7 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or notices on stderr.")
 @db_option
 def run_command(file, method, model, base_url, context_window, chunk_size, chunker, overlap, summary_words,
-                concurrency, kind, compress, compress_ratio, compress_query, timeout_s, max_retries, references, score_spec,
+                concurrency, kind, compress, compress_ratio, compress_query, compress_model, timeout_s, max_retries, references, score_spec,
                 dry_run, max_cost, as_json, output, quiet, db_path, **scoring_values) -> None:
     """Summarize FILE (a book, a paper or a source file)."""
     from pipelines.progress import RunProgress
@@ -60,7 +63,7 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
         method=method, model=model, base_url=base_url, context_window=context_window, chunk_size=chunk_size,
         chunker=chunker, overlap=overlap, summary_words=summary_words, concurrency=concurrency, kind=kind,
         timeout_s=timeout_s, max_retries=max_retries, compress=compress, compress_ratio=compress_ratio,
-        compress_query=compress_query,
+        compress_query=compress_query, compress_model=compress_model,
     )
     config.validate()
     if not file.exists():

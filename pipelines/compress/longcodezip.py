@@ -8,19 +8,39 @@ for Python with `ast` (every function, every method, each class's header
 with its docstring and attributes, and runs of module-level statements), for
 other languages (or Python that does not parse) at the definitions that
 `pipelines.documents.code_sections` finds. Chunks are contiguous slices, so
-``"".join(chunk.text) == code``. Each chunk is ranked by its approximated
-mutual information with the query,
+``"".join(chunk.text) == code``. Chunks are ranked, taken by rank while they
+fit the coarse budget, kept in their original order, and every run of
+dropped chunks becomes one placeholder line (``# ...`` in the language's
+comment syntax, at the dropped code's indentation).
 
-    AMI(chunk, q) = PPL(q) - PPL(q | chunk),
+Ranking signals (`LongCodeZipSettings.signals`):
 
-the perplexity of the query alone minus its perplexity after the chunk:
-how much the chunk makes the query predictable. Chunks are taken by rank
-while they fit the coarse budget (the final budget divided by the share the
-fine stage keeps), kept in their original order, and every run of dropped
-chunks becomes one placeholder line (``# ...`` in the language's comment
-syntax, at the dropped code's indentation).
+* **structure** (no model): what the query and the code around the target
+  say will be needed. A name weighs its reads in the target's neighbourhood
+  (the other methods of the class the query's definition sits in, or the
+  functions just before a top-level target), each weighted by idf, plus its
+  mentions in the query (signature, docstring); a chunk scores the weights
+  of the names it defines (def/class, assignments, imports, ``self.x = ...``)
+  per square root of its tokens (`structure_scores`).
+* **ami**: the paper's approximated mutual information with the query,
 
-**Fine stage (blocks).** Inside each kept function the perplexity of every
+      AMI(chunk, q) = PPL(q) - PPL(q | chunk),
+
+  how much the chunk makes the query predictable. Each function is read
+  whole (up to `max_context_tokens`) before the query, and the query's
+  perplexity is measured at its identifier tokens only (`AMIScorer`): a
+  logits row costs several times a token of the model's body.
+* **structure+ami** (default): the model scores the chunks structure ranks
+  within `ami_pool` x the budget, and the two scaled scores are fused.
+
+Measured at ratio 0.3 on the CPython stdlib function-completion tasks
+(bench/bench_compress.py, README): the AMI of Gemma 270M alone barely beats
+a random choice of whole functions; the structure signal keeps most of what
+the answer uses at no model cost. Model scores are journaled like LLM calls
+(`journal`), so a re-run scores nothing again.
+
+**Fine stage (blocks)**, off by default (`fine_grained`): it needs a logits
+row for every token of every kept function. Inside each kept function the perplexity of every
 line given the lines before it is measured (one pass over the function; the
 paper's entropy-based chunking), and the body is cut into blocks where
 per-line perplexity spikes: a line whose perplexity is at least both of its
@@ -55,8 +75,10 @@ scored in sliding windows.
 from __future__ import annotations
 
 import ast
+import keyword
 import math
 import re
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
@@ -87,21 +109,42 @@ class Scorer(Protocol):
     def token_logprobs(self, tokens: Sequence[int], first: int = 1): ...
 
 
+SIGNALS = ("structure", "ami", "structure+ami")
+
+
 @dataclass(frozen=True)
 class LongCodeZipSettings:
+    # How functions are ranked: "structure" (the query's identifiers and the
+    # code around the target, no model), "ami" (the paper's perplexity drop,
+    # every function through the model) or "structure+ami" (the model scores
+    # the functions structure ranks within ami_pool x the budget, and both
+    # ranks are fused).
+    signals: str = "structure+ami"
+    ami_weight: float = 0.5  # share of the fused score that comes from AMI
+    ami_pool: float = 1.5  # structure+ami: functions up to this multiple of the coarse budget are scored
+    query_weight: float = 3.0  # weight of the query's own identifiers against the neighbours' references
+    neighbours: int = 5  # the target outside a class: this many chunks before it are its neighbourhood
     # Share of the coarse selection the fine stage keeps: the coarse stage
     # selects up to budget / fine_keep tokens of functions.
     fine_keep: float = 0.6
-    fine_grained: bool = True  # False: coarse stage only (the paper's rank-only mode)
+    # The fine stage needs a logits row for every token of every kept
+    # function (the output head dominates a small model's cost: several
+    # times a prompt pass), so whole functions are kept by default.
+    fine_grained: bool = False
     importance_beta: float = 0.5  # how strongly importance skews each function's budget share
     min_lines_for_fine: int = 5  # shorter chunks are kept whole
     spike_k: float = 0.2  # adaptive threshold: mean + k * std of line perplexities
     max_block_lines: int = 6  # longer blocks are cut again at their strongest spike
-    max_query_tokens: int = 64  # the query is scored on its first N tokens (each chunk pays for them)
-    max_context_tokens: int = 1024  # a chunk conditions the query with at most its last N tokens
+    max_query_tokens: int = 128  # the query is read up to this many tokens (each scored function pays for them)
+    max_query_positions: int = 8  # AMI is measured at this many of the query's identifier tokens
+    max_context_tokens: int = 2048  # a function conditions the query with at most its last N tokens
     max_module_lines: int = 30  # module-level statements are grouped into chunks of at most this many lines
     tolerance: float = 0.03  # accepted overshoot of the budget before tightening
     max_rounds: int = 4
+
+    def __post_init__(self):
+        if self.signals not in SIGNALS:
+            raise ValueError(f"unknown LongCodeZip signals {self.signals!r}; choose one of {', '.join(SIGNALS)}")
 
 
 @dataclass(frozen=True)
@@ -287,29 +330,6 @@ def _chunks_from_units(code: str, lines: list[str], units: list[_Unit]) -> list[
     return chunks
 
 
-def query_ami(scorer: Scorer, query_tokens: list[int], context: str, baseline_nll: float,
-              max_context_tokens: int) -> float:
-    """PPL(q) - PPL(q | context)."""
-    nll = mean_nll(scorer, query_tokens, context, max_context_tokens)
-    if not math.isfinite(nll) or not math.isfinite(baseline_nll):
-        return float("-inf")
-    return math.exp(baseline_nll) - math.exp(nll)
-
-
-def mean_nll(scorer: Scorer, target_tokens: list[int], context: str = "", max_context_tokens: int = 1024) -> float:
-    """Mean negative log-likelihood (nats) of target tokens after BOS + context."""
-    if not target_tokens:
-        return float("nan")
-    context_tokens = scorer.tokenize(context) if context else []
-    room = min(max_context_tokens, scorer.n_ctx - 2 - len(target_tokens))
-    context_tokens = context_tokens[max(0, len(context_tokens) - max(0, room)):] if room > 0 else []
-    bos = getattr(scorer, "bos_token", None)
-    head = [bos] if bos is not None else []
-    tokens = head + context_tokens + list(target_tokens)
-    logprobs = scorer.token_logprobs(tokens, first=len(head) + len(context_tokens))
-    return -float(sum(float(x) for x in logprobs)) / len(logprobs) if len(logprobs) else float("nan")
-
-
 def select_by_rank(sizes: Sequence[int], scores: Sequence[float], budget: float, at_least_one: bool = False) -> list[int]:
     """Indices taken in descending score while they fit the budget, in original order.
 
@@ -326,6 +346,257 @@ def select_by_rank(sizes: Sequence[int], scores: Sequence[float], budget: float,
 
 def _finite(x: float) -> float:
     return x if math.isfinite(x) else -1e30
+
+
+# --- structure: the query's identifiers and the code around the target --------
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Words that name nothing in a program (and Python's keywords); docstrings are prose.
+_STOPWORDS = frozenset(keyword.kwlist) | {
+    "self", "cls", "the", "a", "an", "of", "to", "is", "and", "or", "in", "for", "this", "that", "be", "it", "if",
+    "with", "as", "by", "on", "not", "are", "from", "return", "returns", "true", "false", "none",
+}
+
+
+def identifiers(text: str) -> list[str]:
+    return [w for w in _IDENTIFIER.findall(text) if len(w) > 1 and w not in _STOPWORDS]
+
+
+def chunk_names(chunk: CodeChunk, language: str | None = "python") -> tuple[set[str], dict[str, int]]:
+    """The names a chunk defines (its def/class, assignments, imports, `self.x = ...`)
+    and the names it reads, with counts. Python by `ast`; other languages
+    (or a chunk that does not parse alone) define their own name and read
+    every identifier."""
+    defined: set[str] = {chunk.name.rsplit(".", 1)[-1]} if chunk.name else set()
+    read: dict[str, int] = {}
+    tree = None
+    if (language or "python").lower() == "python":
+        try:
+            tree = ast.parse(textwrap.dedent(chunk.text))
+        except (SyntaxError, ValueError, RecursionError):
+            tree = None
+    if tree is None:
+        for word in identifiers(chunk.text):
+            if word not in defined:
+                read[word] = read.get(word, 0) + 1
+        return defined, read
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Name):
+            if isinstance(node.ctx, ast.Store):
+                defined.add(node.id)
+            else:
+                read[node.id] = read.get(node.id, 0) + 1
+        elif isinstance(node, ast.Attribute):
+            if isinstance(node.ctx, ast.Store):
+                if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                    defined.add(node.attr)
+            else:
+                read[node.attr] = read.get(node.attr, 0) + 1
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                defined.add((alias.asname or alias.name).split(".")[0])
+    return defined, read
+
+
+def neighbourhood(chunks: Sequence[CodeChunk], query: str, neighbours: int = 5) -> list[int]:
+    """The chunks around the target: the code continues with the query's
+    definition, so when the query is indented it sits in the class the last
+    method or class chunk belongs to, and that class is its neighbourhood;
+    otherwise the last `neighbours` chunks are."""
+    if not chunks:
+        return []
+    first_line = next((line for line in query.splitlines() if line.strip()), "")
+    if first_line[:1].isspace():
+        for chunk in reversed(chunks):
+            if chunk.name and chunk.kind in ("method", "class"):
+                owner = chunk.name if chunk.kind == "class" else chunk.name.rsplit(".", 1)[0]
+                members = [c.idx for c in chunks if c.name and (c.name == owner or c.name.startswith(owner + "."))]
+                if members:
+                    return members
+                break
+    return [c.idx for c in chunks[-neighbours:]]
+
+
+def structure_scores(chunks: Sequence[CodeChunk], sizes: Sequence[int], query: str,
+                     language: str | None = "python", query_weight: float = 3.0, neighbours: int = 5,
+                     targeted: bool = True) -> list[float]:
+    """How much each chunk defines of what the target will use, per sqrt token.
+
+    A name weighs what the query and the target's neighbourhood say of it:
+    each read of it in the neighbourhood (its class's other methods, or the
+    functions just before it) adds its idf, log(chunks / chunks reading it),
+    so that names every function reads count little; each mention in the
+    query (signature, docstring) adds `query_weight` x its idf. A chunk
+    scores the weights of the names it defines, divided by the square root
+    of its tokens: small definitions of needed names (constants, helpers)
+    are cheap to keep, and a long function must define more to earn its room.
+
+    Without a target (`targeted=False`: a whole module summarized with the
+    generic query) every chunk is the neighbourhood: what the file itself
+    uses most (idf-weighted) is kept."""
+    names = [chunk_names(c, language) for c in chunks]
+    n = len(chunks)
+    readers: dict[str, int] = {}
+    for _, read in names:
+        for name in read:
+            readers[name] = readers.get(name, 0) + 1
+    weight: dict[str, float] = {}
+    for i in (neighbourhood(chunks, query, neighbours) if targeted else range(n)):
+        for name in names[i][1]:
+            weight[name] = weight.get(name, 0.0) + math.log(n / readers[name])
+    for name in identifiers(query):
+        weight[name] = weight.get(name, 0.0) + query_weight * math.log(max(1.0, n / readers.get(name, 1)))
+    return [sum(weight.get(name, 0.0) for name in defined) / math.sqrt(max(1, size))
+            for (defined, _), size in zip(names, sizes)]
+
+
+def fuse(structure: Sequence[float], ami: dict[int, float], weight: float) -> list[float]:
+    """One ranking from both signals: the AMI-scored chunks first, ordered by
+    (1 - weight) x their min-max scaled structure score + weight x their scaled
+    AMI, then the others by structure."""
+    scored = sorted(ami)
+    s_norm = dict(zip(scored, normalise([structure[i] for i in scored])))
+    a_norm = dict(zip(scored, normalise([ami[i] for i in scored])))
+    rest = normalise(list(structure))
+    return [1.0 + (1 - weight) * s_norm[i] + weight * a_norm[i] if i in ami else rest[i] - 1.0
+            for i in range(len(structure))]
+
+
+# --- AMI: the query's perplexity with and without each function --------------
+
+
+class AMIScorer:
+    """PPL(q) - PPL(q | function) for many functions, one model pass each.
+
+    Each function is read whole (its last `max_context_tokens`), followed by
+    the whole query (up to `max_query_tokens`); logits rows are computed only
+    at up to `max_query_positions` of the query's tokens, those inside
+    identifiers the code also uses (where a definition can make the query
+    predictable), because each row costs several times a token of the model's
+    body. Mean NLLs are journaled like LLM calls (`journal`: a
+    `pipelines.llm.recording.CallJournal`; one row per function, keyed by the
+    model file, the settings, the query and the function's text), so a
+    re-run, or another ratio, scores nothing again."""
+
+    VERSION = 2  # part of the cache key: bump when what is measured changes
+
+    def __init__(self, scorer: Scorer, settings: LongCodeZipSettings, journal=None, run_id: str | None = None,
+                 step: str = "compress:longcodezip"):
+        self.scorer = scorer
+        self.settings = settings
+        self.journal = journal
+        self.run_id = run_id
+        self.step = step
+        self.hits = 0
+        self.misses = 0
+
+    def identity(self) -> dict:
+        s = self.settings
+        fingerprint = None
+        path = getattr(self.scorer, "path", None)
+        if path is not None:
+            try:
+                stat = path.stat()
+                fingerprint = f"{path.name}:{stat.st_size}"
+            except OSError:
+                fingerprint = str(path)
+        return {"backend": "llamacpp-logprobs", "model": getattr(self.scorer, "model", type(self.scorer).__name__),
+                "file": fingerprint, "n_ctx": getattr(self.scorer, "n_ctx", None), "version": self.VERSION,
+                "max_query_tokens": s.max_query_tokens, "max_query_positions": s.max_query_positions,
+                "max_context_tokens": s.max_context_tokens}
+
+    def score(self, texts: dict[int, str], query: str, code: str) -> dict[int, float]:
+        s = self.settings
+        query_tokens = self.scorer.tokenize(query)[: s.max_query_tokens]
+        positions = self._query_positions(query, query_tokens, code)
+        identity = self.identity()
+        base = self._cached_nll(identity, query_tokens, positions, "")
+        out = {}
+        for i, text in texts.items():
+            if not text.strip():
+                out[i] = float("-inf")
+                continue
+            nll = self._cached_nll(identity, query_tokens, positions, text.rstrip("\n") + "\n\n")
+            out[i] = math.exp(base) - math.exp(nll) if math.isfinite(nll) and math.isfinite(base) else float("-inf")
+        return out
+
+    def _query_positions(self, query: str, query_tokens: list[int], code: str) -> list[int]:
+        """Indices of the query tokens to score (see the class doc)."""
+        if not query_tokens:
+            return []
+        vocabulary = set(_IDENTIFIER.findall(code))
+        raw = query.encode("utf-8")
+        spans = [(len(query[: m.start()].encode("utf-8")), len(query[: m.end()].encode("utf-8")))
+                 for m in _IDENTIFIER.finditer(query) if m.group() in vocabulary and m.group() not in _STOPWORDS]
+        offsets = self.scorer.token_offsets(query_tokens)
+        chosen = []
+        k = 0
+        for j, offset in enumerate(offsets):
+            while k < len(spans) and spans[k][1] <= offset:
+                k += 1
+            if k < len(spans) and spans[k][0] <= offset < spans[k][1] and offset < len(raw):
+                chosen.append(j)
+        if not chosen:
+            chosen = list(range(len(query_tokens)))
+        limit = self.settings.max_query_positions
+        if len(chosen) > limit:  # spread over the whole query rather than its start
+            chosen = [chosen[round(t * (len(chosen) - 1) / (limit - 1))] for t in range(limit)] if limit > 1 else chosen[:1]
+        return sorted(set(chosen))
+
+    def _cached_nll(self, identity: dict, query_tokens: list[int], positions: list[int], context: str) -> float:
+        import hashlib
+        import json
+
+        request = json.dumps({"query_tokens": query_tokens, "positions": positions,
+                              "context_sha256": hashlib.sha256(context.encode("utf-8")).hexdigest()}, sort_keys=True)
+        key = hashlib.sha256(json.dumps({"model": identity, "template": "longcodezip_ami", "request": request},
+                                        sort_keys=True).encode("utf-8")).hexdigest()
+        if self.journal is not None:
+            hit = self.journal.lookup(key)
+            if hit is not None:
+                self.hits += 1
+                return float(json.loads(hit.response)["mean_nll"])
+        self.misses += 1
+        started = time.perf_counter()
+        nll, evaluated = self._nll(query_tokens, positions, context)
+        if self.journal is not None:
+            self._record(key, identity, request, nll, evaluated, time.perf_counter() - started)
+        return nll
+
+    def _nll(self, query_tokens: list[int], positions: list[int], context: str) -> tuple[float, int]:
+        s = self.settings
+        context_tokens = self.scorer.tokenize(context) if context else []
+        room = min(s.max_context_tokens, self.scorer.n_ctx - 2 - len(query_tokens))
+        context_tokens = context_tokens[max(0, len(context_tokens) - max(0, room)):] if room > 0 else []
+        bos = getattr(self.scorer, "bos_token", None)
+        head = ([bos] if bos is not None else []) + context_tokens
+        tokens = head + list(query_tokens)
+        wanted = [len(head) + j for j in positions if len(head) + j >= 1]
+        if not wanted:
+            return float("nan"), 0
+        if hasattr(self.scorer, "logprobs_at"):
+            logprobs = self.scorer.logprobs_at(tokens, wanted)
+        else:  # a scorer without position selection: score everything, keep the positions
+            import numpy as np
+
+            every = np.asarray(self.scorer.token_logprobs(tokens, first=wanted[0]), dtype=np.float64)
+            logprobs = every[[p - wanted[0] for p in wanted]]
+        return -float(sum(float(x) for x in logprobs)) / len(logprobs), len(tokens)
+
+    def _record(self, key: str, identity: dict, request: str, nll: float, evaluated: int, seconds: float) -> None:
+        import json
+
+        from pipelines.llm.recording import CallRecord, new_id
+
+        self.journal.record(CallRecord(
+            call_id=new_id(), run_id=self.run_id, request_hash=key, backend=identity["backend"],
+            model=identity["model"], template="longcodezip_ami", template_hash=f"v{self.VERSION}", step=self.step,
+            request=request, response=json.dumps({"mean_nll": nll}), finish_reason="scored",
+            input_tokens=evaluated, cached_input_tokens=0, output_tokens=0, latency_s=seconds, cost_usd=0.0,
+            cached=False, status="ok", error=None, created_at=time.time(),
+        ))
 
 
 # --- fine stage: entropy blocks and knapsack ---------------------------------
@@ -458,19 +729,34 @@ class _FunctionAnalysis:
 
 
 class LongCodeZip:
-    def __init__(self, scorer: Scorer, count_tokens: TokenCounter, settings: LongCodeZipSettings | None = None,
-                 language: str | None = "python"):
+    def __init__(self, scorer: Scorer | None, count_tokens: TokenCounter, settings: LongCodeZipSettings | None = None,
+                 language: str | None = "python", *, journal=None, run_id: str | None = None,
+                 step: str = "compress:longcodezip"):
         self.scorer = scorer
         self.count_tokens = count_tokens
         self.settings = settings or LongCodeZipSettings()
         self.language = language
+        self.journal = journal
+        self.run_id = run_id
+        self.step = step
         self._analysis: dict[int, _FunctionAnalysis] = {}
+        self._query = ""
+        self._code = ""
+        self._ami_scorer: AMIScorer | None = None
+
+    def _ami(self) -> AMIScorer:
+        if self.scorer is None:
+            raise ValueError(f"LongCodeZip signals {self.settings.signals!r} need a scorer (a llama.cpp model)")
+        if self._ami_scorer is None:
+            self._ami_scorer = AMIScorer(self.scorer, self.settings, self.journal, self.run_id, self.step)
+        return self._ami_scorer
 
     def compress(self, code: str, query: str, ratio: float) -> CompressionResult:
         started = time.perf_counter()
         ratio = check_ratio(ratio)
         s = self.settings
         stats_before = _scorer_stats(self.scorer)
+        self._targeted = bool(query.strip())
         query = query.strip("\n") or default_query()
         chunks = split_code(code, self.language, s.max_module_lines)
         sizes = [self.count_tokens(c.text) for c in chunks]
@@ -480,14 +766,13 @@ class LongCodeZip:
             reports = [self._report(c, sizes[i], sizes[i], 1.0, float("nan"), "kept", c.text) for i, c in enumerate(chunks)]
             return self._result(code, total, total, ratio, reports, started, stats_before, {"budget": budget})
 
-        self._query_tokens = self.scorer.tokenize(query)[: s.max_query_tokens]
-        self._baseline = mean_nll(self.scorer, self._query_tokens)
+        self._query, self._code = query, code
         self._analysis = {}
-        scores = self.rank([c.text for c in chunks])
+        coarse_budget = min(total, budget / s.fine_keep) if s.fine_grained else budget
+        scores, signal_stats = self._rank_chunks(chunks, sizes, query, code, coarse_budget)
 
         # Select, compress, measure; move the coarse budget by the miss and
         # repeat (scores are cached), keeping the closest result within budget.
-        coarse_budget = min(total, budget / s.fine_keep) if s.fine_grained else budget
         best = None
         for round_ in range(s.max_rounds):
             selected = select_by_rank(sizes, scores, coarse_budget, at_least_one=s.fine_grained)
@@ -502,21 +787,38 @@ class LongCodeZip:
             coarse_budget = max(0.0, min(total, coarse_budget + step))
         _, n, text, reports, selected, coarse_budget = best
         stats = {"budget": round(budget, 1), "coarse_budget": round(coarse_budget, 1), "rounds": round_ + 1,
-                 "selected": len(selected), "chunks": len(chunks), "query_tokens": len(self._query_tokens)}
+                 "selected": len(selected), "chunks": len(chunks), "signals": s.signals, **signal_stats}
         return self._result(text, total, n, ratio, reports, started, stats_before, stats)
 
     # -- stages ---------------------------------------------------------------
 
+    def _rank_chunks(self, chunks, sizes, query, code, coarse_budget) -> tuple[list[float], dict]:
+        """One score per chunk under the settings' signals, and what it cost."""
+        s = self.settings
+        structure = None
+        if s.signals != "ami":
+            structure = structure_scores(chunks, sizes, query, self.language, s.query_weight, s.neighbours,
+                                         targeted=getattr(self, "_targeted", True))
+            if s.signals == "structure":
+                return structure, {}
+        if s.signals == "ami":
+            pool = list(range(len(chunks)))
+        else:
+            pool = select_by_rank(sizes, structure, s.ami_pool * coarse_budget)
+        ami = self._ami()
+        hits, misses = ami.hits, ami.misses
+        values = ami.score({i: chunks[i].text for i in pool}, query, code)
+        stats = {"ami_scored": len(pool), "ami_cached": ami.hits - hits, "ami_computed": ami.misses - misses}
+        if structure is None:
+            return [values[i] for i in range(len(chunks))], stats
+        return fuse(structure, values, s.ami_weight), stats
+
     def rank(self, texts: Sequence[str], query: str | None = None) -> list[float]:
         """AMI of each text with the query (PPL(q) - PPL(q | text)); -inf for blank text."""
         if query is not None:
-            self._query_tokens = self.scorer.tokenize(query.strip("\n") or default_query())[: self.settings.max_query_tokens]
-            self._baseline = mean_nll(self.scorer, self._query_tokens)
-        return [self._ami(t) if t.strip() else float("-inf") for t in texts]
-
-    def _ami(self, context: str) -> float:
-        return query_ami(self.scorer, self._query_tokens, context.rstrip("\n") + "\n\n", self._baseline,
-                         self.settings.max_context_tokens)
+            self._query = query.strip("\n") or default_query()
+        values = self._ami().score(dict(enumerate(texts)), self._query, self._code or "".join(texts))
+        return [values[i] for i in range(len(texts))]
 
     def _compressible(self, chunk: CodeChunk) -> bool:
         body = chunk.lines[chunk.signature_lines:]
@@ -591,7 +893,7 @@ class LongCodeZip:
             texts = ["".join(lines[a:b]) for a, b in blocks]
             self._analysis[chunk.idx] = _FunctionAnalysis(
                 blocks=blocks,
-                block_scores=[self._ami(t) if t.strip() else float("-inf") for t in texts],
+                block_scores=self.rank(texts),
                 block_tokens=[self.count_tokens(t) for t in texts],
                 signature_tokens=self.count_tokens("".join(lines[: chunk.signature_lines])),
                 line_values=values,
@@ -674,14 +976,21 @@ def compress_code(
     count_tokens: TokenCounter | None = None,
     language: str | None = "python",
     settings: LongCodeZipSettings | None = None,
+    journal=None,
+    run_id: str | None = None,
+    step: str = "compress:longcodezip",
 ) -> CompressionResult:
     """Compress code to about `ratio` of its tokens, keeping what matters to `query`.
 
-    `scorer` defaults to the packaged model (`pipelines.llm.logprobs.default_scorer`);
-    `count_tokens` (the tokenizer the budget is counted in) defaults to the scorer's."""
-    if scorer is None:
+    `scorer` defaults to the packaged model (`pipelines.llm.logprobs.default_scorer`)
+    when the signals need one; `count_tokens` (the tokenizer the budget is
+    counted in) defaults to the scorer's. `journal` (a CallJournal such as
+    the store's `llm_calls`) caches the model's scores."""
+    settings = settings or LongCodeZipSettings()
+    if scorer is None and (settings.signals != "structure" or settings.fine_grained or count_tokens is None):
         from pipelines.llm.logprobs import default_scorer
 
         scorer = default_scorer()
     counter: Callable[[str], int] = count_tokens or (lambda t: len(scorer.tokenize(t)))
-    return LongCodeZip(scorer, counter, settings, language).compress(code, query, ratio)
+    return LongCodeZip(scorer, counter, settings, language, journal=journal, run_id=run_id,
+                       step=step).compress(code, query, ratio)

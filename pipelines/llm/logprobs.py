@@ -173,13 +173,33 @@ class LogprobScorer:
 
     # --- llama.cpp -----------------------------------------------------------
 
-    def _score(self, tokens: list[int], first: int) -> np.ndarray:
-        """One pass of at most n_ctx tokens: log-probs of tokens[first:]."""
+    def logprobs_at(self, tokens: Sequence[int], positions: Sequence[int]) -> np.ndarray:
+        """log P(tokens[i] | tokens[:i]) for each i in `positions` only (at most
+        n_ctx - 1 tokens, starting with BOS): logits rows are computed only
+        there, the output head being the costliest layer of a small model."""
+        tokens = list(tokens)
+        if len(tokens) > self.n_ctx - 1:
+            raise ValueError(f"{len(tokens)} tokens do not fit the scorer's context of {self.n_ctx}")
+        wanted = sorted({int(p) for p in positions})
+        if not wanted:
+            return np.zeros(0, dtype=np.float32)
+        if wanted[0] < 1 or wanted[-1] >= len(tokens):
+            raise ValueError("positions must lie in [1, len(tokens))")
+        return self._score(tokens, wanted[0], wanted)
+
+    def _score(self, tokens: list[int], first: int, positions: Sequence[int] | None = None) -> np.ndarray:
+        """One pass of at most n_ctx tokens: log-probs of tokens[first:] (or of
+        tokens[p] for p in the sorted `positions`, all >= first)."""
         import llama_cpp
 
         llama = self._llama
         started = time.perf_counter()
-        out = np.empty(len(tokens) - first, dtype=np.float32)
+        if positions is None:
+            slot = None
+            out = np.empty(len(tokens) - first, dtype=np.float32)
+        else:
+            slot = {p: j for j, p in enumerate(positions)}  # scored token position -> index in out
+            out = np.empty(len(positions), dtype=np.float32)
         with self._lock:
             ctx = llama._ctx
             cached = getattr(llama, "_longsum_kv_tokens", None)
@@ -210,7 +230,7 @@ class LogprobScorer:
                     b.pos[n] = pos
                     b.seq_id[n][0] = 0
                     b.n_seq_id[n] = 1
-                    wanted = first - 1 <= pos < len(tokens) - 1
+                    wanted = first - 1 <= pos < len(tokens) - 1 and (slot is None or pos + 1 in slot)
                     b.logits[n] = wanted
                     if wanted:
                         outputs.append(pos)
@@ -224,7 +244,8 @@ class LogprobScorer:
                     continue
                 rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(len(outputs), self._n_vocab))
                 targets = [tokens[p + 1] for p in outputs]
-                out[[p + 1 - first for p in outputs]] = _log_softmax_at(rows, targets)  # float32 view, no copy
+                where = [p + 1 - first for p in outputs] if slot is None else [slot[p + 1] for p in outputs]
+                out[where] = _log_softmax_at(rows, targets)  # float32 view, no copy
             llama._longsum_kv_tokens = list(tokens)
             llama.n_tokens = 0  # Llama's own API must not trust this KV cache
         with self._stats_lock:
@@ -257,3 +278,23 @@ def default_scorer(model_path: str | Path | None = None, n_ctx: int = DEFAULT_SC
         if key not in _SCORERS:
             _SCORERS[key] = LogprobScorer(model_path, n_ctx=n_ctx)
         return _SCORERS[key]
+
+
+def scorer_path(spec: str | None) -> Path | None:
+    """The GGUF file a `--compress-model` spec names: None (the embedded model)
+    for ``llamacpp`` or no spec, PATH for ``llamacpp:PATH`` or a bare path.
+    Log-prob scoring needs a local llama.cpp model: API specs are refused."""
+    if spec is None or not spec.strip() or spec.strip().lower() == "llamacpp":
+        return None
+    spec = spec.strip()
+    prefix, _, rest = spec.partition(":")
+    if prefix.lower() == "llamacpp" and rest:
+        path = Path(rest).expanduser()
+    elif prefix.lower() in ("openai", "anthropic", "scripted"):
+        raise ValueError(f"--compress-model {spec}: LongCodeZip scores with a local llama.cpp model "
+                         "(llamacpp or llamacpp:/path/to/model.gguf), not an API model")
+    else:
+        path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ValueError(f"--compress-model {spec}: no such model file {path}")
+    return path
