@@ -62,6 +62,7 @@ class RunConfig:
     compress: str = "none"  # none | scope | longcodezip | auto: compress each chunk before summarizing
     compress_ratio: float = 0.5
     compress_query: str = ""
+    compress_model: str | None = None  # LongCodeZip's scoring model: llamacpp (default) or llamacpp:PATH
 
     def settings(self) -> SummarizeSettings:
         return SummarizeSettings(
@@ -86,6 +87,10 @@ class RunConfig:
             raise ValueError("--compress-ratio must be in (0, 1]")
         if self.compress != "none" and self.method == "extractive":
             raise ValueError("--compress needs an LLM method (hierarchical or incremental), not extractive")
+        if self.compress_model:
+            from pipelines.llm.logprobs import scorer_path
+
+            scorer_path(self.compress_model)  # a clear error before the run starts
 
 
 @dataclass
@@ -228,6 +233,7 @@ def compress_chunks(store: Store, run_id: str, document: Document, chunks: list[
     compressor = ChunkCompressor(
         llm, method=config.compress, ratio=config.compress_ratio, kind=document.kind, language=document.language,
         query=config.compress_query, concurrency=max(1, config.concurrency // workers),
+        scorer_model=config.compress_model,
     )
     pairs = compressor.run(chunks, executor)
     record_compression(store, run_id, [row for _, row in pairs])
