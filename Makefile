@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 DEMO_DB ?= demo.duckdb
 DEMO_FILE ?= examples/doyle_scandal_in_bohemia.txt
 
-.PHONY: install demo test test-fast bench bench-full clean
+.PHONY: install browser demo test test-fast bench bench-full clean
 
 install: $(STAMP)
 
@@ -33,7 +33,11 @@ demo: install
 	$(BIN)/summarize $(DEMO_FILE) --db $(DEMO_DB) -o examples/demo_summary.txt
 	$(BIN)/summarize runs --db $(DEMO_DB) --limit 5
 
-test: install
+# The report's browser test drives Debian's chromium (headless); no browser build is downloaded.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: install browser
 	$(BIN)/python -m pytest
 
 test-fast: install

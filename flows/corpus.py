@@ -14,14 +14,14 @@ summarized is recorded as failed with its reason; the others complete.
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from flows.executor import submit_bounded
 from flows.limits import configured_limit
 from flows.runners import task_runner_for
 from flows.tasks import evaluate_document_task
 from pipelines.corpus import CorpusItem, load_corpus
-from pipelines.evaluate import Outcome, config_label, failures, load_item, record_failure, summary_table
+from pipelines.evaluate import Outcome, config_label, failures, load_item, record_failure, summary_table, tag_runs
 from pipelines.llm import parse_spec
 from pipelines.llm.recording import new_id
 from pipelines.runner import RunConfig
@@ -58,6 +58,7 @@ def evaluate_corpus(
     export_dir: str | None = None,
     batch: bool = False,
     max_cost: float | None = None,
+    report: str | None = None,
 ) -> list[dict]:
     """Summarize every document with every configuration, `concurrency`
     documents at a time; score, tabulate, attach the table.
@@ -67,7 +68,10 @@ def evaluate_corpus(
     preflight's upper bound exceeds it, stop when the recorded cost reaches
     it. Both run the corpus in this flow's process (see pipelines.batch_eval:
     a provider batch spans documents, a budget is one running total); the
-    flow only waits while a batch is out, holding no task worker."""
+    flow only waits while a batch is out, holding no task worker.
+
+    `report`: where the HTML report goes (default: beside the database,
+    `longsum-report-ID.html`); the flow run links to it."""
     items = load_corpus(source, limit)
     store = Store(db)
     if batch or max_cost is not None:
@@ -80,22 +84,34 @@ def evaluate_corpus(
         outcomes = evaluate_in_process(items, chosen, store, batch=batch, max_cost=max_cost,
                                        metrics=list(metrics) if metrics is not None else ["rouge"],
                                        concurrency=concurrency)
-        return _report(store, items, configs, outcomes, export_dir)
+        return _report(store, items, configs, outcomes, export_dir, report)
     with task_runner_for(dask_address, concurrency) as runner:
         outcomes = evaluate_documents(runner, store, items, run_configs(configs), metrics, concurrency)
-    return _report(store, items, configs, outcomes, export_dir)
+    return _report(store, items, configs, outcomes, export_dir, report)
 
 
-def _report(store: Store, items, configs, outcomes: list[Outcome], export_dir: str | None) -> list[dict]:
+def _report(store: Store, items, configs, outcomes: list[Outcome], export_dir: str | None,
+            report: str | None) -> list[dict]:
+    from pipelines.report import write_report
+
+    corpus = tag_runs(store, outcomes)
     columns, rows = summary_table(store, outcomes)
     table = [dict(zip(columns, row)) for row in rows]
     problems = failures(outcomes)
-    create_table_artifact(key="longsum-corpus", table=table,
-                          description=f"{len(items)} documents x {len(configs or DEFAULT_CONFIGS)} configurations")
+    described = f"{len(items)} documents x {len(configs or DEFAULT_CONFIGS)} configurations"
+    create_table_artifact(key="longsum-corpus", table=table, description=described)
+    path = write_report(store, [o.run_id for o in outcomes],
+                        report or store.path.with_name(f"longsum-report-{corpus}.html"),
+                        title=f"longsum corpus evaluation {corpus}")
+    create_link_artifact(key="longsum-report", link=path.resolve().as_uri(), link_text=path.name,
+                         description=f"HTML report of corpus evaluation {corpus}: {described}")
+    create_markdown_artifact(key="longsum-corpus-summary", markdown=_markdown(corpus, path, columns, rows),
+                             description=f"corpus evaluation {corpus}")
     if problems:
         create_markdown_artifact(key="longsum-corpus-failures",
                                  markdown="### Failed\n\n" + "\n".join(f"* {p}" for p in problems))
     logger = get_run_logger()
+    logger.info("corpus evaluation %s: report %s (summarize report --corpus %s)", corpus, path, corpus)
     for row in table:
         logger.info("%s", row)
     for problem in problems:
@@ -104,6 +120,16 @@ def _report(store: Store, items, configs, outcomes: list[Outcome], export_dir: s
         batch = export_parquet(store, [o.run_id for o in outcomes], export_dir)
         logger.info("exported this batch to %s", batch)
     return table
+
+
+def _markdown(corpus: str, path, columns: list[str], rows: list[tuple]) -> str:
+    def cell(value) -> str:
+        return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = [f"### Corpus evaluation `{corpus}`", "", f"Report: [{path.name}]({path.resolve().as_uri()})", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def evaluate_documents(runner, store: Store, items: list[CorpusItem], configs: list[RunConfig],

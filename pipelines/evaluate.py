@@ -163,8 +163,12 @@ def evaluate(
     def one(pair) -> Outcome:
         item, config = pair
         chosen = backend_for(config) if backend_for else backend
-        outcome = evaluate_document(item, config, store, metrics=metrics, options=options,
-                                    backend=None if config.method == BASELINE else chosen)
+        try:
+            outcome = evaluate_document(item, config, store, metrics=metrics, options=options,
+                                        backend=None if config.method == BASELINE else chosen)
+        finally:
+            if backend_for and hasattr(chosen, "release"):
+                chosen.release()  # a batch participant that will ask nothing more
         if on_outcome:
             on_outcome(outcome)
         return outcome
@@ -209,6 +213,15 @@ def summary_table(store: Store, outcomes: Sequence[Outcome]) -> tuple[list[str],
         rows.append((label, len(group), *counts, seconds, calls, tokens, words, *values))
     keep = [i for i, c in enumerate(columns) if i < 9 or any(r[i] is not None for r in rows)]
     return [columns[i] for i in keep], [tuple(r[i] for i in keep) for r in rows]
+
+
+def tag_runs(store: Store, outcomes: Sequence[Outcome], corpus: str | None = None) -> str:
+    """Mark the runs of one evaluation with its id (`runs.params.corpus`), for
+    `summarize report --corpus ID` and SQL; returns the id."""
+    corpus = corpus or new_id()[:12]
+    store.execute("UPDATE runs SET params = json_merge_patch(coalesce(params, '{}'), json_object('corpus', ?)) "
+                  "WHERE list_contains(?, run_id)", [corpus, [o.run_id for o in outcomes]])
+    return corpus
 
 
 def failures(outcomes: Sequence[Outcome]) -> list[str]:

@@ -304,8 +304,15 @@ def test_corpus_fans_out_across_dask_workers_that_share_no_files(tmp_path, scand
         "SELECT count(*) FROM runs r WHERE r.status <> 'failed' AND NOT EXISTS "
         "(SELECT 1 FROM summaries s WHERE s.run_id = r.run_id AND s.is_final)")
     assert missing == 0
-    # Nothing of the flow's is left on the flow's side or in the workers' directories.
-    assert {p.name for p in flow_dir.iterdir()} <= {"corpus.duckdb", "corpus.duckdb.wal"}
+    # Beside the database only the reports, linked from the flow runs; nothing left in the workers' directories.
+    reports = sorted(flow_dir.glob("longsum-report-*.html"))
+    assert {p.name for p in flow_dir.iterdir()} - {p.name for p in reports} <= {"corpus.duckdb", "corpus.duckdb.wal"}
+    assert len(reports) == 2 and all(r.read_text(encoding="utf-8").count('class="run"') == 6 for r in reports)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        links = {a.data for a in client.read_artifacts() if a.key == "longsum-report"}
+    assert all(any(r.resolve().as_uri() in (link or "") for link in links) for r in reports)
     for home in homes:
         assert not list((home / "tmp").glob("longsum-*"))
     import duckdb

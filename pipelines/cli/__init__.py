@@ -19,7 +19,7 @@ import sys
 import click
 from click_default_group import DefaultGroup
 
-from pipelines.cli import chunks, compress, flows, run, scoring, store, text
+from pipelines.cli import chunks, compress, flows, report, run, scoring, store, text
 from pipelines.cli.common import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, user_errors
 
 
@@ -41,7 +41,7 @@ for command in (
     run.run_command, store.runs_command, store.show_command, store.sql_command, store.check_command,
     store.db_path_command, chunks.chunks_command, compress.compress_command, scoring.score_command,
     scoring.eval_group, scoring.import_booookscore_command, scoring.import_fables_command, flows.corpus_command,
-    flows.serve_command, flows.limits_command, text.text_command,
+    flows.serve_command, flows.limits_command, text.text_command, report.report_command,
 ):
     cli.add_command(command)
 

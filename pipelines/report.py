@@ -1,0 +1,343 @@
+"""A self-contained HTML report of runs and their scores, drawn from the store.
+
+One file that opens from disk with no network: the styles are inline, the
+charts are SVG rendered here by Vega-Lite (altair + vl-convert), and the
+interaction (the notes on a sentence, the summary tree) is plain HTML and
+CSS (`:hover`/`:focus` popovers, `<details>`), so no script runs at all.
+
+Per run: the final summary with each sentence marked by its BooookScore
+errors and faithfulness labels (hover or focus shows the judge's questions,
+the claims with their evidence and the chunk it came from); the summary tree
+(chunks -> levels -> final), each node expandable to its text and limits;
+where the summary draws from across the document (the coverage profile,
+when computed); calls, tokens, cost and time per step. Across runs: every
+score per configuration (method x model x chunk size x compression) as a
+table with the best values marked and the extractive baseline flagged, and a
+chart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from pipelines.store import Store
+from pipelines.text import split_sentences
+
+TEMPLATES = Path(__file__).parent / "templates"
+# Chunk texts are cut in the tree (summaries are shown whole): a book's
+# chunks would otherwise make a report of many runs tens of megabytes.
+CHUNK_PREVIEW_CHARS = 700
+SCORE_COLUMNS = (
+    ("rouge1_f", "ROUGE-1"), ("rouge2_f", "ROUGE-2"), ("rougeL_f", "ROUGE-L"), ("rougeLsum_f", "ROUGE-Lsum"),
+    ("bertscore_f1", "BERTScore F1"), ("booookscore", "BooookScore"), ("faithfulness_yes", "Faithful (Yes)"),
+    ("faithfulness_supported", "Faithful (Yes+Partial)"), ("coverage_deciles", "Deciles covered"),
+    ("coverage_end_share", "End-of-document share"),
+)
+
+
+# Scores where more is not better: no "best" is marked for them (the share of
+# summary sentences from the document's last tenth is a bias to look at).
+UNRANKED = {"End-of-document share"}
+
+
+class ReportError(ValueError):
+    """Nothing to report; one line for the user."""
+
+
+@dataclass
+class Sentence:
+    num: int
+    text: str
+    errors: list[str] = field(default_factory=list)  # BooookScore error types
+    questions: str | None = None
+    claims: list[dict] = field(default_factory=list)  # claim, label, evidence, chunks
+    chunk: int | None = None  # coverage: the chunk it draws from
+    decile: int | None = None
+
+    @property
+    def marks(self) -> list[str]:
+        marks = ["coherence"] if self.errors else []
+        labels = {c["label"] for c in self.claims}
+        if "No" in labels:
+            marks.append("unfaithful")
+        elif "PartialSupport" in labels:
+            marks.append("partial")
+        elif labels == {"Yes"}:
+            marks.append("faithful")
+        return marks
+
+
+@dataclass
+class Node:
+    """A node of the summary tree: the final summary, a merge, an update, or a chunk."""
+
+    label: str
+    text: str
+    facts: list[str]
+    flags: list[str]
+    children: list["Node"] = field(default_factory=list)
+
+
+def select_runs(store: Store, run_ids: Sequence[str] = (), *, last: int | None = None, document: str | None = None,
+                batch: str | None = None) -> list[str]:
+    """Run ids (prefixes allowed) by id, the last N, a document's title, or a corpus batch."""
+    found: list[str] = []
+    for prefix in run_ids:
+        rows = store.execute("SELECT run_id FROM runs WHERE run_id LIKE ? || '%'", [prefix])
+        if not rows:
+            raise ReportError(f"no run {prefix!r} in {store.path}")
+        found += [r for (r,) in rows]
+    if document:
+        found += [r for (r,) in store.execute(
+            "SELECT r.run_id FROM runs r LEFT JOIN documents d USING (doc_id) WHERE d.title = ? "
+            "OR r.document_path LIKE '%' || ? ORDER BY r.started_at", [document, document])]
+    if batch:
+        found += [r for (r,) in store.execute(
+            "SELECT run_id FROM runs WHERE params->>'corpus' = ? ORDER BY started_at", [batch])]
+    if last:
+        found += [r for (r,) in reversed(store.execute(
+            "SELECT run_id FROM runs ORDER BY started_at DESC LIMIT ?", [last]))]
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        raise ReportError(f"no runs selected in {store.path} (give run ids, --last, --document or --corpus)")
+    return unique
+
+
+def build_report(store: Store, run_ids: Sequence[str], title: str = "longsum report") -> str:
+    """The report's HTML for these runs."""
+    import jinja2
+
+    with store.held():  # one connection for the report's hundreds of small queries
+        runs = [_run(store, run_id) for run_id in run_ids]
+        comparison = _comparison(store, run_ids)
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                     trim_blocks=True, lstrip_blocks=True)
+    return environment.get_template("report.html.j2").render(title=title, runs=runs, comparison=comparison)
+
+
+def write_report(store: Store, run_ids: Sequence[str], path: str | Path, title: str = "longsum report") -> Path:
+    """Write atomically: a reader never sees half a report."""
+    import os
+
+    path = Path(path)
+    text = build_report(store, run_ids, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+    return path
+
+
+# -- one run -----------------------------------------------------------------
+
+
+def _run(store: Store, run_id: str) -> dict:
+    columns, rows = store.query(
+        "SELECT r.*, d.title FROM runs r LEFT JOIN documents d USING (doc_id) WHERE r.run_id = ?", [run_id])
+    run = dict(zip(columns, rows[0]))
+    final = store.execute("SELECT summary_id, text FROM summaries WHERE run_id = ? AND is_final", [run_id])
+    summary_id, text = final[0] if final else (None, run.get("final_summary") or "")
+    return {
+        **run,
+        "title": run.get("title") or Path(run.get("document_path") or "?").name,
+        "configuration": configuration(run),
+        "sentences": _sentences(store, run_id, summary_id, text or ""),
+        "tree": _tree(store, run_id),
+        "steps": _steps(store, run_id),
+        "coverage_chart": _coverage_chart(store, run_id),
+        "scores": _scores(store, run_id),
+    }
+
+
+def configuration(run: dict) -> str:
+    if run["method"] == "extractive":
+        return "extractive (baseline)"
+    parts = [run["method"], run.get("model") or "?", f"chunk {run.get('chunk_size')}"]
+    if run.get("compression") and run["compression"] != "none":
+        parts.append(run["compression"])
+    return " · ".join(str(p) for p in parts)
+
+
+def _latest(store: Store, table: str, run_id: str, summary_id: str | None) -> str | None:
+    """The config hash of the latest scoring of this summary in `table`."""
+    rows = store.execute(
+        f"SELECT arg_max(config_hash, created_at) FROM {table} WHERE run_id = ? AND summary_id IS NOT DISTINCT FROM ?",
+        [run_id, summary_id])
+    return rows[0][0] if rows else None
+
+
+def _sentences(store: Store, run_id: str, summary_id: str | None, text: str) -> list[Sentence]:
+    sentences = [Sentence(i, s) for i, s in enumerate(split_sentences(text), 1) if s.strip()]
+    by_num = {s.num: s for s in sentences}
+    config = _latest(store, "booookscore_annotations", run_id, summary_id)
+    for num, types, questions in store.execute(
+            "SELECT sentence_num, types, questions FROM booookscore_annotations WHERE run_id = ? "
+            "AND summary_id IS NOT DISTINCT FROM ? AND config_hash IS NOT DISTINCT FROM ? AND flagged",
+            [run_id, summary_id, config]):
+        if num in by_num:
+            by_num[num].errors = json.loads(types) if isinstance(types, str) else list(types or [])
+            by_num[num].questions = questions
+    config = _latest(store, "claims", run_id, summary_id)
+    for num, claim, label, evidence, chunk_ids in store.execute(
+            "SELECT sentence_num, claim, label, evidence, chunk_ids FROM claims WHERE run_id = ? "
+            "AND summary_id IS NOT DISTINCT FROM ? AND config_hash IS NOT DISTINCT FROM ? ORDER BY claim_num",
+            [run_id, summary_id, config]):
+        if num in by_num and claim:
+            by_num[num].claims.append({"claim": claim, "label": label or "unjudged", "evidence": _evidence(evidence),
+                                       "chunks": _ints(chunk_ids)})
+    config = _latest(store, "coverage", run_id, summary_id)
+    for num, chunk, decile in store.execute(
+            "SELECT sentence_num, chunk_idx, decile FROM coverage WHERE run_id = ? "
+            "AND summary_id IS NOT DISTINCT FROM ? AND config_hash IS NOT DISTINCT FROM ?",
+            [run_id, summary_id, config]):
+        if num in by_num:
+            by_num[num].chunk, by_num[num].decile = chunk, decile
+    return sentences
+
+
+def _evidence(value) -> list[str]:
+    value = json.loads(value) if isinstance(value, str) else value
+    if isinstance(value, list):
+        return [str(v) for v in value if v]
+    return [str(value)] if value else []
+
+
+def _ints(value) -> list[int]:
+    value = json.loads(value) if isinstance(value, str) else value
+    return [int(v) for v in value or [] if str(v).lstrip("-").isdigit()]
+
+
+def _tree(store: Store, run_id: str) -> list[Node]:
+    """Chunks under the summaries made from them, up to the final summary."""
+    chunks = store.execute("SELECT idx, n_tokens, section, text FROM chunks WHERE run_id = ? ORDER BY idx", [run_id])
+    chunk_nodes = {idx: Node(f"chunk {idx}", _preview(text), [f"{n_tokens} tokens"] + ([section] if section else []), [])
+                   for idx, n_tokens, section, text in chunks}
+    rows = store.execute(
+        "SELECT level, idx, kind, text, n_words, token_limit, word_limit, attempts, degraded, salvaged, note, "
+        "first_chunk, last_chunk, is_final FROM summaries WHERE run_id = ? ORDER BY level, idx, created_at", [run_id])
+    nodes = []
+    for level, idx, kind, text, n_words, token_limit, word_limit, attempts, degraded, salvaged, note, first, last, final in rows:
+        flags = [f for f, on in (("final", final), ("degraded", degraded), ("salvaged", salvaged)) if on]
+        facts = [f"{n_words} words", f"limit {word_limit} words / {token_limit} tokens", f"{attempts} attempt(s)",
+                 f"chunks {first}-{last}"] + ([note] if note else [])
+        label = {"chunk": f"chunk summary {idx}", "merge": f"merge level {level} #{idx}", "update": f"update {idx}",
+                 "compress": f"compression at {idx}", "extractive": "extractive summary"}.get(kind, f"{kind} {idx}")
+        nodes.append(((level, kind, first, last), Node(label, text, facts, flags)))
+    if not nodes:
+        return list(chunk_nodes.values())
+    levels = sorted({level for (level, _, _, _), _ in nodes})
+    if any(kind in ("update", "compress") for (_, kind, _, _), _ in nodes) or levels == [0] and len(nodes) == 1:
+        # Incremental (or a single summary): a chain, each step with the chunk it read.
+        for (_, kind, _, last), node in nodes:
+            if kind in ("update", "extractive") and last in chunk_nodes:
+                node.children.append(chunk_nodes.pop(last))
+        chain = [node for _, node in nodes]
+        return chain + list(chunk_nodes.values())
+    # Hierarchical: each node's children are the nodes one level down within its chunk range.
+    by_level: dict[int, list] = {}
+    for key, node in nodes:
+        by_level.setdefault(key[0], []).append((key, node))
+    for (level, kind, first, last), node in by_level[levels[0]]:
+        node.children = [chunk_nodes[i] for i in range(first, last + 1) if i in chunk_nodes]
+    for below, above in zip(levels, levels[1:]):
+        for (level, _, first, last), node in by_level[above]:
+            node.children = [child for (lvl, _, f, l), child in by_level[below] if f >= first and l <= last]
+    return [node for _, node in by_level[levels[-1]]]
+
+
+def count_nodes(nodes: list[Node]) -> int:
+    return sum(1 + count_nodes(n.children) for n in nodes)
+
+
+def _preview(text: str) -> str:
+    return text if len(text) <= CHUNK_PREVIEW_CHARS else text[:CHUNK_PREVIEW_CHARS].rstrip() + " …"
+
+
+def _steps(store: Store, run_id: str) -> list[dict]:
+    """Calls, tokens, cost and time per kind of step (chunk, merge, update, compress, judges ...)."""
+    columns, rows = store.query(
+        "SELECT regexp_extract(step, '^[a-z_]+') AS step, count(*) FILTER (NOT cached AND status = 'ok') AS calls, "
+        "count(*) FILTER (cached) AS cached, count(*) FILTER (status <> 'ok') AS errors, "
+        "coalesce(sum(input_tokens) FILTER (NOT cached), 0) AS input_tokens, "
+        "coalesce(sum(output_tokens) FILTER (NOT cached), 0) AS output_tokens, "
+        "round(coalesce(sum(cost_usd) FILTER (NOT cached), 0), 4) AS cost_usd, "
+        "round(coalesce(sum(latency_s) FILTER (NOT cached), 0), 1) AS seconds "
+        "FROM llm_calls WHERE run_id = ? GROUP BY 1 ORDER BY min(created_at)", [run_id])
+    return [dict(zip(columns, row)) for row in rows]
+
+
+def _scores(store: Store, run_id: str) -> dict:
+    present = _wide_columns(store)
+    wanted = [(c, name) for c, name in SCORE_COLUMNS if c in present]
+    if not wanted:
+        return {}
+    row = store.execute(f"SELECT {', '.join(c for c, _ in wanted)} FROM scores_wide WHERE run_id = ?", [run_id])
+    return {name: value for (c, name), value in zip(wanted, row[0]) if value is not None} if row else {}
+
+
+def _wide_columns(store: Store) -> set[str]:
+    return {c for (c,) in store.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'scores_wide'")}
+
+
+def _coverage_chart(store: Store, run_id: str) -> str | None:
+    rows = store.execute(
+        "SELECT decile, count(*) FROM coverage WHERE run_id = ? AND config_hash = "
+        "(SELECT arg_max(config_hash, created_at) FROM coverage WHERE run_id = ?) GROUP BY 1", [run_id, run_id])
+    if not rows:
+        return None
+    import altair as alt
+
+    counts = dict(rows)
+    data = [{"decile": f"{d * 10}-{d * 10 + 10} %", "sentences": counts.get(d, 0)} for d in range(10)]
+    chart = alt.Chart(alt.Data(values=data)).mark_bar(color="#4c78a8").encode(
+        x=alt.X("decile:N", sort=None, title="where in the document"),
+        y=alt.Y("sentences:Q", title="summary sentences"),
+    ).properties(width=420, height=140)
+    return svg(chart)
+
+
+# -- across runs ----------------------------------------------------------------
+
+
+def _comparison(store: Store, run_ids: Sequence[str]) -> dict | None:
+    present = _wide_columns(store)
+    wanted = [(c, name) for c, name in SCORE_COLUMNS if c in present]
+    selects = "".join(f", avg(w.{c}) AS \"{name}\"" for c, name in wanted)
+    columns, rows = store.query(
+        "SELECT r.method, r.model, r.chunk_size, coalesce(r.compression, 'none') AS compression, count(*) AS runs, "
+        "count(*) FILTER (r.status = 'failed') AS failed, avg(r.seconds) AS seconds, "
+        f"sum(r.cost_usd) AS cost_usd{selects} FROM runs r LEFT JOIN scores_wide w USING (run_id) "
+        "WHERE list_contains(?, r.run_id) GROUP BY ALL ORDER BY r.method, r.model, r.chunk_size", [list(run_ids)])
+    if not rows:
+        return None
+    table = [dict(zip(columns, row)) for row in rows]
+    metrics = [name for _, name in wanted if any(r[name] is not None for r in table)]
+    for row in table:
+        row["configuration"] = configuration(row)
+        row["baseline"] = row["method"] == "extractive"
+    best = {m: max(r[m] for r in table if r[m] is not None) for m in metrics if m not in UNRANKED}
+    chart = None
+    if metrics:
+        import altair as alt
+
+        data = [{"configuration": r["configuration"], "metric": m, "value": round(r[m], 4)}
+                for r in table for m in metrics if r[m] is not None]
+        chart = svg(alt.Chart(alt.Data(values=data)).mark_bar().encode(
+            x=alt.X("value:Q", title=None),
+            y=alt.Y("configuration:N", title=None, axis=alt.Axis(labelLimit=320)),
+            color=alt.Color("configuration:N", legend=None),
+            row=alt.Row("metric:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
+        ).properties(width=360, height=alt.Step(14)))
+    return {"rows": table, "metrics": metrics, "best": best, "chart": chart}
+
+
+def svg(chart) -> str:
+    """A chart as inline SVG, rendered offline by vl-convert (Vega-Lite's own renderer)."""
+    import vl_convert
+
+    return vl_convert.vegalite_to_svg(chart.to_json())
+

@@ -1,0 +1,171 @@
+"""`summarize report`: one self-contained HTML file, checked in a real
+headless Chromium (Debian's package, which `make test` installs): it renders
+with no console error and no network request, the sentence marks and the
+tree nodes the store calls for are in the DOM, a marked sentence shows the
+judges' notes, and the page is not blank."""
+
+import os
+import shutil
+import time
+
+import pytest
+from click.testing import CliRunner
+from report_runs import fill_store
+
+from pipelines.report import ReportError, build_report, count_nodes, select_runs, write_report, _tree
+from pipelines.store import Store
+from pipelines.text import split_sentences
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    store = Store(tmp_path_factory.mktemp("report") / "runs.duckdb")
+    return store, fill_store(store, stories=1)
+
+
+def expected_marks(store, run_ids):
+    """Sentences of the final summaries, and how many carry a coherence error or a claim label."""
+    sentences = flagged = labelled = 0
+    for run_id in run_ids:
+        (text,) = store.execute("SELECT text FROM summaries WHERE run_id = ? AND is_final", [run_id])[0]
+        sentences += sum(1 for s in split_sentences(text) if s.strip())
+        flagged += store.execute("SELECT count(DISTINCT sentence_num) FROM booookscore_annotations "
+                                 "WHERE run_id = ? AND flagged", [run_id])[0][0]
+        labelled += store.execute("SELECT count(DISTINCT sentence_num) FROM claims WHERE run_id = ? "
+                                  "AND label IN ('Yes', 'No', 'PartialSupport')", [run_id])[0][0]
+    return sentences, flagged, labelled
+
+
+def tree_size(store, run_ids):
+    return sum(store.execute("SELECT (SELECT count(*) FROM summaries WHERE run_id = ?) + "
+                             "(SELECT count(*) FROM chunks WHERE run_id = ?)", [r, r])[0][0] for r in run_ids)
+
+
+def test_the_tree_holds_every_summary_and_chunk_once(filled):
+    store, run_ids = filled
+    for run_id in run_ids:
+        assert count_nodes(_tree(store, run_id)) == tree_size(store, [run_id])
+
+
+def test_runs_are_selected_by_id_last_document_and_batch(filled, tmp_path):
+    store, run_ids = filled
+    assert select_runs(store, [run_ids[0][:8]]) == [run_ids[0]]
+    assert select_runs(store, last=2) == run_ids[1:]
+    (title,) = store.execute("SELECT title FROM documents")[0]
+    assert select_runs(store, document=title) == run_ids
+    from pipelines.evaluate import Outcome, tag_runs
+
+    corpus = tag_runs(store, [Outcome("d", "c", "ok", run_ids[1], 1.0)])
+    assert select_runs(store, batch=corpus) == [run_ids[1]]
+    with pytest.raises(ReportError, match="no run 'feedface'"):
+        select_runs(store, ["feedface"])
+    with pytest.raises(ReportError, match="no runs selected"):
+        select_runs(store, batch="nope")
+
+
+def test_the_command_writes_the_report_and_refuses_nothing_to_report(filled, tmp_path):
+    from pipelines.cli import cli
+
+    store, run_ids = filled
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(cli, ["report", "--last", "3", "-o", str(out), "--db", str(store.path)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text(encoding="utf-8").count('class="run"') == 3
+    bad = CliRunner().invoke(cli, ["report", "--corpus", "none-such", "-o", str(tmp_path / "x.html"),
+                                   "--db", str(store.path)])
+    assert bad.exit_code == 1 and "no runs selected" in bad.output and not (tmp_path / "x.html").exists()
+
+
+def test_the_baseline_is_marked_and_the_best_scores_highlighted(filled):
+    store, run_ids = filled
+    page = build_report(store, run_ids)
+    assert 'class="baseline"' in page and "extractive (baseline)" in page
+    assert page.count('class="num best"') >= 4  # one per ranked score at least
+    assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/", "")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+def test_the_report_in_a_real_browser(filled, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    store, run_ids = filled
+    path = write_report(store, run_ids, tmp_path / "report.html")
+    sentences, flagged, labelled = expected_marks(store, run_ids)
+    assert flagged and labelled  # the store has something to mark
+    errors, requests = [], []
+    started = time.perf_counter()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(path.as_uri())
+        page.wait_for_load_state("networkidle")
+        assert page.locator(".sentence").count() == sentences
+        assert page.locator(".sentence.coherence").count() == flagged
+        assert page.locator(".sentence.unfaithful, .sentence.partial, .sentence.faithful").count() == labelled
+        assert page.locator("details.node").count() == tree_size(store, run_ids)
+        assert page.locator(".chart svg").count() >= 2  # the comparison, and a coverage profile
+        marked = page.locator(".sentence.coherence").first
+        note = marked.locator(".note")
+        assert not note.is_visible()
+        marked.hover()
+        assert note.is_visible() and "Coherence:" in note.inner_text()
+        node = page.locator("details.node").first
+        node.locator("summary").first.click()
+        assert node.evaluate("n => n.open")
+        shot = page.screenshot(full_page=True)
+        browser.close()
+    print(f"browser test: {time.perf_counter() - started:.1f} s")
+    assert errors == []
+    assert [u for u in requests if not u.startswith("file://")] == []  # the page fetches nothing
+    assert len(requests) == 1  # the file itself: no font, script or image loaded besides
+    assert not_blank(shot)
+
+
+def not_blank(png: bytes) -> bool:
+    """Many distinct colours in the screenshot (a blank page has one or two)."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB").resize((300, 600))
+    return len(set(image.getdata())) > 50
+
+
+def test_a_report_of_100_runs_stays_under_5_mb(filled, tmp_path):
+    store, run_ids = filled
+    big = Store(tmp_path / "big.duckdb")
+    with big.held():
+        ids = copy_runs(store, big, run_ids, 100)
+    started = time.perf_counter()
+    path = write_report(big, ids, tmp_path / "big.html")
+    size = os.path.getsize(path)
+    print(f"100 runs: {size / 1e6:.2f} MB in {time.perf_counter() - started:.1f} s")
+    assert len(ids) == 100 and size < 5_000_000
+    assert path.read_text(encoding="utf-8").count('class="run"') == 100
+
+
+def copy_runs(source: Store, target: Store, run_ids, n: int) -> list[str]:
+    """n runs in `target`, copies of the given ones under new ids (every table with a run_id)."""
+    from pipelines.llm.recording import new_id
+    from pipelines.store import add_run_tables, run_tables
+
+    ids = []
+    for i in range(n):
+        tables = run_tables(source, run_ids[i % len(run_ids)])
+        run_id = new_id()
+        import pyarrow as pa
+
+        for name, table in tables.items():
+            if "run_id" in table.column_names:
+                tables[name] = table.set_column(table.column_names.index("run_id"), "run_id",
+                                                pa.array([run_id] * table.num_rows, pa.string()))
+        add_run_tables(target, tables)
+        ids.append(run_id)
+    return ids
