@@ -50,6 +50,8 @@ BENCH_QUICK = \
 	"bench_rouge.py" \
 	"bench_bertscore.py --stories 10" \
 	"bench_flows.py --quick" \
+	"bench_documents.py --quick" \
+	"bench_report.py" \
 	"bench_pipeline.py --quick" \
 	"bench_booookscore.py --quick" \
 	"bench_compress.py --quick" \

@@ -165,9 +165,10 @@ def summarize_file(
     backend: LLMBackend | None = None,
     progress: Progress | None = None,
     on_call=None,
+    password: str | None = None,
 ) -> RunResult:
     config.validate()
-    document = load_document(path, kind=config.kind)
+    document = load_document(path, kind=config.kind, password=password)
     if backend is None:
         backend = make_backend(config)
     return summarize_document(document, config, store, backend=backend, progress=progress, on_call=on_call)

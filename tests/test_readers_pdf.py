@@ -162,3 +162,21 @@ def test_page_box_that_does_not_start_at_the_origin(tmp_path):
     path = tmp_path / "shifted.pdf"
     path.write_bytes(_minimal_pdf("100 200 712 992", lines, 172, 900))
     assert load_document(path).text == " ".join(lines) + "\n"
+
+
+def test_summarize_opens_an_encrypted_pdf_with_password_and_stores_it_nowhere(tmp_path, cli_env):
+    from clitools import assert_one_line_error, run
+
+    from pipelines.store import Store
+
+    env = {k: v for k, v in cli_env.items() if k != "LONGSUM_PDF_PASSWORD"}
+    db = tmp_path / "run.duckdb"
+    assert_one_line_error(run([FIXTURES / "encrypted.pdf", "--method", "extractive", "--db", db], env), "encrypted")
+    out = run([FIXTURES / "encrypted.pdf", "--method", "extractive", "--summary-words", "30", "--password", "sesame",
+               "-q", "--db", db], env)
+    assert out.returncode == 0, out.stderr
+    assert "Holmes" in out.stdout
+    store = Store(db)
+    dumped = " ".join(str(row) for table in ("runs", "documents", "chunks", "summaries")
+                      for row in store.execute(f"SELECT * FROM {table}"))
+    assert "sesame" not in dumped

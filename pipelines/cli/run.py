@@ -28,6 +28,8 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
               help="Chunk summaries in flight at once (useful with API backends).")
 @click.option("--kind", type=click.Choice(["book", "paper", "code"]), default=None, help="Override the detected document kind.")
+@click.option("--password", default=None, metavar="TEXT",
+              help="Password of an encrypted PDF (or set LONGSUM_PDF_PASSWORD); never stored.")
 @click.option("--compress", type=click.Choice(["none", "scope", "longcodezip", "auto"]), default="none", show_default=True,
               help="Compress each chunk before summarizing: SCOPE for prose, LongCodeZip for code, auto picks.")
 @click.option("--compress-ratio", type=click.FloatRange(min=0.05, max=1.0), default=0.5, show_default=True,
@@ -35,8 +37,9 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
 @click.option("--compress-query", default="", metavar="TEXT",
               help="What the summary should focus on: the compressors keep what matters to it.")
 @click.option("--compress-model", default=None, metavar="SPEC",
-              help="Model LongCodeZip scores with: llamacpp (the embedded Gemma 3 270M, default) or llamacpp:/path.gguf "
-                   "(a code model gives the paper's setting).")
+              help="Also rank code by this model's AMI (fused with the structure signal): llamacpp (the embedded "
+                   "Gemma 3 270M) or llamacpp:/path.gguf (a code model gives the paper's setting). "
+                   "Without it LongCodeZip needs no model.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=None, help="API backends: seconds per request (default 120).")
 @click.option("--retries", "max_retries", type=click.IntRange(min=0), default=None, help="API backends: retries with backoff on 429/5xx/connection errors (default 4).")
 @click.option("--reference", "references", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -53,7 +56,7 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or notices on stderr.")
 @db_option
 def run_command(file, method, model, base_url, context_window, chunk_size, chunker, overlap, summary_words,
-                concurrency, kind, compress, compress_ratio, compress_query, compress_model, timeout_s, max_retries, references, score_spec,
+                concurrency, kind, password, compress, compress_ratio, compress_query, compress_model, timeout_s, max_retries, references, score_spec,
                 dry_run, max_cost, as_json, output, quiet, db_path, **scoring_values) -> None:
     """Summarize FILE (a book, a paper or a source file)."""
     from pipelines.progress import RunProgress
@@ -106,7 +109,7 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
     try:
         with RunProgress(enabled=not quiet, label=file.name) as progress:
             result = summarize_file(file, config, store, backend=backend, progress=progress.callbacks,
-                                    on_call=progress.on_call)
+                                    on_call=progress.on_call, password=password)
     except BudgetExceeded as exc:
         raise UserError(f"{exc} (the run is marked failed with reason 'budget'; see `summarize runs`)") from None
     if output is not None:

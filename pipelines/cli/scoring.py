@@ -6,15 +6,6 @@
     summarize score RUN_ID --score faithfulness,coverage [--judge-model SPEC --judge-concurrency N]
     summarize import-fables FABLES.json [--label NAME]
     summarize eval fables [FABLES.json] --judge-model SPEC [--limit N]
-    summarize score RUN_ID --score faithfulness,coverage [--judge-model SPEC --judge-concurrency N]
-    summarize import-fables FABLES.json [--label NAME]
-    summarize eval fables [FABLES.json] --judge-model SPEC [--limit N]
-    summarize score RUN_ID --score faithfulness,coverage [--judge-model SPEC --judge-concurrency N]
-    summarize import-fables FABLES.json [--label NAME]
-    summarize eval fables [FABLES.json] --judge-model SPEC [--limit N]
-    summarize score RUN_ID --score faithfulness,coverage [--judge-model SPEC --judge-concurrency N]
-    summarize import-fables FABLES.json [--label NAME]
-    summarize eval fables [FABLES.json] --judge-model SPEC [--limit N]
 
 Heavy libraries are imported inside the commands, never at module level.
 """
@@ -169,35 +160,46 @@ def eval_group() -> None:
 @click.option("--summary-words", type=click.IntRange(min=10), default=None,
               help="Word budget of each summary (default: the summarizer's default).")
 @click.option("--chunk-size", type=click.IntRange(min=64), default=None, help="Chunk budget in the model's tokens.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Stories summarized at once (useful with API backends).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No per-story progress on stderr.")
 @scoring_options
 @db_option
-def eval_squality_command(path, limit, methods, model, base_url, score_spec, summary_words, chunk_size, fmt, quiet,
-                          db_path, **kwargs) -> None:
+def eval_squality_command(path, limit, methods, model, base_url, score_spec, summary_words, chunk_size, concurrency,
+                          fmt, quiet, db_path, **kwargs) -> None:
     """Summarize SQuALITY stories (a .jsonl file) with each method and print mean scores
     against the plot question's four reference answers."""
+    from pipelines.corpus import CorpusError, squality_items
+    from pipelines.evaluate import evaluate, failures, summary_table, tag_runs, with_baseline
+    from pipelines.runner import RunConfig
     from pipelines.sql import render
     from pipelines.store import Store
     from scoring import parse_metrics
-    from scoring.squality import evaluate
 
+    sizes = {k: v for k, v in (("summary_words", summary_words), ("chunk_size", chunk_size)) if v}
+    configs = with_baseline([RunConfig(method=m, model=model, base_url=base_url, **sizes)
+                             for m in (methods or ("hierarchical",))])
     try:
+        items = squality_items(path, limit)
         metrics = parse_metrics(score_spec)
         options = options_from(label=f"squality:{path.name}", **kwargs)
         if not quiet:
             _judge_notice(metrics, options)
         store = Store(db_path)
-        result = evaluate(
-            path, store, methods=list(methods) or ["hierarchical"], model=model, base_url=base_url, limit=limit,
-            metrics=metrics, summary_words=summary_words, chunk_size=chunk_size, options=options,
-            on_event=None if quiet else (lambda message: click.echo(message, err=True)),
+        outcomes = evaluate(
+            items, configs, store, metrics=metrics, options=options, concurrency=concurrency,
+            on_outcome=None if quiet else (
+                lambda o: click.echo(f"{o.configuration} · {o.document}: {o.status}, {o.seconds:.1f} s", err=True)),
         )
-    except _scoring_errors() as exc:
+    except (CorpusError, *_scoring_errors()) as exc:
         raise UserError(str(exc)) from None
-    click.echo(render(result.columns, result.rows, fmt))
-    for failure in result.failures:
+    click.echo(render(*summary_table(store, outcomes), fmt))
+    for failure in failures(outcomes):
         click.echo(f"summarize: warning: {failure}", err=True)
+    corpus = tag_runs(store, outcomes)
+    if not quiet:
+        click.echo(f"evaluation {corpus}: summarize report --corpus {corpus} -o report.html", err=True)
 
 
 @click.command("import-booookscore")
