@@ -27,13 +27,12 @@ def _check(text, chunks, budget, count):
         assert text[left.end - 1].isspace() or text[right.start].isspace()
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(name=st.sampled_from(BOOK_NAMES), budget=st.integers(min_value=40, max_value=4096), start=st.floats(0, 0.9))
-def test_chunks_are_lossless_and_within_budget_on_real_novels(documents, name, budget, start):
-    text = documents[name].text
-    begin = int(len(text) * start)
-    piece = text[begin:begin + 60_000]
-    _check(piece, chunk_text(piece, budget, count_cl100k), budget, count_cl100k)
+@pytest.mark.parametrize("name", BOOK_NAMES)
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(budget=st.integers(min_value=40, max_value=4096))
+def test_chunks_are_lossless_and_within_budget_on_real_novels(documents, name, budget):
+    text = documents[name].text  # the whole novel, not a slice
+    _check(text, chunk_text(text, budget, count_cl100k), budget, count_cl100k)
 
 
 @pytest.mark.parametrize("name", BOOK_NAMES)
