@@ -51,27 +51,42 @@ def evaluate_in_process(
     lock = threading.Lock()
 
     def backend_for(config: RunConfig):
+        """The configuration's backend; in batch mode a participant view of
+        its collector per document, so a wave goes out once all of them wait."""
         if config.method == BASELINE:
             return None
         key = (config.model, config.base_url, config.context_window, config.timeout_s, config.max_retries)
         with lock:
-            return backends[key] if key in backends else make(key, config)
-
-    def make(key: tuple, config: RunConfig):
-        if True:
-            backend = make_backend(config)
-            if batch:
-                backend = BatchingBackend(backend, DuckDBBatchJournal(store), settle_s=settle_s, poll_s=poll_s)
-                batchers.append(backend)
-            backends[key] = BudgetedBackend(backend, budget) if budget is not None else backend
-        return backends[key]
+            if key not in backends:
+                backend = make_backend(config)
+                if batch:
+                    backend = BatchingBackend(backend, DuckDBBatchJournal(store), settle_s=settle_s, poll_s=poll_s)
+                    batchers.append(backend)
+                backends[key] = backend
+            shared = backends[key]
+        if batch:
+            shared = shared.participant()
+        return BudgetedBackend(shared, budget) if budget is not None else shared
 
     if batch:
         configs = [dataclasses.replace(c, concurrency=max(c.concurrency, BATCH_STEP_WIDTH)) for c in configs]
         concurrency = max(concurrency, min(BATCH_DOCUMENTS, len(items) * len(configs)))
+        pairs = [config for config in configs for _ in items]
+        for config in configs:  # every collector expects the documents that will start at once
+            shared = backend_for(config)
+            if shared is not None:
+                shared.release()
+        for batcher in batchers:
+            batcher.expect(min(concurrency, sum(1 for c in pairs if batcher.model == _model(c))))
     try:
         return evaluate(items, configs, store, metrics=metrics or (), options=options, concurrency=concurrency,
                         backend_for=backend_for, on_outcome=on_outcome)
     finally:
         for batcher in batchers:
             batcher.close()
+
+
+def _model(config: RunConfig) -> str:
+    from pipelines.llm import parse_spec
+
+    return parse_spec(config.model)[1] or ""

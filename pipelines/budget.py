@@ -73,6 +73,12 @@ class BudgetedBackend:
     def request_params(self, request: CompletionRequest) -> dict:
         return self.inner.request_params(request)
 
+    def release(self) -> None:
+        """Pass on that this caller is done (a batch participant leaving)."""
+        release = getattr(self.inner, "release", None)
+        if release is not None:
+            release()
+
     def complete(self, request: CompletionRequest) -> Completion:
         self.budget.check()
         completion = self.inner.complete(request)

@@ -120,28 +120,46 @@ evaluate_in_process(squality_items(sys.argv[3]), [config], Store(sys.argv[1]), b
 
 
 def test_a_crashed_process_resumes_against_its_pending_batch(server, tmp_path, cli_env):
+    from pipelines.llm.openai_backend import OpenAIBackend
+    from pipelines.plan import estimate_document
+
+    backend = OpenAIBackend("served", base_url=server.base_url, context_window=32_768)
+    stories = squality_items(SUBSET)
+    first_wave = sum(estimate_document(s.document, _configs(server.base_url)[0], backend).chunks for s in stories)
     db = tmp_path / "crash.duckdb"
-    server.hold_batches.set()  # the provider is slow: the batch stays in progress
+    server.hold_batches.set()  # the provider is slow: batches stay in progress
     process = subprocess.Popen([sys.executable, "-c", CRASHING, str(db), server.base_url, str(SUBSET)],
                                cwd=ROOT, env=cli_env, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not server.batches and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.1)
-        assert len(server.batches) == 1, "the first wave never went out"
-        time.sleep(1.0)  # past the journal write that follows the provider's acceptance
+        # Every story's chunk summaries are out (in one batch or a few), and journaled.
+        while time.monotonic() < deadline and process.poll() is None and not (
+                len(server.batch_lines) == first_wave and db.exists() and _journaled(db) == len(server.batches)):
+            time.sleep(0.2)
+        assert len(server.batch_lines) == first_wave, "the first wave never went out"
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    (pending,) = server.batches
-    first_wave = [l["custom_id"] for l in server.batch_lines]
+    pending = list(server.batches)
+    sent_before = [l["custom_id"] for l in server.batch_lines]
 
     server.hold_batches.clear()
     store, outcomes = _evaluate(db, server.base_url, batch=True)
     assert [o.status for o in outcomes] == ["ok"] * 3
     sent = Counter(l["custom_id"] for l in server.batch_lines)
-    assert all(sent[key] == 1 for key in first_wave)  # waited on, never sent again
-    assert store.execute("SELECT status FROM llm_batches WHERE batch_id = ?", [pending]) == [("completed",)]
-    assert store.execute("SELECT count(*) FROM llm_calls WHERE batch_id = ?", [pending])[0][0] == len(first_wave)
+    assert all(sent[key] == 1 for key in sent_before)  # waited on, never sent again
+    for batch_id in pending:
+        assert store.execute("SELECT status FROM llm_batches WHERE batch_id = ?", [batch_id]) == [("completed",)]
+    answered = store.execute("SELECT count(*) FROM llm_calls WHERE list_contains(?, batch_id)", [pending])[0][0]
+    assert answered == first_wave
     crashed = store.execute("SELECT status, error FROM runs WHERE status <> 'ok'")
     assert crashed and all(status == "failed" and "interrupted" in error for status, error in crashed)
+
+
+def _journaled(db: Path) -> int:
+    from pipelines.store import Store, StoreError
+
+    try:
+        return Store(db, timeout_s=0, read_only=True).execute("SELECT count(*) FROM llm_batches")[0][0]
+    except StoreError:
+        return -1

@@ -2,10 +2,12 @@
 Batches) behind the ordinary backend protocol, at half the price.
 
 `BatchingBackend` wraps an API backend. Its `complete()` does not call the
-API: it queues the request in a shared collector and blocks. When no new
-request has arrived for `settle_s` (everyone who can ask has asked), the
-collector sends everything queued as one provider batch, polls it with
-backoff, and releases each caller with its answer. The workflows need no
+API: it queues the request in a shared collector and blocks. Each document
+asks through a `participant()` view of it; once every participant is blocked
+(a request queued or in a batch) and nothing new arrived for `gather_s`, or
+in any case once nothing new arrived for `settle_s`, the collector sends
+everything queued as one provider batch, polls it with backoff, and releases
+each caller with its answer. The workflows need no
 change: with documents running as threads of one process, the first wave is
 every document's chunk summaries, the next every document's first merge (or
 incremental update), and a retry simply joins the next wave. Requests the
@@ -36,6 +38,9 @@ from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMC
 from pipelines.secrets import public_url
 
 DEFAULT_SETTLE_S = 2.0
+# Once every participant is blocked: a short wait for the sibling steps of a
+# batch (a document's other chunk summaries) to finish rendering their requests.
+DEFAULT_GATHER_S = 0.5
 DEFAULT_POLL_S = 10.0
 DEFAULT_MAX_POLL_S = 300.0
 POLL_GROWTH = 1.5
@@ -240,6 +245,7 @@ class _Waiting:
     request: CompletionRequest
     future: Future
     queued_at: float
+    participant: int | None = None
 
 
 class BatchingBackend:
@@ -260,6 +266,10 @@ class BatchingBackend:
         self._in_flight: dict[str, tuple[str, list[_Waiting]]] = {}  # key -> (batch id, callers)
         self._answered: dict[str, Completion] = {}  # answers of adopted batches nobody asked for yet
         self._last_arrival = 0.0
+        self.gather_s = min(DEFAULT_GATHER_S, settle_s)
+        self._participants: dict[int, int] = {}  # participant -> its callers blocked here
+        self._reserved: list[int] = []  # places of participants expected, not started yet
+        self._next_participant = 0
         self._dispatcher: threading.Thread | None = None
         self._closed = False
         self.batches_submitted: list[str] = []
@@ -282,9 +292,9 @@ class BatchingBackend:
     def describe(self) -> dict:
         return {**self.inner.describe(), "batch": True}
 
-    def complete(self, request: CompletionRequest) -> Completion:
+    def complete(self, request: CompletionRequest, participant: int | None = None) -> Completion:
         key = request_key(self.identity(), self.inner.request_params(request))
-        waiting = _Waiting(request, Future(), time.monotonic())
+        waiting = _Waiting(request, Future(), time.monotonic(), participant)
         with self._cond:
             if self._closed:
                 raise LLMCallError("the batch collector is closed")
@@ -296,10 +306,43 @@ class BatchingBackend:
             else:
                 self._queue.setdefault(key, []).append(waiting)
                 self._last_arrival = time.monotonic()
+            if participant in self._participants:
+                self._participants[participant] += 1
             self._start()
             self._cond.notify_all()
-        completion = waiting.future.result()
+        try:
+            completion = waiting.future.result()
+        finally:
+            with self._cond:
+                if participant in self._participants:
+                    self._participants[participant] -= 1
         return replace(completion, latency_s=time.monotonic() - waiting.queued_at)
+
+    def participant(self) -> "Participant":
+        """A view for one caller that will keep asking (a document): the
+        collector sends a wave as soon as every participant is blocked. It
+        takes a place reserved by `expect()` if one is left."""
+        with self._cond:
+            if self._reserved:
+                return Participant(self, self._reserved.pop(0))
+            self._next_participant += 1
+            self._participants[self._next_participant] = 0
+            return Participant(self, self._next_participant)
+
+    def expect(self, participants: int) -> None:
+        """Reserve places for participants about to start (the documents that
+        will run at once), so that the first to start does not send its
+        requests before the others have asked theirs."""
+        with self._cond:
+            for _ in range(participants):
+                self._next_participant += 1
+                self._participants[self._next_participant] = 0
+                self._reserved.append(self._next_participant)
+
+    def _leave(self, participant: int) -> None:
+        with self._cond:
+            self._participants.pop(participant, None)
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Stop dispatching (callers still queued get an error)."""
@@ -322,7 +365,8 @@ class BatchingBackend:
         while True:
             with self._cond:
                 while not self._closed and not self._ready():
-                    timeout = None if not self._queue else max(0.0, self._last_arrival + self.settle_s - time.monotonic())
+                    quiet = self.gather_s if self._all_blocked() else self.settle_s
+                    timeout = None if not self._queue else max(0.0, self._last_arrival + quiet - time.monotonic())
                     self._cond.wait(timeout)
                 if self._closed:
                     return
@@ -330,9 +374,16 @@ class BatchingBackend:
                 wave = {key: self._queue.pop(key) for key in keys}
             self._send(wave)
 
+    def _all_blocked(self) -> bool:
+        """Every participant waits here: no request can come until a batch answers."""
+        return bool(self._participants) and all(n > 0 for n in self._participants.values())
+
     def _ready(self) -> bool:
-        return bool(self._queue) and (
-            len(self._queue) >= self.max_requests or time.monotonic() - self._last_arrival >= self.settle_s)
+        if not self._queue:
+            return False
+        quiet = time.monotonic() - self._last_arrival
+        return (len(self._queue) >= self.max_requests or quiet >= self.settle_s
+                or (self._all_blocked() and quiet >= self.gather_s))
 
     def _send(self, wave: dict[str, list[_Waiting]]) -> None:
         """Wait on pending batches that hold some of these requests; send the rest as a new batch."""
@@ -431,3 +482,32 @@ class BatchingBackend:
                 self._last_arrival = time.monotonic()
                 self._start()
                 self._cond.notify_all()
+
+
+class Participant:
+    """One document's view of a BatchingBackend (see `BatchingBackend.participant`);
+    `release()` when the document will ask nothing more."""
+
+    def __init__(self, collector: BatchingBackend, number: int):
+        self.collector = collector
+        self.number = number
+        self.backend, self.model, self.base_url = collector.backend, collector.model, collector.base_url
+
+    @property
+    def context_window(self) -> int:
+        return self.collector.context_window
+
+    def count_tokens(self, text: str) -> int:
+        return self.collector.count_tokens(text)
+
+    def identity(self) -> dict:
+        return self.collector.identity()
+
+    def describe(self) -> dict:
+        return self.collector.describe()
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        return self.collector.complete(request, participant=self.number)
+
+    def release(self) -> None:
+        self.collector._leave(self.number)
