@@ -192,14 +192,12 @@ def test_limit_takes_a_fixed_sample_across_books_and_models():
 
 
 def test_cli_eval_fables_against_an_api_judge_from_the_imported_set(tmp_path, monkeypatch, fake_openai):
-    import fake_openai_server
     from pipelines.cli import cli
     from pipelines.store import Store
 
-    monkeypatch.setattr(fake_openai_server, "scripted_answer",
-                        lambda messages: quoting_judge(type("R", (), {"messages": messages})()))
+    fake_openai.answer = lambda messages: quoting_judge(type("R", (), {"messages": messages})())
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
-    fake_openai.delay = 0.05
+    fake_openai.delay = 0.3  # long enough for calls to overlap even on a loaded machine
     db = tmp_path / "e.duckdb"
     runner = CliRunner()
     out = runner.invoke(cli, ["eval", "fables", "--judge-model", "openai:fake", "--db", str(db)])

@@ -347,14 +347,12 @@ def test_a_run_without_source_chunks_is_a_clear_error(store):
 
 
 def test_cli_scores_faithfulness_with_an_api_judge_and_concurrent_calls(tmp_path, monkeypatch, fake_openai):
-    import fake_openai_server
     from pipelines.cli import cli
     from pipelines.store import Store
 
-    monkeypatch.setattr(fake_openai_server, "scripted_answer",
-                        lambda messages: judge_answer(type("R", (), {"messages": messages})()))
+    fake_openai.answer = lambda messages: judge_answer(type("R", (), {"messages": messages})())
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
-    fake_openai.delay = 0.05
+    fake_openai.delay = 0.3  # long enough for calls to overlap even on a loaded machine
     db = tmp_path / "f.duckdb"
     store = Store(db)
     _, chunks = doyle_chunks(3)
@@ -414,7 +412,6 @@ def test_faithfulness_end_to_end_on_llamacpp(gemma, store):
 
 
 def test_summarize_file_with_score_faithfulness_judges_the_new_run(tmp_path, monkeypatch, fake_openai):
-    import fake_openai_server
     from pipelines.cli import cli
     from pipelines.store import Store
 
@@ -424,7 +421,7 @@ def test_summarize_file_with_score_faithfulness_judges_the_new_run(tmp_path, mon
             return "- " + re.search(r"<sentence>(.*?)</sentence>", content, re.S).group(1)
         return 'Label: Yes\nEvidence: none'
 
-    monkeypatch.setattr(fake_openai_server, "scripted_answer", answer)
+    fake_openai.answer = answer
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     book = tmp_path / "league.txt"
     book.write_text((BOOKS / "doyle_red_headed_league.txt").read_text(encoding="utf-8")[:6000], encoding="utf-8")
