@@ -77,9 +77,12 @@ def token_counter(spec: str = DEFAULT_SPEC, context_window: int | None = None):
         llama = resolve(spec, context_window=context_window)
         return f"llamacpp:{llama.model}", llama.count_tokens
     if backend == "openai":
-        from pipelines.llm.tokenizers import count_cl100k
+        # The official API's encoding for this model (o200k or cl100k; a
+        # margin for names tiktoken does not know); a server's own counts need
+        # the backend (resolve with its base URL).
+        from pipelines.llm.tokenizers import openai_counter
 
-        return "cl100k_base", count_cl100k
+        return openai_counter(model)
     from pipelines.llm.anthropic_backend import count_tokens
 
     return "cl100k_base x1.15 (Claude approximation)", count_tokens
