@@ -1,9 +1,13 @@
 """Benchmark the compressors on real data and print tables.
 
 LongCodeZip on the stdlib function-completion tasks at ratio 0.3: achieved
-ratio, seconds per task, and how often the definitions of the names the
-answer body uses (and the context defines) survive compression, against a
-random selection of the same functions-level chunks up to the same size.
+ratio, seconds per task, the seconds of one prompt pass of the embedded
+model over the task's whole context (measured in the same run) and their
+ratio, and how often the definitions of the names the answer body uses
+(and the context defines) survive compression, for the chosen signals and
+for the structure signal alone, against a random selection of the same
+function-level chunks up to the same size. With model signals, a second
+pass over the tasks replays the journaled scores (the cached re-run).
 
 SCOPE on three SQuALITY dev stories at ratio 0.5: achieved ratio, what was
 done with the chunks, and keyword retention (the required keywords kept in
@@ -15,13 +19,15 @@ tests/data. Usage:
     python bench/bench_compress.py [--part code|prose|all] [--start N] [--limit N] [--every N]
         [--task ID ...] [--attempts N] [--context-lines N] [--story-words N] [--quick]
         [--code-ratio 0.3] [--prose-ratio 0.5] [--model llamacpp] [--json PATH]
+        [--signals structure|ami|structure+ami] [--compress-model PATH] [--cache-db PATH]
+        [--jsonl PATH] [--no-prompt-pass] [--no-rerun]
 
 `--quick` (what `make bench` runs): one code task (zipfile.py:open) with
 only the last 300 lines of its context (cut where a top-level statement
 starts; a tail that holds the definitions of three of the names its answer
 uses), and one story's first 800 words with one rewrite attempt per chunk.
 A sample this small shows the machinery and the rates, not the retention
-figures, which need every task (`--every 3` or all of them).
+figures, which need every task.
 """
 
 from __future__ import annotations
@@ -201,7 +207,7 @@ PROMPT_PASS_CONTEXT = 32768  # Gemma 3 270M's context: every task's whole contex
 
 def bench_code(ratio: float, limit: int | None, model: str, report: dict, threads: int | None = None,
                start: int = 0, every: int = 1, context_lines: int | None = None,
-               task_ids: list[str] | None = None, signals: str = "structure+ami", cache_db: Path | None = None,
+               task_ids: list[str] | None = None, signals: str = "structure", cache_db: Path | None = None,
                prompt_pass: bool = True, rerun: bool = True, jsonl: Path | None = None,
                compress_model: str | None = None) -> None:
     from pipelines.compress.longcodezip import LongCodeZipSettings, compress_code
@@ -378,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", action="append", default=None, help="code: only this task id (repeatable)")
     parser.add_argument("--context-lines", type=int, default=None,
                         help="code: only the last N lines of each task's context")
-    parser.add_argument("--signals", choices=["structure", "ami", "structure+ami"], default="structure+ami",
+    parser.add_argument("--signals", choices=["structure", "ami", "structure+ami"], default="structure",
                         help="code: LongCodeZip's ranking signals")
     parser.add_argument("--compress-model", default=None, metavar="PATH",
                         help="code: GGUF file LongCodeZip scores with (default: the embedded Gemma 3 270M)")

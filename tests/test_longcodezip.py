@@ -462,19 +462,22 @@ def test_ami_scores_are_journaled_and_replayed():
 
     scorer, journal = CountingScorer(), MemoryJournal()
     code, query = demo_code(), demo_query()
-    first = compress_code(code, 0.3, query, scorer=scorer, count_tokens=scorer.count, journal=journal, run_id="r1")
+    settings = LongCodeZipSettings(signals="structure+ami")
+    first = compress_code(code, 0.3, query, scorer=scorer, count_tokens=scorer.count, journal=journal, run_id="r1",
+                          settings=settings)
     # one pass per scored function, and one for the query alone
     assert first.stats["ami_computed"] == first.stats["ami_scored"] + 1 > 1 and first.stats["ami_cached"] == 0
     passes = CountingScorer.passes
     records = [r for r in journal.records if r.template == "longcodezip_ami"]
     assert len(records) == first.stats["ami_scored"] + 1  # + the query alone
     assert all(r.run_id == "r1" and r.status == "ok" and json.loads(r.response)["mean_nll"] > 0 for r in records)
-    again = compress_code(code, 0.3, query, scorer=scorer, count_tokens=scorer.count, journal=journal)
+    again = compress_code(code, 0.3, query, scorer=scorer, count_tokens=scorer.count, journal=journal, settings=settings)
     assert CountingScorer.passes == passes and again.text == first.text
     assert again.stats["ami_computed"] == 0 and again.stats["ami_cached"] == again.stats["ami_scored"] + 1
-    wider = compress_code(code, 0.5, query, scorer=scorer, count_tokens=scorer.count, journal=journal)
+    wider = compress_code(code, 0.5, query, scorer=scorer, count_tokens=scorer.count, journal=journal, settings=settings)
     assert 0 < wider.stats["ami_computed"] < wider.stats["ami_scored"] and wider.stats["ami_cached"] > 1
-    other = compress_code(code, 0.3, "def unrelated(x):\n", scorer=scorer, count_tokens=scorer.count, journal=journal)
+    other = compress_code(code, 0.3, "def unrelated(x):\n", scorer=scorer, count_tokens=scorer.count, journal=journal,
+                          settings=settings)
     assert other.stats["ami_cached"] == 0  # another query is another request
 
 
@@ -517,9 +520,11 @@ class _CountingExecutor:
         return [step(*args) for args in calls]
 
 
-def test_run_compresses_code_across_the_whole_file(monkeypatch):
+@pytest.mark.parametrize("scorer_model", [None, "llamacpp"])
+def test_run_compresses_code_across_the_whole_file(monkeypatch, scorer_model):
     """`--compress longcodezip` in a run: one step ranks the functions of the
-    whole file, and each chunk gets back what survived of its own span."""
+    whole file, and each chunk gets back what survived of its own span. With
+    a scoring model its AMI joins the ranking, journaled under the run."""
     from pipelines.chunking import chunk_text
     from pipelines.compress.chunks import ChunkCompressor
 
@@ -528,19 +533,26 @@ def test_run_compresses_code_across_the_whole_file(monkeypatch):
     code = demo_code()
     chunks = chunk_text(code, 400, llm.count_tokens)
     assert len(chunks) >= 4 and "".join(c.text for c in chunks) == code
-    compressor = ChunkCompressor(llm, method="auto", ratio=0.3, kind="code", language="python", query=demo_query())
+    compressor = ChunkCompressor(llm, method="auto", ratio=0.3, kind="code", language="python", query=demo_query(),
+                                 scorer_model=scorer_model)
     executor = _CountingExecutor()
     pairs = compressor.run(chunks, executor)
     assert executor.batches == [("compress_document", 1)]
     ratios = [row["compressed_tokens"] / row["original_tokens"] for _, row in pairs]
-    whole = compress_code(code, 0.3, demo_query(), scorer=llm.scorer, count_tokens=llm.count_tokens)
-    assert "".join(c.text for c, _ in pairs).replace("# ...\n", "") == whole.text.replace("# ...\n", "")
+    settings = LongCodeZipSettings(signals="structure+ami" if scorer_model else "structure")
+    whole = compress_code(code, 0.3, demo_query(), scorer=llm.scorer, count_tokens=llm.count_tokens, settings=settings)
+    marker = re.compile(r"^[ \t]*# \.\.\.\n", re.M)  # a chunk left empty gets a placeholder of its own
+    assert marker.sub("", "".join(c.text for c, _ in pairs)) == marker.sub("", whole.text)
     assert max(ratios) > 0.5 and min(ratios) < 0.15  # ranked across the file, not 0.3 of every chunk
     for chunk, (compressed, row) in zip(chunks, pairs):
         assert compressed.text.strip() and row["idx"] == chunk.idx and row["method"] == "longcodezip"
         for line in split_lines(compressed.text):
             assert line in chunk.text or line.strip() == "# ...", (chunk.idx, line)
-    assert all(r.run_id == "run-1" and r.step == "compress:document" for r in llm.journal.records)
+    records = llm.journal.records
+    if scorer_model:
+        assert records and all(r.run_id == "run-1" and r.step == "compress:document" for r in records)
+    else:
+        assert records == []  # structure alone asks no model
     # prose still goes chunk by chunk
     assert ChunkCompressor(llm, method="auto", ratio=0.5, kind="book", language=None).run(
         [], executor) == [] and executor.batches[-1] == ("compress", 0)

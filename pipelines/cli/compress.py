@@ -29,7 +29,8 @@ from pipelines.defaults import DEFAULT_MODEL
                    "(llamacpp, llamacpp:/path.gguf, openai:MODEL, anthropic:MODEL).")
 @click.option("--base-url", default=None, metavar="URL", help="An OpenAI-compatible server for openai: specs.")
 @click.option("--compress-model", "--scorer-model", "compress_model", default=None, metavar="SPEC",
-              help="Model LongCodeZip scores with: llamacpp (the embedded Gemma 3 270M, default) or llamacpp:/path.gguf.")
+              help="Also rank code by this model's AMI (fused with the structure signal): llamacpp (the embedded "
+                   "Gemma 3 270M) or llamacpp:/path.gguf. Without it LongCodeZip needs no model.")
 @click.option("--kind", type=click.Choice(["book", "paper", "code"]), default=None, help="Override the detected document kind.")
 @click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the full report (every chunk) to this JSON file.")
@@ -64,8 +65,11 @@ def compress_command(file, query, ratio, method, model, base_url, compress_model
         from pipelines.compress.longcodezip import compress_code
         from pipelines.llm.logprobs import default_scorer
 
-        result = compress_code(document.text, ratio, query, scorer=default_scorer(path), count_tokens=llm.count_tokens,
-                               language=document.language or "python", journal=llm.journal)
+        from pipelines.compress.chunks import longcodezip_settings
+
+        result = compress_code(document.text, ratio, query, scorer=default_scorer(path) if compress_model else None,
+                               count_tokens=llm.count_tokens, language=document.language or "python",
+                               settings=longcodezip_settings(compress_model), journal=llm.journal)
     else:
         scorer = None
         if path is not None:

@@ -7,7 +7,8 @@ tasks in a flow. LongCodeZip ranks the functions of the whole file against
 each other, so for code it is one step, `compress_document`, over the
 document the chunks cover; its result is cut back along the chunks'
 boundaries, so every chunk is summarized from what survived of its own span.
-The model's scores are journaled in the run's `llm_calls`, so a re-run
+With a scoring model (`scorer_model`, `--compress-model`) its AMI joins the
+ranking, and its scores are journaled in the run's `llm_calls`, so a re-run
 scores nothing again.
 """
 
@@ -43,7 +44,7 @@ class ChunkCompressor:
         result = compress_text(
             chunk.text, method=o["method"], ratio=o["ratio"], kind=o["kind"], language=o["language"],
             query=o["query"], llm=self.llm, count_tokens=self.llm.count_tokens, step=f"compress:{chunk.idx}",
-            concurrency=o["concurrency"], scorer=scorer,
+            concurrency=o["concurrency"], scorer=scorer, longcodezip_settings=longcodezip_settings(o["scorer_model"]),
         )
         return dataclasses.replace(chunk, text=result.text, n_tokens=result.compressed_tokens), _row(chunk, result)
 
@@ -54,8 +55,9 @@ class ChunkCompressor:
         o = self.options
         text = "".join(c.text for c in chunks)
         result = compress_code(
-            text, o["ratio"], o["query"], scorer=self._scorer(), count_tokens=self.llm.count_tokens,
-            language=o["language"] or "python", journal=getattr(self.llm, "journal", None),
+            text, o["ratio"], o["query"], scorer=self._scorer() if o["scorer_model"] else None,
+            count_tokens=self.llm.count_tokens, language=o["language"] or "python",
+            settings=longcodezip_settings(o["scorer_model"]), journal=getattr(self.llm, "journal", None),
             run_id=getattr(self.llm, "run_id", None), step="compress:document",
         )
         pieces = split_result(result, text, [c.start - chunks[0].start for c in chunks], o["language"])
@@ -76,6 +78,14 @@ class ChunkCompressor:
         return executor.map(self.compress, [(chunk,) for chunk in chunks])
 
 
+def longcodezip_settings(scorer_model: str | None):
+    """A scoring model asked for (`--compress-model`) is used: its AMI is
+    fused with the structure signal. Without one, structure ranks alone."""
+    from pipelines.compress.longcodezip import LongCodeZipSettings
+
+    return LongCodeZipSettings(signals="structure+ami" if scorer_model else "structure")
+
+
 def _contiguous(chunks: list[Chunk]) -> bool:
     """Chunks that tile one span of the document (no overlap, no gap)."""
     return all(a.end == b.start for a, b in zip(chunks, chunks[1:])) and \
@@ -87,8 +97,8 @@ def split_result(result, text: str, starts: list[int], language: str | None) -> 
 
     A function kept whole keeps its characters in whichever spans they lie;
     a pruned function and the placeholder of a run of dropped ones go to the
-    span where they start. A span left with nothing gets the placeholder
-    line, so that no chunk is empty."""
+    span where they start. A span left with nothing but whitespace gets a
+    placeholder line, so that no chunk is empty."""
     from pipelines.compress.longcodezip import indentation, placeholder_line
 
     bounds = list(starts) + [len(text)]
@@ -121,8 +131,8 @@ def split_result(result, text: str, starts: list[int], language: str | None) -> 
     out = []
     for i in range(len(starts)):
         piece = "".join(parts[i])
-        if not piece.strip():
-            piece = placeholder_line(indentation(text[bounds[i]:bounds[i + 1]]), language)
+        if not piece.strip():  # keep any whitespace: it may indent the next span's first line
+            piece = placeholder_line(indentation(text[bounds[i]:bounds[i + 1]]), language) + piece
         out.append((piece, reports[i]))
     return out
 
