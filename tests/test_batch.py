@@ -163,3 +163,23 @@ def _journaled(db: Path) -> int:
         return Store(db, timeout_s=0, read_only=True).execute("SELECT count(*) FROM llm_batches")[0][0]
     except StoreError:
         return -1
+
+
+def test_the_corpus_flow_in_batch_mode(server, tmp_path, prefect_harness, monkeypatch):
+    """evaluate_corpus(batch=True): the flow runs the documents in its process
+    through the collector; every answer came from a batch, at half price."""
+    from flows.corpus import evaluate_corpus
+    from pipelines.store import Store
+
+    monkeypatch.setenv("LONGSUM_PRICE_AS", PRICE_AS)
+    db = tmp_path / "flow.duckdb"
+    config = {"method": "hierarchical", "model": "openai:served", "base_url": server.base_url,
+              "context_window": 32_768, "chunk_size": 1024, "summary_words": 150}
+    table = evaluate_corpus(source=str(SUBSET), configs=[config], metrics=[], db=str(db), batch=True,
+                            report=str(tmp_path / "report.html"))
+    assert [row["ok"] for row in table] == [3]
+    store = Store(db, read_only=True)
+    ((calls, batched, batches),) = store.execute(
+        "SELECT count(*), count(batch_id), (SELECT count(*) FROM llm_batches) FROM llm_calls WHERE NOT cached")
+    assert calls == batched == len(server.batch_lines) and 0 < batches < calls
+    assert not server.requests  # no synchronous completion

@@ -177,3 +177,18 @@ def test_prompt_cache_reads_are_recorded_priced_and_shown(tmp_path, cli_env):
     (run,) = json.loads(shown.stdout)
     share = 100 * sum(r[1] for r in rows) / sum(r[0] for r in rows)
     assert run["cached input %"] == pytest.approx(share, abs=0.06)
+
+
+def test_a_corpus_budget_stops_every_document_with_reason_budget(server, tmp_path, monkeypatch):
+    from pipelines.batch_eval import evaluate_in_process
+    from pipelines.store import Store
+
+    monkeypatch.setenv("LONGSUM_PRICE_AS", PRICE_AS)
+    store = Store(tmp_path / "corpus-budget.duckdb")
+    outcomes = evaluate_in_process(squality_items(SUBSET), [_config("hierarchical", server.base_url)], store,
+                                   max_cost=0.0005, metrics=[], concurrency=3)
+    assert outcomes and all(o.status == "failed" and "budget" in o.error for o in outcomes)
+    errors = [e for (e,) in store.execute("SELECT error FROM runs")]
+    assert len(errors) == 3 and all(e.startswith("budget:") for e in errors)
+    spent = store.execute("SELECT sum(cost_usd) FROM llm_calls WHERE NOT cached")[0][0]
+    assert spent >= 0.0005  # stopped once the one total of all documents reached it
