@@ -71,6 +71,22 @@ def _apply(options):
     return decorate
 
 
+def _check_batch(batch: bool, configs: list[dict], dask_address: str | None) -> None:
+    if not batch:
+        return
+    from pipelines.llm import parse_spec
+
+    for config in configs:
+        if config.get("method", "hierarchical") != "extractive":
+            backend = parse_spec(config.get("model", DEFAULT_MODEL))[0]
+            if backend not in ("openai", "anthropic"):
+                raise UserError(f"--batch needs a provider with a batch API (openai:MODEL, anthropic:MODEL), "
+                                f"not {config.get('model', DEFAULT_MODEL)}")
+    if dask_address:
+        raise UserError("--batch runs the corpus in this process (a provider batch spans documents); "
+                        "drop --dask-address")
+
+
 def _preflight(source: Path, configs: list[dict], limit: int | None, batch: bool, max_cost: float | None,
                show: bool) -> None:
     """The corpus's cost preflight: printed (--dry-run), and held to --max-cost."""
@@ -107,6 +123,7 @@ def corpus_command(source, methods, model, base_url, chunk_size, summary_words, 
 
     Every document of SOURCE (a folder, or a SQuALITY .jsonl) with every configuration."""
     configs = _configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json)
+    _check_batch(batch, configs, dask_address)
     if dry_run or max_cost is not None:
         _preflight(source, configs, limit, batch, max_cost, show=dry_run)
         if dry_run:
@@ -144,6 +161,8 @@ def serve_command(source, cron, interval, api_limit, methods, model, base_url, c
     _prefect_environment()
     if (cron is None) == (interval is None):
         raise UserError("give exactly one of --cron or --interval")
+    _check_batch(batch, _configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json),
+                 dask_address)
     from flows.deploy import build_deployments, serve_deployments
 
     deployments = build_deployments(
