@@ -406,7 +406,8 @@ class BatchingBackend:
         requests = {key: callers[0].request for key, callers in wave.items()}
         try:
             batch_id, file_id = self.provider.submit(requests)
-        except LLMError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the callers must not wait forever
+            exc = exc if isinstance(exc, LLMError) else LLMCallError(f"cannot submit a batch: {short_error(exc)}")
             for callers in wave.values():
                 for waiting in callers:
                     waiting.future.set_exception(exc)
@@ -444,8 +445,10 @@ class BatchingBackend:
                             for k, (b, callers) in self._in_flight.items() if b == batch_id}
             # Keys nobody waits on yet (a resumed batch) are read too, and kept for when they are asked.
             outcome = self.provider.outcome(batch_id, {**{k: None for k in keys}, **requests})
-        except LLMError as exc:
-            self._release(batch_id, {}, {}, failure=exc)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the callers must not wait forever
+            failure = exc if isinstance(exc, LLMError) else LLMCallError(
+                f"batch {batch_id}: cannot read its results: {short_error(exc)}")
+            self._release(batch_id, {}, {}, failure=failure)
             return
         unfinished = [k for k in keys if k not in outcome.answers and k not in outcome.errors]
         try:
