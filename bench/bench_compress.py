@@ -256,7 +256,7 @@ def bench_code(ratio: float, limit: int | None, model: str, report: dict, thread
         row = {
             "task": task["task_id"], "tokens": result.original_tokens, "ratio": round(result.ratio, 3),
             "seconds": round(result.seconds, 1), "prompt_pass_s": None if prompt_s is None else round(prompt_s, 1),
-            "time_ratio": None if not prompt_s else round(result.seconds / prompt_s, 2),
+            "time_ratio": None if not prompt_s else round(result.seconds / prompt_s, 3),
             "names": len(names), "lcz_kept": survived(defs, names, result.text),
             "structure_kept": survived(defs, names, alone.text), "random_kept": round(sum(rand) / len(rand), 2),
             "chunks": result.stats.get("chunks"), "selected": result.stats.get("selected"),
