@@ -592,3 +592,35 @@ def test_logprobs_at_positions_match_every_position(scorer):
     some = scorer.logprobs_at(tokens, positions)
     assert some.dtype.name == "float32"
     assert max(abs(float(a) - float(every[p - 1])) for a, p in zip(some, positions)) < 1e-3
+
+
+@pytest.mark.llm
+def test_cli_rerun_replays_the_model_scores(tmp_path, cli_env):
+    """`summarize compress --compress-model llamacpp` journals the model's
+    scores in llm_calls; the same command again scores nothing and prints
+    the same code."""
+    import subprocess
+
+    import duckdb
+
+    lines = demo_code().split("\n")
+    end = next(i for i, line in enumerate(lines) if "def _close_tools" in line)
+    source = tmp_path / "agent.py"
+    source.write_text("\n".join(lines[:end]) + "\n", encoding="utf-8")
+    db = tmp_path / "db.duckdb"
+    outputs = []
+    for attempt in range(2):
+        stats = tmp_path / f"stats{attempt}.json"
+        proc = subprocess.run(
+            ["summarize", "compress", str(source), "--query", "def new_task(self, task, extra_args)", "--ratio", "0.3",
+             "--compress-model", "llamacpp", "--db", str(db), "--stats-json", str(stats)],
+            capture_output=True, text=True, env=cli_env, timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr
+        outputs.append((proc.stdout, json.loads(stats.read_text(encoding="utf-8"))["stats"]))
+    (first, s1), (second, s2) = outputs
+    assert s1["signals"] == "structure+ami" and s1["ami_computed"] == s1["ami_scored"] + 1 > 1
+    assert s2["ami_computed"] == 0 and s2["ami_cached"] == s1["ami_computed"] and second == first
+    with duckdb.connect(str(db), read_only=True) as con:
+        (rows,) = con.execute("SELECT count(*) FROM llm_calls WHERE template = 'longcodezip_ami'").fetchone()
+    assert rows == s1["ami_computed"]
