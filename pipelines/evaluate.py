@@ -30,7 +30,9 @@ from pipelines.store import Store, utc
 BASELINE = "extractive"
 SCORE_COLUMNS = (
     ("rouge1_f", "rouge1"), ("rouge2_f", "rouge2"), ("rougeL_f", "rougeL"), ("rougeLsum_f", "rougeLsum"),
-    ("bertscore_f1", "bertscore_f1"), ("booookscore", "booookscore"),
+    ("bertscore_f1", "bertscore_f1"), ("booookscore", "booookscore"), ("faithfulness_yes", "faithful_yes"),
+    ("faithfulness_supported", "faithful_supported"), ("coverage_deciles", "coverage_deciles"),
+    ("coverage_end_share", "coverage_end_share"),
 )
 
 

@@ -54,7 +54,7 @@ def scoring_options(function):
         click.option("--judge-base-url", default=None, metavar="URL",
                      help="OpenAI-compatible server for an openai: judge."),
         click.option("--judge-concurrency", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="BooookScore checker calls in flight at once (API judges)."),
+                     help="Judge calls in flight at once, BooookScore and faithfulness (API judges)."),
         click.option("--booookscore-prompt", type=click.Choice(["v1", "v2"]), default="v1", show_default=True,
                      help="v1: one call per sentence; v2: batches of sentences answered as JSON."),
     ]

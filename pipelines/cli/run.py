@@ -45,7 +45,8 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
 @click.option("--reference", "references", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="A reference summary file to score against (repeat for several).")
 @click.option("--score", "score_spec", default=None, metavar="METRICS",
-              help="Score the run: comma-separated rouge, bertscore, booookscore (default with --reference: rouge,bertscore).")
+              help="Score the run: comma-separated rouge, bertscore, booookscore, faithfulness, coverage "
+                   "(default with --reference: rouge,bertscore).")
 @scoring_options
 @click.option("--dry-run", is_flag=True, help="Print the plan and the cost preflight (calls, tokens, USD); call no LLM.")
 @click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
