@@ -291,7 +291,8 @@ def test_checker_end_to_end_on_llamacpp(gemma, store, version):
     summary = squality_summary(2)
     run_id = make_run(store, summary)
     llm = RecordingLLM(gemma, DuckDBJournal(store), run_id=run_id)
-    options = dict(booookscore_version=version, booookscore_max_attempts=2, booookscore_max_tokens=32)
+    # The checker's own answer budgets (a 32-token cap cut answers before their verdict).
+    options = dict(booookscore_version=version, booookscore_max_attempts=2)
     rows = score_run(store, run_id, ["booookscore"], llm=llm, **options)
     values = {r["variant"]: r["value"] for r in rows}
     annotations = store.execute(
@@ -302,6 +303,10 @@ def test_checker_end_to_end_on_llamacpp(gemma, store, version):
         assert status in ("ok", "unparseable") and 1 <= attempts <= 2 and request_hash
         assert (flagged is None) == (status == "unparseable")
     judged = [a for a in annotations if a[1] == "ok"]
+    if version == "v1":
+        # v1's few-shot lines get verdicts in the expected shape even from the tiny base model: an
+        # all-unparseable result would mean the parser or the prompt is broken.
+        assert judged, [a[4] for a in annotations]
     flagged = sum(1 for a in judged if a[2])
     assert values["sentences"] == 2 and values["unparseable"] == 2 - len(judged)
     assert values["score"] == (1 - flagged / len(judged) if judged else None)
