@@ -83,3 +83,15 @@ def _empty(tmp_path: Path) -> Path:
     empty = tmp_path / "empty"
     empty.mkdir()
     return empty
+
+
+@pytest.mark.parametrize("url", ["https://user:secret@llm.example/v1", "https://llm.example/v1?api-key=secret"])
+def test_corpus_refuses_a_base_url_with_credentials_before_prefect_sees_it(tmp_path, url):
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    (tmp_path / "a.txt").write_text("A story.", encoding="utf-8")
+    for command in (["corpus", str(tmp_path)], ["serve", str(tmp_path), "--interval", "60"]):
+        out = CliRunner().invoke(cli, [*command, "--model", "openai:m", "--base-url", url])
+        assert out.exit_code == 1 and "carries credentials" in out.output and "secret" not in out.output

@@ -29,10 +29,23 @@ def _configs(methods: tuple[str, ...], model: str, base_url: str | None, chunk_s
             raise UserError(f"--configs is not valid JSON: {exc.msg}") from None
         if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
             raise UserError("--configs must be a JSON list of objects")
-        return configs
-    extra = {k: v for k, v in (("chunk_size", chunk_size), ("summary_words", summary_words)) if v}
-    llm = {"model": model, "concurrency": call_concurrency, **({"base_url": base_url} if base_url else {})}
-    return [{"method": m, **(llm if m != "extractive" else {}), **extra} for m in methods]
+    else:
+        extra = {k: v for k, v in (("chunk_size", chunk_size), ("summary_words", summary_words)) if v}
+        llm = {"model": model, "concurrency": call_concurrency, **({"base_url": base_url} if base_url else {})}
+        configs = [{"method": m, **(llm if m != "extractive" else {}), **extra} for m in methods]
+    for config in configs:
+        _refuse_credentials(config.get("base_url"))
+    return configs
+
+
+def _refuse_credentials(url: str | None) -> None:
+    """Prefect records a flow's parameters (and a deployment's) in its database
+    and UI: a key inside the URL would land there, so it must come another way."""
+    from pipelines.secrets import redact
+
+    if url and redact(url) != url:
+        raise UserError("the base URL carries credentials, and flows record their parameters in Prefect; "
+                        "pass the key in OPENAI_API_KEY (or ANTHROPIC_API_KEY) instead")
 
 
 corpus_options = [
