@@ -22,15 +22,14 @@ counts beside them but no ratio; the comparison is the full run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchlib import apply_quick, book, excerpt, table  # noqa: E402 (puts the repository on sys.path)
+from llama_server import llama_server  # noqa: E402 (tests/, on sys.path through benchlib)
 
 METHODS = ("hierarchical", "incremental")
 QUICK_WORDS = 2900
@@ -43,34 +42,6 @@ REFERENCE = {
                     "note": "crashed as shipped; figures after a patch"},
     "checker": {"note": "never finished (v1 retries without bound; v2 prompt + max_tokens overflowed the context)"},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(n_ctx: int) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    from pipelines.llm.llamacpp import default_model_path
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", str(n_ctx), "--chat_format", "gemma", "--model_alias", "gemma-3-270m"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    for _ in range(240):
-        try:
-            if httpx.get(f"{base}/models", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("the llama-cpp-python server did not start")
 
 
 def main() -> None:
@@ -101,7 +72,8 @@ def main() -> None:
         document = tmp / f"{document.stem}_first_{QUICK_WORDS}_words.txt"
         document.write_text(text, encoding="utf-8")
     store = Store(tmp / "reference.duckdb")
-    server, base_url = start_server(8192)
+    server = contextlib.ExitStack()
+    base_url = server.enter_context(llama_server(8192, alias="gemma-3-270m", startup_s=240))
     rows, summaries = {}, {}
     try:
         for method in methods:
@@ -131,8 +103,7 @@ def main() -> None:
         check = checker.check(summary, first=args.checker_sentences)
         checker_wall = time.perf_counter() - started
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.close()
 
     if args.quick:
         print(f"\nquick: longsum's side on the first {QUICK_WORDS} words only; the reference rows are the whole "

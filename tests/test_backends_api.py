@@ -3,12 +3,8 @@ OpenAI-compatible server on 127.0.0.1, and the Anthropic backend against
 recorded responses at the HTTP layer."""
 
 import json
-import socket
 import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
 # The SDKs' own HTTP stack (anthropic and openai ship on httpx2); mocks must use it.
@@ -19,43 +15,19 @@ from pipelines.llm import LLMCallError, LLMConfigError, parse_spec, resolve
 from pipelines.llm.anthropic_backend import AnthropicBackend
 from pipelines.llm.base import CompletionRequest
 from pipelines.llm.openai_backend import OpenAIBackend
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from llama_server import free_port
 
 
 @pytest.fixture(scope="module")
 def openai_server():
-    """llama-cpp-python's OpenAI-compatible server with the embedded model."""
-    from pipelines.llm.llamacpp import default_model_path
+    from llama_server import llama_server
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "4096", "--chat_format", "gemma", "--model_alias", "gemma-270m"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/models", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("llama-cpp-python server did not start")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    with llama_server(n_ctx=4096) as base:
+        yield base
 
 
 @pytest.mark.llm
-def test_openai_backend_against_local_server(openai_server):
+def test_openai_backend_against_local_server(openai_server, gemma):
     backend = resolve("openai:gemma-270m", base_url=openai_server, context_window=4096)
     assert isinstance(backend, OpenAIBackend)
     request = CompletionRequest(
@@ -65,7 +37,11 @@ def test_openai_backend_against_local_server(openai_server):
     completion = backend.complete(request)
     assert completion.input_tokens > 0 and 0 < completion.output_tokens <= 12
     assert completion.finish_reason in ("stop", "length") and completion.latency_s > 0
-    assert backend.count_tokens("hello world") == 2  # cl100k, offline
+    # llama-cpp-python's server offers no /tokenize: cl100k with the documented margin, which must
+    # never count fewer tokens than the served model's own tokenizer does
+    text = "Irène Adler — «the woman»"
+    assert backend.count_tokens(text) >= len(gemma.tokenize(text, add_bos=True))
+    assert "cl100k" in backend.tokenizer and "no /tokenize" in backend.tokenizer
 
 
 @pytest.mark.llm

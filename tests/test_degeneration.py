@@ -210,42 +210,10 @@ def test_anthropic_reports_a_stop_at_an_echo_as_degenerate(monkeypatch):
 
 @pytest.fixture(scope="module")
 def gemma_server():
-    """llama-cpp-python's OpenAI-compatible server with the embedded model
-    (loaded like the llamacpp backend loads it; see _without_amx_repacking)."""
-    import socket
-    import subprocess
-    import sys
-    import time
+    from llama_server import llama_server
 
-    import httpx
-
-    from pipelines.llm.llamacpp import default_model_path
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launcher = ("import sys\nfrom pipelines.llm.llamacpp import _without_amx_repacking\n"
-                "from llama_cpp.server.__main__ import main\nsys.argv[0] = 'llama_cpp.server'\n"
-                "with _without_amx_repacking():\n    main()\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", launcher, "--model", str(default_model_path()), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048", "--chat_format", "gemma", "--model_alias", "gemma-270m"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/models", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("llama-cpp-python server did not start")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    with llama_server(n_ctx=2048) as base:
+        yield base
 
 
 @pytest.mark.llm
