@@ -70,6 +70,7 @@ def test_permanent_faults_fail_cleanly_then_resume_without_repeating(story, cli_
     # the first calls succeed, then the server fails for good
     with FakeOpenAIServer(faults=[None, None, None] + [fault] * 40) as server:
         failed = summarize(story, server, db, cli_env)
+        port = server._server.server_address[1]
     assert_one_line_error(failed, fragment)
     store = Store(db)
     ((status, error),) = store.execute("SELECT status, error FROM runs")
@@ -77,7 +78,7 @@ def test_permanent_faults_fail_cleanly_then_resume_without_repeating(story, cli_
     done = store.execute("SELECT count(*) FROM llm_calls WHERE status = 'ok' AND NOT cached")[0][0]
     assert done == 3
 
-    with FakeOpenAIServer() as server:
+    with FakeOpenAIServer(port=port) as server:  # the same server (its URL is part of the cache identity), now well
         resumed = summarize(story, server, db, cli_env)
         out = json.loads(resumed.stdout)
         assert len(server.requests) == out["usage"]["calls"]
