@@ -211,7 +211,8 @@ def summarize_document(
                 chunks = compress_chunks(store, run_id, document, chunks, config, llm, executor)
             records = summarizer_for(config, llm, document.kind, progress).run(chunks, executor)
         final = next(r for r in records if r.is_final)
-        status = "degraded" if final.degraded else "ok"
+        # Any step that kept no valid answer degrades the run (a discarded compression does not).
+        status = "degraded" if any(r.degraded and r.kept for r in records) else "ok"
         store.insert_rows("summaries", [summary_row(run_id, r) for r in records])
         usage = run_usage(store, run_id)
         seconds = time.time() - started

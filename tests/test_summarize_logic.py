@@ -238,3 +238,21 @@ def test_the_fallback_keeps_the_token_budget(scandal_text):
     (record,) = summarizer.run(chunks)
     assert record.degraded and record.text.startswith("He was, I take it, the most perfect reasoning")
     assert record.n_tokens <= record.token_limit
+
+
+def test_one_degraded_step_degrades_the_run_even_when_the_final_summary_is_clean(tmp_path, store):
+    from pipelines.runner import RunConfig, summarize_file
+
+    def loops_on_the_second_chapter(request):
+        content = request.messages[-1]["content"]
+        return loops(request) if "<excerpt>" in content and "Irene" in content else echo_answer(request)
+
+    story = tmp_path / "story.txt"
+    story.write_text("Holmes waited by the fire. Watson read the paper aloud.\n\n" * 30
+                     + "Irene Adler sang at the opera that night. The King was afraid.\n\n" * 30, encoding="utf-8")
+    result = summarize_file(story, RunConfig(summary_words=40, chunk_size=256), store,
+                            backend=ScriptedBackend(loops_on_the_second_chapter))
+    final = next(r for r in result.records if r.is_final)
+    assert not final.degraded and result.degraded_summaries >= 1
+    assert result.status == "degraded"
+    assert store.execute("SELECT status FROM runs WHERE run_id = ?", [result.run_id]) == [("degraded",)]
