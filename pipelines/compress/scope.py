@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import prompts
-from pipelines.compress import keywords as kw
+import pipelines.compress.keywords as kw
 from pipelines.compress.common import ChunkReport, CompressionResult, allocate_ratios, check_ratio, normalise
 from pipelines.llm.base import LLMCallError, PromptTooLongError
 from pipelines.text import count_words, ends_with_sentence_end, split_clauses, split_sentences, split_words, trim_to_last_sentence
