@@ -12,7 +12,7 @@ so no file is written for it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.documents import CODE_LANGUAGES, PAPER_SUFFIXES, Document, find_sections, normalise_newlines

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from pipelines.corpus import CorpusItem
-from pipelines.documents import Document, load_document
+from pipelines.documents import load_document
 from pipelines.llm.recording import new_id
 from pipelines.runner import RunConfig, make_backend, summarize_document
 from pipelines.secrets import redact

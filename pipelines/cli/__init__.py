@@ -20,7 +20,7 @@ import click
 from click_default_group import DefaultGroup
 
 from pipelines.cli import chunks, compress, flows, report, run, scoring, store, text
-from pipelines.cli.common import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, user_errors
+from pipelines.cli.common import EXIT_INTERRUPTED, EXIT_USER_ERROR, user_errors
 
 
 @click.group(cls=DefaultGroup, default="run", default_if_no_args=False,
