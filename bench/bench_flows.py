@@ -7,7 +7,7 @@
 2. `evaluate_corpus` over 8 SQuALITY stories x 2 methods against an
    OpenAI-compatible test server that answers after `--delay` seconds: one
    document at a time (thread runner, concurrency 1) vs. fanned out on a
-   2-worker Dask `LocalCluster` (4 threads each, 8 documents at once).
+   2-worker Dask `LocalCluster` (8 threads each, 16 document tasks at once).
 
     python bench/bench_flows.py [--story doyle_scandal_in_bohemia.txt] [--delay 0.5] [--quick]
 
@@ -119,11 +119,11 @@ def corpus_fan_out(tmp: Path, delay: float) -> None:
                                      concurrency=1)
         walls["one document at a time (threads)"] = (time.perf_counter() - started, len(server.requests), sequential)
         server.requests.clear()
-        with LocalCluster(n_workers=2, threads_per_worker=4, processes=True, dashboard_address=None) as cluster:
+        with LocalCluster(n_workers=2, threads_per_worker=8, processes=True, dashboard_address=None) as cluster:
             started = time.perf_counter()
             fanned = evaluate_corpus(source=str(source), configs=configs, metrics=[], db=str(tmp / "dask.duckdb"),
-                                     dask_address=cluster.scheduler_address, concurrency=2 * 4)
-            walls["8 at once (2-worker LocalCluster)"] = (time.perf_counter() - started, len(server.requests), fanned)
+                                     dask_address=cluster.scheduler_address, concurrency=2 * 8)
+            walls["16 at once (2-worker LocalCluster, 8 threads each)"] = (time.perf_counter() - started, len(server.requests), fanned)
     base = next(iter(walls.values()))[0]
     print(f"\n2. evaluate_corpus: {STORIES} SQuALITY stories{'' if shared else ' (3 local ones, repeated)'} x "
           f"hierarchical, incremental; server delay {delay} s\n")
