@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from pipelines.llm.base import Completion, CompletionRequest
+from pipelines.llm.base import Completion, CompletionRequest, WrappedBackend
 from pipelines.llm.pricing import backend_cost
 
 
@@ -47,25 +47,13 @@ class Budget:
                 self.spent_usd += cost
 
 
-class BudgetedBackend:
+class BudgetedBackend(WrappedBackend):
     """A backend that refuses calls once its budget is spent (shared by every
     document of a corpus when they share the Budget)."""
 
     def __init__(self, backend, budget: Budget):
-        self.inner = backend
+        super().__init__(backend)
         self.budget = budget
-        self.backend, self.model = backend.backend, backend.model
-        self.base_url = getattr(backend, "base_url", None)
-
-    @property
-    def context_window(self) -> int:
-        return self.inner.context_window
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def identity(self) -> dict:
-        return self.inner.identity()
 
     def describe(self) -> dict:
         return {**self.inner.describe(), "max_cost_usd": self.budget.limit_usd}

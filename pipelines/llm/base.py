@@ -99,3 +99,25 @@ def fit_max_tokens(backend: LLMBackend, messages: Sequence[Message], wanted: int
             f"{backend.context_window}-token context window for the answer"
         )
     return min(wanted, room)
+
+
+class WrappedBackend:
+    """A backend around another (budgets, provider batches): the same model,
+    tokenizer, context and cache identity; a subclass changes how it completes."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.backend, self.model = inner.backend, inner.model
+        self.base_url = getattr(inner, "base_url", None)
+
+    @property
+    def context_window(self) -> int:
+        return self.inner.context_window
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def identity(self) -> dict:
+        # The wrapped model's answer is the model's answer: both share the journal's cache.
+        return self.inner.identity()
+

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from pipelines.llm.api import short_error
-from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError, LLMError
+from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError, LLMError, WrappedBackend
 from pipelines.secrets import public_url
 
 DEFAULT_SETTLE_S = 2.0
@@ -248,18 +248,16 @@ class _Waiting:
     participant: int | None = None
 
 
-class BatchingBackend:
+class BatchingBackend(WrappedBackend):
     """An API backend whose calls go out as provider batches (see module doc)."""
 
     def __init__(self, backend, journal: BatchJournal | None = None, *, settle_s: float = DEFAULT_SETTLE_S,
                  poll_s: float = DEFAULT_POLL_S, max_poll_s: float = DEFAULT_MAX_POLL_S,
                  max_requests: int = MAX_BATCH_REQUESTS, provider: Provider | None = None):
-        self.inner = backend
+        super().__init__(backend)
         self.provider = provider or provider_for(backend)
         self.journal = journal or MemoryBatchJournal()
         self.settle_s, self.poll_s, self.max_poll_s, self.max_requests = settle_s, poll_s, max_poll_s, max_requests
-        self.backend, self.model = backend.backend, backend.model
-        self.base_url = getattr(backend, "base_url", None)
         self.server = public_url(self.base_url)
         self._cond = threading.Condition()
         self._queue: dict[str, list[_Waiting]] = {}  # key -> callers, not yet in a batch
@@ -276,18 +274,6 @@ class BatchingBackend:
         self.batches_adopted: list[str] = []
 
     # -- the backend protocol ----------------------------------------------
-
-    @property
-    def context_window(self) -> int:
-        return self.inner.context_window
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def identity(self) -> dict:
-        # A batched answer is the same model's answer: batch and synchronous
-        # runs share the journal's cache.
-        return self.inner.identity()
 
     def describe(self) -> dict:
         return {**self.inner.describe(), "batch": True}
