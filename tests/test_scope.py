@@ -9,6 +9,7 @@ import re
 
 import pytest
 from conftest import BOOKS, DATA, excerpt
+from capable_answers import excerpt_of, required_keywords
 from scripted import ScriptedBackend
 
 from pipelines.compress import keywords as kw
@@ -45,16 +46,6 @@ def story_part(story) -> str:
 @pytest.fixture(scope="module")
 def count(gemma):
     return gemma.count_tokens
-
-
-def required_keywords(content: str) -> list[str]:
-    tail = content.split("exactly as written: ", 1)[1]
-    tail = re.split(r"\. (?:Your previous|Write only)", tail)[0].strip().rstrip(".")
-    return [] if tail == "(none)" else [k.strip() for k in tail.split(",")]
-
-
-def excerpt_of(content: str) -> str:
-    return re.search(r"<excerpt>\n(.*?)\n</excerpt>", content, re.S).group(1)
 
 
 def words_asked(content: str) -> int:
