@@ -10,6 +10,7 @@ import zipfile
 import pytest
 from conftest import BOOKS, DATA, SHARED_DATA
 from extraction_recall import recall, words
+from peak_rss import PEAK_KIB_SOURCE
 
 from pipelines.documents import DocumentError, load_document
 
@@ -132,10 +133,9 @@ def test_zip_bomb_spread_over_many_members_stays_in_bounded_memory(tmp_path):
     """Each member under the per-file cap, together over the whole-book cap:
     refused, and the reading process never holds more than a member at once."""
     path = _bomb(tmp_path / "bombs.epub", 12, 30 * 2**20)
-    # The child reports its own peak: RUSAGE_CHILDREN would include every earlier child of this test process.
-    script = ("import resource, sys\nfrom pipelines.documents import load_document, DocumentError\n"
+    script = (PEAK_KIB_SOURCE + "import sys\nfrom pipelines.documents import load_document, DocumentError\n"
               f"try:\n    load_document({str(path)!r})\nexcept DocumentError as exc:\n    print(exc)\n"
-              "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n    sys.exit(3)\n")
+              "    print(peak_kib(), file=sys.stderr)\n    sys.exit(3)\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 3, result.stderr
     assert "zip bomb" in result.stdout

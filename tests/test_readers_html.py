@@ -9,6 +9,7 @@ import sys
 import pytest
 from conftest import BOOKS, DATA
 from extraction_recall import recall, words
+from peak_rss import PEAK_KIB_SOURCE
 
 from pipelines.documents import DocumentError, load_document
 from pipelines.readers import MAX_HTML_BYTES
@@ -95,11 +96,10 @@ def test_twenty_megabyte_page_reads_in_bounded_memory(tmp_path):
     path.write_text(_gutenberg_page(chapters=30, repeat=70), encoding="utf-8")
     size = path.stat().st_size
     assert size > 20 * 2**20
-    # The child reports its own peak: RUSAGE_CHILDREN would include every earlier child of this test process.
-    script = ("import json, resource\nfrom pipelines.documents import load_document\n"
+    script = (PEAK_KIB_SOURCE + "import json\nfrom pipelines.documents import load_document\n"
               f"d = load_document({str(path)!r})\n"
               "print(json.dumps([len(d.text), len(d.sections), d.extractor, d.text[:40],"
-              " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))\n")
+              " peak_kib()]))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     n_chars, n_sections, extractor, start, peak_kib = eval(result.stdout)  # noqa: S307 - our own json list

@@ -1,0 +1,14 @@
+"""The peak RSS of a child Python process, as the child itself reads it.
+
+getrusage's ru_maxrss is no measure of a child of the test process: subprocess starts it by vfork, and at
+exec Linux folds the parent's high-water mark (the test process holds the loaded model, ~3 GiB) into the
+child's maxrss. VmHWM in /proc/self/status belongs to the child's own address space.
+"""
+
+# Source for a child script: defines peak_kib(), the child's peak RSS so far in KiB.
+PEAK_KIB_SOURCE = (
+    "def peak_kib():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            return int(line.split()[1])\n"
+)
