@@ -94,6 +94,25 @@ class CopyScorer:
         return len(self.tokenize(text))
 
 
+class CueScorer(CopyScorer):
+    """A stand-in whose predictions owe nothing to copying: every token is
+    likely (p=0.5) once `cue` has occurred before it, unlikely (p=0.001)
+    otherwise. Only a chunk holding the cue makes the query predictable."""
+
+    def __init__(self, cue: str):
+        super().__init__()
+        self.cue = self.tokenize(cue)[0]
+
+    def token_logprobs(self, tokens, first: int = 1):
+        start = max(1, first)
+        seen = self.cue in tokens[:start]
+        out = []
+        for t in tokens[start:]:
+            out.append(math.log(0.5) if seen else math.log(0.001))
+            seen = seen or t == self.cue
+        return out
+
+
 # --- splitting ----------------------------------------------------------------------
 
 
@@ -163,12 +182,16 @@ def test_one_long_function_is_pruned_not_dropped():
 
 
 def test_coarse_stage_ranks_selects_and_marks_dropped_code():
-    scorer = CopyScorer()
+    # The demo's query is _finalize_step's own signature; the scorer rewards only the cue, a word of
+    # reflect_on_result's docstring, so the ranking must follow the model's conditional perplexity.
+    scorer = CueScorer("Reflect")
     settings = LongCodeZipSettings(signals="ami")  # the paper's ranking alone
     code, query = demo_code(), demo_query()
     result = compress_code(code, 0.3, query, scorer=scorer, count_tokens=scorer.count, settings=settings)
     ranked = sorted(result.chunks, key=lambda c: -c.importance if math.isfinite(c.importance) else math.inf)
-    assert ranked[0].name == "BaseAgent._finalize_step"  # the query is its own signature
+    assert ranked[0].name == "BaseAgent.reflect_on_result" and ranked[0].importance > 0
+    assert all(c.importance <= 0 for c in ranked[1:] if math.isfinite(c.importance))
+    assert ranked[0].action == "kept"
     assert result.compressed_tokens <= 0.3 * result.original_tokens * (1 + settings.tolerance)
     kept = [c for c in result.chunks if c.action == "kept"]
     assert kept and all(c.text in result.text for c in kept)
@@ -256,16 +279,26 @@ def scorer():
 
 @pytest.mark.llm
 def test_perplexity_ranking_with_llamacpp(scorer, gemma):
-    """AMI = PPL(q) - PPL(q | chunk) from the packaged model ranks the
-    function the query is about above unrelated code."""
-    chunks = {c.name: c for c in split_code(demo_code(), "python")}
-    names = ["BaseAgent._finalize_step", "BaseAgent._update_llm_usage", "BaseAgent._close_tools",
-             "BaseAgent.task_incomplete_message"]
+    """AMI = PPL(q) - PPL(q | chunk) from the packaged model, on a stdlib task
+    whose target (ZipFile.getinfo) is not in the context: a function that uses
+    the class the query names (ZipInfo) makes the query more predictable than
+    the same function with that class renamed, and renaming changes nothing
+    in a function that never mentions it."""
+    t = task("zipfile.py:getinfo:1516")
+    assert "def getinfo" not in t["context"] and "ZipInfo" in t["query"]
+    chunks = {c.name: c for c in split_code(t["context"], "python")}
+    names = ["ZipFile.infolist", "ZipInfo", "ZipFile.namelist"]
+    assert "ZipInfo" not in chunks["ZipFile.namelist"].text
+    texts = []
+    for name in names:
+        texts += [chunks[name].text, re.sub(r"\bZipInfo\b", "QxvRecord", chunks[name].text)]
     lcz = LongCodeZip(scorer, gemma.count_tokens)
-    scores = lcz.rank([chunks[n].text for n in names], query=demo_query())
+    scores = lcz.rank(texts, query=t["query"])
     assert all(math.isfinite(s) for s in scores)
-    assert scores[0] == max(scores) and scores[0] > 0
-    assert lcz.rank(["   \n"], query=demo_query()) == [float("-inf")]
+    (infolist, infolist_renamed), (zipinfo, zipinfo_renamed), (namelist, namelist_renamed) = zip(scores[::2], scores[1::2])
+    assert infolist > infolist_renamed + 2 and zipinfo > zipinfo_renamed + 2, scores
+    assert namelist == pytest.approx(namelist_renamed)
+    assert lcz.rank(["   \n"], query=t["query"]) == [float("-inf")]
 
 
 @pytest.mark.llm
