@@ -62,9 +62,9 @@ def test_scope_rewrites_run_concurrently_and_the_ratio_holds(server, tmp_path, s
     result = compress_prose(text, 0.5, llm, concurrency=3)
     assert len(result.chunks) >= 4
     assert 1 < server.max_in_flight <= 3
-    # Rewrites answer "in at most N words" and come in under the target (0.449 measured with answers of
-    # exactly N words); the target is a ceiling, kept within 10 %, and the text is not gutted.
-    assert 0.4 <= result.ratio <= 0.55, result.summary_line()
+    # Rewrites answer "in at most N words" and come in under their targets; the chunks after them make it up
+    # to within ScopeSettings.ratio_tolerance (0.476 measured with answers of exactly N words).
+    assert 0.45 <= result.ratio <= 0.55, result.summary_line()
     # The model's rewrites were accepted (it keeps the keywords within the words asked): the ones that
     # had to be compressed are rewritten, none fell back to extraction.
     actions = [c.action for c in result.chunks]

@@ -228,6 +228,28 @@ def test_a_rewrite_that_drops_keywords_is_retried_then_falls_back(story_part):
     assert sum(len(c.keywords_kept) for c in with_keywords) > 0.5 * sum(len(c.keywords) for c in with_keywords)
 
 
+def test_a_too_short_rewrite_is_asked_again_for_more_words(story_part):
+    """A model that always writes 45 % of the words it is asked for: when that
+    is too short, the next request asks for more words (asking for the same
+    count again could never pass), and the rewrite is accepted."""
+    def undershoot(request) -> str:
+        content = request.messages[-1]["content"]
+        keywords = required_keywords(content)
+        words = (keywords + excerpt_of(content).split())[: max(len(keywords) + 2, int(0.45 * words_asked(content)))]
+        return " ".join(w.strip(".,;:!?\"'“”") for w in words) + "."
+
+    llm, backend = scripted_llm(undershoot)
+    result = compress_prose(story_part, 0.5, llm, settings=ScopeSettings(max_attempts=3, min_length_share=0.7))
+    retried = [c for c in result.chunks if c.attempts > 1]
+    assert retried, "the undershooting model must fall short at least once"
+    for c in retried:
+        asked = [words_asked(r.messages[-1]["content"]) for r in backend.requests
+                 if excerpt_of(r.messages[-1]["content"]).strip() == story_part[c.start:c.end].strip()]
+        assert asked[1] > asked[0] / 0.7, asked  # enough more to reach the minimum
+        assert c.action == "rewritten" and c.attempts == 2
+    assert all(c.action in ("rewritten", "verbatim") for c in result.chunks)
+
+
 # --- checks and the fallback with any model --------------------------------------------------------
 
 

@@ -610,16 +610,25 @@ class ScopeCompressor:
                                    attempts=attempt + 1, keywords=keywords, keywords_kept=list(keywords))
             failures.append(f"attempt {attempt + 1}: {'; '.join(check.problems)}")
             note = _retry_note(check, asked)
-            if any(p.startswith("too long") for p in check.problems):
-                asked = max(5, int(asked * 0.85))  # ask for less next time
-            elif any(p.startswith("too short") for p in check.problems):
-                asked = words
+            if any(p.startswith(("too long", "too short")) for p in check.problems):
+                asked = words_to_ask(asked, check.tokens, min_tokens, target * (1 + s.length_tolerance))
         text = extractive(units, chunk.units, vectors, target, keywords, self.count_tokens,
                           s.keyword_weight, query_vector)
         kept = [k for k in keywords if kw.present(k, text)]
         return ChunkReport(**base, compressed_tokens=self.count_tokens(text), action="extractive", text=text,
                            attempts=s.max_attempts, fallback_reason=" | ".join(failures), keywords=keywords,
                            keywords_kept=kept)
+
+
+def words_to_ask(asked: int, got_tokens: int, min_tokens: float, max_tokens: float) -> int:
+    """The word count to ask for after an answer of `got_tokens` fell outside
+    [min_tokens, max_tokens]: the last request scaled toward the middle of that
+    window, so a model that writes what it is asked lands inside it (asking for
+    the same count again could never mend a too-short answer)."""
+    if got_tokens <= 0:
+        return asked
+    goal = (max(0.0, min_tokens) + max_tokens) / 2
+    return max(5, round(asked * goal / got_tokens))
 
 
 def _retry_note(check: Check, asked: int) -> str:
