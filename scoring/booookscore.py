@@ -47,6 +47,7 @@ from typing import Sequence
 import prompts
 from pipelines.llm.base import LLMError, PromptTooLongError, fit_max_tokens
 from pipelines.text import sentences as split_sentences
+from scoring.asking import RetryPolicy, ask_until_parsed, cut_note, each, join_notes, reminder
 
 ERROR_TYPES = (
     "entity omission", "event omission", "causal omission", "salience",
@@ -401,12 +402,6 @@ _V2_REMINDERS = (
 )
 
 
-def _reminder(table: tuple[str, ...], attempt: int) -> str:
-    if attempt < len(table):
-        return table[attempt]
-    return f"{table[-1]} (attempt {attempt + 1})"
-
-
 class BooookScoreChecker:
     """Annotates a summary's sentences through a RecordingLLM."""
 
@@ -441,6 +436,7 @@ class BooookScoreChecker:
         self.max_tokens = max_tokens
         self.step = step
         self.concurrency = concurrency
+        self.policy = RetryPolicy(max_attempts, temperature, retry_temperature)
 
     def config(self) -> dict:
         backend = getattr(self.llm, "backend", None)
@@ -465,38 +461,18 @@ class BooookScoreChecker:
 
     # v1: one sentence per call ------------------------------------------------
 
-    def _attempt_settings(self, attempt: int) -> tuple[float, int]:
-        return (self.temperature if attempt == 0 else max(self.temperature, self.retry_temperature)), attempt
-
     def annotate_sentence(self, summary: str, annotation: SentenceAnnotation) -> None:
         """v1: annotate one sentence of `summary` in place (asking again while the answer does not parse)."""
-        notes = []
-        for attempt in range(self.max_attempts):
-            prompt = prompts.render(
-                self.template, summary=summary, number=annotation.sentence_num, sentence=annotation.sentence,
-                reminder=_reminder(_V1_REMINDERS, attempt),
-            )
-            temperature, seed = self._attempt_settings(attempt)
-            annotation.attempts = attempt + 1
-            try:
-                result = self.llm.complete(
-                    prompt, self.max_tokens or V1_MAX_TOKENS, temperature=temperature, seed=seed,
-                    step=f"{self.step}:s{annotation.sentence_num}#{attempt + 1}", stop=V1_STOP,
-                )
-            except PromptTooLongError as exc:
-                annotation.note = f"prompt too long: {exc}"
-                return
-            except LLMError as exc:
-                notes.append(f"#{attempt + 1}: {exc}")
-                continue
-            annotation.answer, annotation.request_hash = result.text, result.request_hash
-            judgement, why = parse_v1(result.text)
-            if judgement is not None:
-                annotation.status, annotation.types, annotation.questions = "ok", judgement.types, judgement.questions
-                annotation.note = "; ".join(notes) or None
-                return
-            notes.append(f"#{attempt + 1}: {why}" + (" (cut at max_tokens)" if result.completion.finish_reason == "length" else ""))
-        annotation.note = "; ".join(notes)[:500] or None
+        answer = ask_until_parsed(
+            self.llm,
+            lambda reminder: prompts.render(self.template, summary=summary, number=annotation.sentence_num,
+                                            sentence=annotation.sentence, reminder=reminder),
+            lambda text, prompt: parse_v1(text), policy=self.policy, reminders=_V1_REMINDERS,
+            max_tokens=self.max_tokens or V1_MAX_TOKENS, step=f"{self.step}:s{annotation.sentence_num}", stop=V1_STOP)
+        annotation.attempts, annotation.answer, annotation.request_hash = answer.attempts, answer.text, answer.request_hash
+        annotation.note = answer.note
+        if answer.value is not None:
+            annotation.status, annotation.types, annotation.questions = "ok", answer.value.types, answer.value.questions
 
     # v2: batches of sentences, JSON answers -----------------------------------------
 
@@ -510,17 +486,11 @@ class BooookScoreChecker:
                        for a in left]
 
     def _each(self, work, items: list) -> list:
-        """work(item) for every item, in order, up to `concurrency` at a time."""
-        if self.concurrency == 1 or len(items) < 2:
-            return [work(item) for item in items]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)), thread_name_prefix="booookscore") as pool:
-            return list(pool.map(work, items))
+        return each(work, items, self.concurrency, "booookscore")
 
     def _v2_prompt(self, summary: str, batch: list[SentenceAnnotation], attempt: int):
         lines = "\n".join(f"{a.sentence_num}. {a.sentence}" for a in batch)
-        return prompts.render(self.template, summary=summary, batch=lines, reminder=_reminder(_V2_REMINDERS, attempt))
+        return prompts.render(self.template, summary=summary, batch=lines, reminder=reminder(_V2_REMINDERS, attempt))
 
     def _v2_batch(self, summary: str, batch: list[SentenceAnnotation], attempt: int) -> list[SentenceAnnotation]:
         """Annotate what it can; return the sentences still without an answer."""
@@ -535,7 +505,7 @@ class BooookScoreChecker:
             if room < wanted:  # the answer would not fit: smaller batches
                 half = len(batch) // 2
                 return self._v2_batch(summary, batch[:half], attempt) + self._v2_batch(summary, batch[half:], attempt)
-        temperature, seed = self._attempt_settings(attempt)
+        temperature, seed = self.policy.sampling(attempt)
         for a in batch:
             a.attempts = attempt + 1
         numbers = [a.sentence_num for a in batch]
@@ -550,7 +520,7 @@ class BooookScoreChecker:
             return []  # retrying cannot help
         except LLMError as exc:
             for a in batch:
-                a.note = _join(a.note, f"#{attempt + 1}: {exc}")
+                a.note = join_notes(a.note, f"#{attempt + 1}: {exc}")
             return batch
         judgements, why = parse_v2(result.text, numbers)
         left = []
@@ -558,16 +528,11 @@ class BooookScoreChecker:
             a.answer, a.request_hash = result.text, result.request_hash
             judgement = judgements.get(a.sentence_num)
             if judgement is None:
-                cut = " (cut at max_tokens)" if result.completion.finish_reason == "length" else ""
-                a.note = _join(a.note, f"#{attempt + 1}: {why or 'no answer'}{cut}")
+                a.note = join_notes(a.note, f"#{attempt + 1}: {why or 'no answer'}{cut_note(result)}")
                 left.append(a)
             else:
                 a.status, a.types, a.questions = "ok", judgement.types, judgement.questions
         return left
-
-
-def _join(old: str | None, new: str) -> str:
-    return (f"{old}; {new}" if old else new)[:500]
 
 
 # -- the released annotations -------------------------------------------------------

@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import prompts
-from pipelines.llm.base import LLMError, PromptTooLongError
 from pipelines.text import sentences as split_sentences
+from scoring.asking import RetryPolicy, ask_until_parsed, each, join_notes
 
 LABELS = ("Yes", "PartialSupport", "No", "Inapplicable")
 EXTRACT_TEMPLATE = "faithfulness_claims"
@@ -302,10 +302,6 @@ _JUDGE_REMINDERS = (
 )
 
 
-def _reminder(table: tuple[str, ...], attempt: int) -> str:
-    return table[attempt] if attempt < len(table) else f"{table[-1]} (attempt {attempt + 1})"
-
-
 def render_passages(texts: Sequence[str], chunk_ids: Sequence[int | None] = ()) -> str:
     """The passages block of the judge prompt, numbered in the given order."""
     if not texts:
@@ -352,6 +348,7 @@ class FaithfulnessChecker:
         self.extract_template = _template(extract_template)
         self.judge_template = _template(judge_template)
         self.step = step
+        self.policy = RetryPolicy(max_attempts, temperature, retry_temperature)
 
     @property
     def judge_model(self) -> str | None:
@@ -390,38 +387,19 @@ class FaithfulnessChecker:
             claim.claim_num = number
         return claims
 
-    def _settings(self, attempt: int) -> tuple[float, int]:
-        return (self.temperature if attempt == 0 else max(self.temperature, self.retry_temperature)), attempt
-
     def _extract_sentence(self, summary: str, number: int, sentence: str) -> list[Claim]:
-        notes, answer, request_hash, made = [], None, None, 0
-        system = ""
-        for attempt in range(self.max_attempts):
-            made = attempt + 1
-            prompt = self.extract_template.render(summary=summary, number=number, sentence=sentence,
-                                                  reminder=_reminder(_EXTRACT_REMINDERS, attempt))
-            system = prompt.messages[0]["content"]
-            temperature, seed = self._settings(attempt)
-            try:
-                result = self.llm.complete(prompt, self.extract_max_tokens, temperature=temperature, seed=seed,
-                                           step=f"{self.step}:claims:s{number}#{attempt + 1}", stop=EXTRACT_STOP)
-            except PromptTooLongError as exc:
-                notes.append(f"prompt too long: {exc}")
-                break
-            except LLMError as exc:
-                notes.append(f"#{attempt + 1}: {exc}")
-                continue
-            answer, request_hash = result.text, result.request_hash
-            claims, why = parse_claims(result.text, echo_of=system)
-            if claims is not None:
-                note = "; ".join(notes) or None
-                return [Claim(0, number, sentence, text, extract_attempts=attempt + 1,
-                              extract_request_hash=request_hash, note=note) for text in claims]
-            cut = " (cut at max_tokens)" if result.completion.finish_reason == "length" else ""
-            notes.append(f"#{attempt + 1}: {why}{cut}")
-        return [Claim(0, number, sentence, None, status="unparseable_claims", answer=answer,
-                      extract_attempts=made,
-                      extract_request_hash=request_hash, note="; ".join(notes)[:500] or None)]
+        answer = ask_until_parsed(
+            self.llm,
+            lambda reminder: self.extract_template.render(summary=summary, number=number, sentence=sentence,
+                                                          reminder=reminder),
+            lambda text, prompt: parse_claims(text, echo_of=prompt.messages[0]["content"]),
+            policy=self.policy, reminders=_EXTRACT_REMINDERS, max_tokens=self.extract_max_tokens,
+            step=f"{self.step}:claims:s{number}", stop=EXTRACT_STOP)
+        if answer.value is not None:
+            return [Claim(0, number, sentence, text, extract_attempts=answer.attempts,
+                          extract_request_hash=answer.request_hash, note=answer.note) for text in answer.value]
+        return [Claim(0, number, sentence, None, status="unparseable_claims", answer=answer.text,
+                      extract_attempts=answer.attempts, extract_request_hash=answer.request_hash, note=answer.note)]
 
     # evidence -------------------------------------------------------------------------
 
@@ -442,51 +420,24 @@ class FaithfulnessChecker:
         """Label one claim in place against `claim.passages` (asking again while the answer does not parse)."""
         texts = [p["text"] for p in claim.passages]
         block = render_passages(texts, [p.get("chunk") for p in claim.passages])
-        notes = []
-        for attempt in range(self.max_attempts):
-            prompt = self.judge_template.render(passages=block, claim=claim.claim,
-                                                reminder=_reminder(_JUDGE_REMINDERS, attempt))
-            temperature, seed = self._settings(attempt)
-            claim.attempts = attempt + 1
-            try:
-                result = self.llm.complete(prompt, self.judge_max_tokens, temperature=temperature, seed=seed,
-                                           step=f"{self.step}:judge:c{claim.claim_num}#{attempt + 1}", stop=JUDGE_STOP)
-            except PromptTooLongError as exc:
-                notes.append(f"prompt too long: {exc}")
-                break
-            except LLMError as exc:
-                notes.append(f"#{attempt + 1}: {exc}")
-                continue
-            claim.answer, claim.judge_request_hash = result.text, result.request_hash
-            verdict, why = parse_verdict(result.text)
-            if verdict is not None:
-                claim.status, claim.label, claim.evidence = "ok", verdict.label, verdict.evidence
-                claim.evidence_found = quotes_found(verdict.evidence, "\n".join(texts))
-                claim.note = _join(claim.note, "; ".join(notes)) if notes else claim.note
-                return
-            cut = " (cut at max_tokens)" if result.completion.finish_reason == "length" else ""
-            notes.append(f"#{attempt + 1}: {why}{cut}")
-        claim.status, claim.label = "unparseable", None
-        claim.note = _join(claim.note, "; ".join(notes))
+        answer = ask_until_parsed(
+            self.llm, lambda reminder: self.judge_template.render(passages=block, claim=claim.claim, reminder=reminder),
+            lambda text, prompt: parse_verdict(text), policy=self.policy, reminders=_JUDGE_REMINDERS,
+            max_tokens=self.judge_max_tokens, step=f"{self.step}:judge:c{claim.claim_num}", stop=JUDGE_STOP)
+        claim.attempts, claim.answer, claim.judge_request_hash = answer.attempts, answer.text, answer.request_hash
+        claim.note = join_notes(claim.note, answer.note)
+        if answer.value is None:
+            claim.status, claim.label = "unparseable", None
+            return
+        claim.status, claim.label, claim.evidence = "ok", answer.value.label, answer.value.evidence
+        claim.evidence_found = quotes_found(answer.value.evidence, "\n".join(texts))
 
     def _each(self, work, items: list) -> list:
-        """work(item) for every item, in order, up to `concurrency` at a time."""
-        if self.concurrency == 1 or len(items) < 2:
-            return [work(item) for item in items]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)), thread_name_prefix="faithfulness") as pool:
-            return list(pool.map(work, items))
+        return each(work, items, self.concurrency, "faithfulness")
 
 
 def _template(template):
     return prompts.load(template) if isinstance(template, str) else template
-
-
-def _join(old: str | None, new: str) -> str | None:
-    if not new:
-        return old
-    return (f"{old}; {new}" if old else new)[:500]
 
 
 # -- rows --------------------------------------------------------------------------------
