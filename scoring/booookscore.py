@@ -429,9 +429,6 @@ class BooookScoreChecker:
         self.llm = llm
         self.version = version
         self.template = TEMPLATES[version]
-        self.max_attempts = max_attempts
-        self.temperature = temperature
-        self.retry_temperature = retry_temperature
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self.step = step
@@ -443,8 +440,8 @@ class BooookScoreChecker:
         return {
             "version": self.version, "template": self.template, "template_hash": prompts.load(self.template).sha256,
             "model": f"{backend.backend}:{backend.model}" if backend is not None else None,
-            "max_attempts": self.max_attempts, "temperature": self.temperature,
-            "retry_temperature": self.retry_temperature,
+            "max_attempts": self.policy.max_attempts, "temperature": self.policy.temperature,
+            "retry_temperature": self.policy.retry_temperature,
             **({"batch_size": self.batch_size} if self.version == "v2" else {}),
         }
 
@@ -478,7 +475,7 @@ class BooookScoreChecker:
 
     def _check_v2(self, summary: str, annotations: list[SentenceAnnotation]) -> None:
         pending = list(annotations)
-        for attempt in range(self.max_attempts):
+        for attempt in range(self.policy.max_attempts):
             if not pending:
                 return
             batches = [pending[i:i + self.batch_size] for i in range(0, len(pending), self.batch_size)]

@@ -338,11 +338,8 @@ class FaithfulnessChecker:
         if max_attempts < 1 or evidence_k < 1 or concurrency < 1:
             raise FaithfulnessError("max_attempts, evidence_k and concurrency must be at least 1")
         self.llm = llm
-        self.max_attempts = max_attempts
         self.evidence_k = evidence_k
         self.concurrency = concurrency
-        self.temperature = temperature
-        self.retry_temperature = retry_temperature
         self.extract_max_tokens = extract_max_tokens
         self.judge_max_tokens = judge_max_tokens
         self.extract_template = _template(extract_template)
@@ -359,9 +356,9 @@ class FaithfulnessChecker:
         return {
             "model": self.judge_model, "extract_template": self.extract_template.name,
             "extract_template_hash": self.extract_template.sha256, "judge_template": self.judge_template.name,
-            "judge_template_hash": self.judge_template.sha256, "max_attempts": self.max_attempts,
-            "evidence_k": self.evidence_k, "temperature": self.temperature,
-            "retry_temperature": self.retry_temperature,
+            "judge_template_hash": self.judge_template.sha256, "max_attempts": self.policy.max_attempts,
+            "evidence_k": self.evidence_k, "temperature": self.policy.temperature,
+            "retry_temperature": self.policy.retry_temperature,
         }
 
     def check(self, summary: str, index, *, first: int | None = None, max_claims: int | None = None) -> FaithfulnessResult:
