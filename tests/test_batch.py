@@ -4,10 +4,12 @@ price, cached requests never submitted, an expired batch, a crashed process."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -107,6 +109,7 @@ def test_an_expired_batch_resubmits_its_unfinished_requests_and_nothing_else(ser
 
 CRASHING = """
 import sys
+import threading
 sys.path.insert(0, 'tests')
 from pipelines.batch_eval import evaluate_in_process
 from pipelines.corpus import squality_items
@@ -183,3 +186,106 @@ def test_the_corpus_flow_in_batch_mode(server, tmp_path, prefect_harness, monkey
         "SELECT count(*), count(batch_id), (SELECT count(*) FROM llm_batches) FROM llm_calls WHERE NOT cached")
     assert calls == batched == len(server.batch_lines) and 0 < batches < calls
     assert not server.requests  # no synchronous completion
+
+
+ANTHROPIC_KEY = "sk-ant-test-key-that-must-stay-out-of-the-db-7"
+
+
+def _anthropic_configs(base_url: str):
+    from pipelines.runner import RunConfig
+
+    return [RunConfig(method=m, model="anthropic:claude-3-5-haiku-latest", base_url=base_url, context_window=32_768,
+                      chunk_size=1024, summary_words=150) for m in ("hierarchical", "incremental")]
+
+
+def _evaluate_anthropic(db: Path, base_url: str, *, batch: bool, limit=None):
+    from pipelines.batch_eval import evaluate_in_process
+    from pipelines.store import Store
+
+    store = Store(db)
+    outcomes = evaluate_in_process(squality_items(SUBSET, limit), _anthropic_configs(base_url), store, batch=batch,
+                                   metrics=[], concurrency=3, **FAST)
+    return store, outcomes
+
+
+def test_anthropic_message_batches_give_the_same_summaries_at_half_the_cost(tmp_path, monkeypatch):
+    """Message Batches through the official SDK against a local server that
+    speaks Anthropic's API: the same summaries as synchronous calls, each
+    answer journaled with its batch at half the price, and the key sent but
+    never stored."""
+    from fake_anthropic_server import FakeAnthropicServer
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    monkeypatch.setenv("LONGSUM_PRICE_AS", "anthropic:claude-3-5-haiku-latest")
+    with FakeAnthropicServer() as fake:
+        sync_store, sync = _evaluate_anthropic(tmp_path / "sync.duckdb", fake.base_url, batch=False)
+        synchronous = len(fake.messages)
+        batch_store, batched = _evaluate_anthropic(tmp_path / "batch.duckdb", fake.base_url, batch=True)
+        assert [o.status for o in batched] == [o.status for o in sync] == ["ok"] * 6
+        assert len(fake.messages) == synchronous  # not one synchronous call in batch mode
+        assert len(fake.batch_requests) == synchronous and 0 < len(fake.batches) < synchronous
+        assert _finals(batch_store) == _finals(sync_store)
+
+        calls = batch_store.execute("SELECT batch_id, cost_usd, request_hash FROM llm_calls WHERE NOT cached")
+        assert len(calls) == synchronous and all(batch_id in fake.batches for batch_id, _, _ in calls)
+        sync_cost = dict(sync_store.execute("SELECT request_hash, cost_usd FROM llm_calls WHERE NOT cached"))
+        assert all(cost > 0 and cost == pytest.approx(sync_cost[request_hash] / 2) for _, cost, request_hash in calls)
+        journaled = batch_store.execute("SELECT batch_id, provider, n_requests, n_succeeded FROM llm_batches")
+        assert {(b, p) for b, p, _, _ in journaled} == {(b, "anthropic") for b in fake.batches}
+        assert all(n == ok for _, _, n, ok in journaled)
+
+        params = [item["params"] for item in fake.batch_requests]
+        assert all(p["model"] == "claude-3-5-haiku-latest" for p in params)
+        assert all(ANTHROPIC_KEY in h.get("x-api-key", "") + h.get("authorization", "") for h in fake.headers)
+        for store in (sync_store, batch_store):
+            assert ANTHROPIC_KEY not in json.dumps(store.execute("SELECT * FROM llm_calls"), default=str)
+            assert ANTHROPIC_KEY not in json.dumps(store.execute("SELECT * FROM runs"), default=str)
+
+
+def test_an_errored_anthropic_batch_request_is_the_callers_error(tmp_path, monkeypatch):
+    """A request the batch answers `errored` fails the caller that asked it
+    with the provider's message (the summarizer's own retries then decide),
+    while the other requests of that batch are answered; the prompt-cache
+    mark on the shared system prompt travels in the batched params."""
+    from fake_anthropic_server import FakeAnthropicServer
+    from pipelines.llm import LLMCallError
+    from pipelines.llm.anthropic_backend import AnthropicBackend
+    from pipelines.llm.base import CompletionRequest
+    from pipelines.llm.batch import BatchingBackend, MemoryBatchJournal
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    with FakeAnthropicServer() as fake:
+        fake.error_next = 1
+        journal = MemoryBatchJournal()
+        collector = BatchingBackend(AnthropicBackend("claude-3-5-haiku-latest", base_url=fake.base_url), journal,
+                                    **FAST)
+        collector.expect(3)
+        system = {"role": "system", "content": "You summarize stories."}
+        requests = [CompletionRequest(messages=(system, {"role": "user", "content": f"<excerpt>\nStory number {n} "
+                                                         "begins here and goes on.\n</excerpt>\nSummarize in at most "
+                                                         "20 words."}), max_tokens=40, cache_prefix_messages=1)
+                    for n in range(3)]
+        results = [None] * 3
+
+        def ask(n: int) -> None:
+            participant = collector.participant()
+            try:
+                results[n] = participant.complete(requests[n])
+            except LLMCallError as exc:
+                results[n] = exc
+            finally:
+                participant.release()
+
+        threads = [threading.Thread(target=ask, args=(n,)) for n in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        collector.close()
+    assert len(fake.batches) == 1 and len(fake.batch_requests) == 3 and not fake.messages
+    assert all(item["params"]["system"] == [{"type": "text", "text": "You summarize stories.",
+                                             "cache_control": {"type": "ephemeral"}}] for item in fake.batch_requests)
+    errored = [r for r in results if isinstance(r, LLMCallError)]
+    assert len(errored) == 1 and "max_tokens: too large" in str(errored[0]) and ANTHROPIC_KEY not in str(errored[0])
+    answered = [r for r in results if not isinstance(r, LLMCallError)]
+    assert len(answered) == 2 and all(r.text.startswith("Story number") and r.batch_id for r in answered)
