@@ -297,7 +297,7 @@ def test_perplexity_ranking_with_llamacpp(scorer, gemma):
     assert all(math.isfinite(s) for s in scores)
     (infolist, infolist_renamed), (zipinfo, zipinfo_renamed), (namelist, namelist_renamed) = zip(scores[::2], scores[1::2])
     assert infolist > infolist_renamed + 2 and zipinfo > zipinfo_renamed + 2, scores
-    assert namelist == pytest.approx(namelist_renamed)
+    assert namelist == pytest.approx(namelist_renamed, abs=0.05)  # the same text: only batch arithmetic differs
     assert lcz.rank(["   \n"], query=t["query"]) == [float("-inf")]
 
 
