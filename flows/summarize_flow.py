@@ -65,7 +65,7 @@ def summarize_document(
     with task_runner_for(dask_address, concurrency) as runner:
         result = run_document(document, config, store, backend=backend,
                               executor_for=partial(PrefectExecutor, runner, store, config=config, replay=replay,
-                                                   limit=limit, width=concurrency),
+                                                   limit=limit),
                               extra_params={"prefect_flow_run_id": str(flow_run.id)})
     summary = result.as_json()
     if metrics:

@@ -182,14 +182,15 @@ def summarize_document(
     backend: LLMBackend | None,
     progress: Progress | None = None,
     on_call=None,
-    executor_for: Callable[[str], Executor] | None = None,
+    executor_for: Callable[..., Executor] | None = None,
     extra_params: dict | None = None,
     run_id: str | None = None,
 ) -> RunResult:
     """The one orchestration of a run: budgets, rows, chunks, compression and
-    the workflow. `executor_for(run_id)` gives the executor of the run's steps
-    (default: `config.concurrency` threads of this process); whoever runs the
-    steps, their calls land in `llm_calls` under the run as they finish."""
+    the workflow. `executor_for(run_id, width=N)` gives the executor of the
+    run's steps, N of them at a time (`step_width`; default: N threads of this
+    process); whoever runs the steps, their calls land in `llm_calls` under
+    the run as they finish."""
     config.validate()
     if backend is not None:
         check_budgets(config, backend)
@@ -206,9 +207,10 @@ def summarize_document(
             records = _extractive(document, config, chunks)
         else:
             llm = RecordingLLM(backend, DuckDBJournal(store), run_id=run_id, on_call=on_call)
-            executor = executor_for(run_id) if executor_for else ThreadExecutor(config.concurrency)
+            width = step_width(config, backend)
+            executor = executor_for(run_id, width=width) if executor_for else ThreadExecutor(width)
             if config.compress != "none":
-                chunks = compress_chunks(store, run_id, document, chunks, config, llm, executor)
+                chunks = compress_chunks(store, run_id, document, chunks, config, llm, executor, width)
             records = summarizer_for(config, llm, document.kind, progress).run(chunks, executor)
         final = next(r for r in records if r.is_final)
         # Any step that kept no valid answer degrades the run (a discarded compression does not).
@@ -226,15 +228,23 @@ def summarize_document(
     )
 
 
+def step_width(config: RunConfig, backend: LLMBackend) -> int:
+    """How many independent steps run side by side: `config.concurrency`, but
+    no more than the backend serves at once (a local model: one, so that each
+    step's attempts follow each other and reuse its prompt in the KV cache)."""
+    limit = getattr(backend, "parallel_calls", None)
+    return min(config.concurrency, limit) if limit else config.concurrency
+
+
 def compress_chunks(store: Store, run_id: str, document: Document, chunks: list[Chunk], config: RunConfig,
-                    llm: RecordingLLM, executor: Executor) -> list[Chunk]:
+                    llm: RecordingLLM, executor: Executor, width: int) -> list[Chunk]:
     from pipelines.compress.chunks import ChunkCompressor
 
-    # `concurrency` calls in flight in all: split between the chunks and the rewrites inside each.
-    workers = max(1, min(config.concurrency, len(chunks)))
+    # `width` calls in flight in all: split between the chunks and the rewrites inside each.
+    workers = max(1, min(width, len(chunks)))
     compressor = ChunkCompressor(
         llm, method=config.compress, ratio=config.compress_ratio, kind=document.kind, language=document.language,
-        query=config.compress_query, concurrency=max(1, config.concurrency // workers),
+        query=config.compress_query, concurrency=max(1, width // workers),
         scorer_model=config.compress_model,
     )
     pairs = compressor.run(chunks, executor)

@@ -78,6 +78,12 @@ def test_flow_on_the_embedded_model_persists_links_and_replays(small_story, tmp_
     assert store.execute("SELECT count(*) FROM llm_calls WHERE run_id = ? AND NOT cached", [result["run_id"]])[0][0] == calls
     levels = store.execute("SELECT DISTINCT level FROM summaries WHERE run_id = ? ORDER BY 1", [result["run_id"]])
     assert [lvl for (lvl,) in levels][:2] == [0, 1]
+    # The embedded model serves one call at a time: whatever the flow's concurrency, its chunk steps ran one
+    # after another, each step's attempts together (so a retry reuses its prompt in the KV cache).
+    steps = [step.split("#")[0] for (step,) in store.execute(
+        "SELECT step FROM llm_calls WHERE run_id = ? ORDER BY created_at", [result["run_id"]])]
+    chunk_steps = [s for s in steps if s.startswith("chunk:")]
+    assert chunk_steps == sorted(chunk_steps, key=lambda s: int(s.split(":")[1]))
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts()
     assert any(a.key == "longsum-run" and result["run_id"] in (a.data or "") for a in artifacts)

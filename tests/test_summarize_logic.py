@@ -3,6 +3,8 @@ in test_summarize_llamacpp.py)."""
 
 import json
 import re
+import threading
+import time
 
 import pytest
 from scripted import ScriptedBackend, echo_answer, words_asked
@@ -256,3 +258,59 @@ def test_one_degraded_step_degrades_the_run_even_when_the_final_summary_is_clean
     assert not final.degraded and result.degraded_summaries >= 1
     assert result.status == "degraded"
     assert store.execute("SELECT status FROM runs WHERE run_id = ?", [result.run_id]) == [("degraded",)]
+
+
+class _TakingTurns(ScriptedBackend):
+    """A backend that notes how many calls overlap; the first answer to each
+    excerpt loops (a retry follows), the next ones are clean."""
+
+    def __init__(self, parallel_calls):
+        super().__init__(self._answer)
+        self.parallel_calls = parallel_calls
+        self.in_flight = self.max_in_flight = 0
+        self.seen: set[str] = set()
+        self.lock = threading.Lock()
+
+    def _answer(self, request):
+        content = request.messages[-1]["content"]
+        excerpt = content.split("<excerpt>")[-1]
+        with self.lock:
+            first = "<excerpt>" in content and excerpt not in self.seen
+            self.seen.add(excerpt)
+        return loops(request) if first else echo_answer(request)
+
+    def complete(self, request):
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            time.sleep(0.02)  # long enough for steps run side by side to overlap
+            return super().complete(request)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+@pytest.mark.parametrize("parallel_calls", [1, None])
+def test_steps_run_side_by_side_only_as_far_as_the_backend_serves_calls(tmp_path, store, parallel_calls):
+    """A local model serves one call at a time: with --concurrency 4 its chunk
+    steps still run one after another, so each step's retry directly follows
+    its first attempt (and reuses that prompt in the KV cache). An API backend
+    gets the 4 steps side by side."""
+    from pipelines.runner import RunConfig, summarize_file
+
+    story = tmp_path / "story.txt"
+    story.write_text("".join(f"Chapter {n}. Holmes waited by the fire while Watson read chapter {n} aloud.\n\n" * 12
+                             for n in range(5)), encoding="utf-8")
+    backend = _TakingTurns(parallel_calls)
+    result = summarize_file(story, RunConfig(summary_words=40, chunk_size=128, concurrency=4), store, backend=backend)
+    assert result.n_chunks >= 4
+    steps = [step.split("#")[0] for (step,) in store.execute(
+        "SELECT step FROM llm_calls WHERE run_id = ? ORDER BY created_at", [result.run_id])]
+    chunk_steps = [s for s in steps if s.startswith("chunk:")]
+    runs = [s for i, s in enumerate(chunk_steps) if i == 0 or chunk_steps[i - 1] != s]
+    if parallel_calls == 1:
+        assert backend.max_in_flight == 1
+        assert len(runs) == len(set(runs)) == result.n_chunks  # each chunk's attempts in one run
+    else:
+        assert backend.max_in_flight > 1

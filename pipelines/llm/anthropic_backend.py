@@ -24,6 +24,7 @@ CACHE_CONTROL = {"type": "ephemeral"}
 
 class AnthropicBackend:
     backend = "anthropic"
+    parallel_calls = None  # as many as the API and the global limit allow
 
     def __init__(
         self,

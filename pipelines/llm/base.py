@@ -72,6 +72,9 @@ class LLMBackend(Protocol):
     backend: str  # "openai" | "anthropic" | "llamacpp" | ...
     model: str
     context_window: int
+    # How many calls it serves at once in one process (None: as many as asked;
+    # the API's own limits apply). A local model answers one at a time.
+    parallel_calls: int | None
 
     def complete(self, request: CompletionRequest) -> Completion: ...
 
@@ -109,6 +112,7 @@ class WrappedBackend:
         self.inner = inner
         self.backend, self.model = inner.backend, inner.model
         self.base_url = getattr(inner, "base_url", None)
+        self.parallel_calls = getattr(inner, "parallel_calls", None)
 
     @property
     def context_window(self) -> int:

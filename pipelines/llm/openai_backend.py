@@ -33,6 +33,7 @@ def known_context_window(model: str) -> int | None:
 
 class OpenAIBackend:
     backend = "openai"
+    parallel_calls = None  # as many as the server and the global limit allow
 
     def __init__(
         self,
