@@ -116,3 +116,49 @@ def test_degenerate_generation_stops_early_and_the_step_degrades_or_recovers(gem
         assert "degenerate answer" in outcome.note and outcome.text == "Holmes admires Irene Adler."
     else:
         assert detect(outcome.text, instructions_of(prompt.messages)) is None
+
+
+def test_every_thread_drives_the_model_on_one_compute_thread(gemma, monkeypatch):
+    """Calls from the main thread, a worker pool and a fresh thread all run
+    llama.cpp on the one compute thread (ggml's OpenMP team stays with the
+    thread that first drove the model; from any other thread, generation here
+    was 1.6x slower per token), and each caller gets its own answer back."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines.llm.base import CompletionRequest
+    from pipelines.llm.logprobs import default_scorer
+
+    llama, _ = gemma._loaded
+    ran_on = []
+    real = llama.create_chat_completion
+
+    def noting_the_thread(*args, **kwargs):
+        ran_on.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(llama, "create_chat_completion", noting_the_thread)
+
+    def ask(n: int) -> str:
+        request = CompletionRequest(messages=({"role": "user", "content": f"Count from {n} to {n + 3}."},),
+                                    max_tokens=8, temperature=0.0)
+        return gemma.complete(request).text
+
+    answers = [ask(1)]
+    with ThreadPoolExecutor(2) as pool:
+        answers += list(pool.map(ask, [2, 3]))
+    fresh = threading.Thread(target=lambda: answers.append(ask(4)))
+    fresh.start()
+    fresh.join()
+    assert ran_on == ["llama.cpp"] * 4
+    assert len(answers) == 4 and answers[:3] == [ask(1), ask(2), ask(3)]  # each caller got its own answer
+
+    scorer = default_scorer()
+    decoded_on = []
+    ctx = scorer._llama._ctx
+    real_decode = ctx.decode
+    monkeypatch.setattr(ctx, "decode", lambda batch: (decoded_on.append(threading.current_thread().name),
+                                                      real_decode(batch))[1])
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(scorer.perplexity, "def f(x): return x", "").result()
+    assert decoded_on and set(decoded_on) == {"llama.cpp"}

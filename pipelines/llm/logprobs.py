@@ -192,6 +192,8 @@ class LogprobScorer:
         tokens[p] for p in the sorted `positions`, all >= first)."""
         import llama_cpp
 
+        from pipelines.llm.llamacpp import on_compute_thread
+
         llama = self._llama
         started = time.perf_counter()
         if positions is None:
@@ -238,7 +240,7 @@ class LogprobScorer:
                 b.n_tokens = n
                 if not outputs:
                     b.logits[n - 1] = True  # llama.cpp wants at least one output
-                ctx.decode(batch)
+                on_compute_thread(ctx.decode, batch)
                 start += n
                 if not outputs:
                     continue
