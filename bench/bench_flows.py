@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=0, help="only the story's first N words (0: all of it)")
     parser.add_argument("--delay", type=float, default=0.5)
     parser.add_argument("--skip-model", action="store_true", help="only the corpus fan-out (no embedded model)")
+    parser.add_argument("--skip-fan-out", action="store_true", help="only the flow vs. the library")
     parser.add_argument("--quick", action="store_true", help=f"--words {QUICK['words']}")
     args = parser.parse_args()
     apply_quick(parser, args, QUICK)
@@ -49,7 +50,8 @@ def main() -> None:
     with prefect_test_harness(server_startup_timeout=120):
         if not args.skip_model:
             flow_vs_library(tmp, args)
-        corpus_fan_out(tmp, args.delay)
+        if not args.skip_fan_out:
+            corpus_fan_out(tmp, args.delay)
 
 
 def flow_vs_library(tmp: Path, args) -> None:
