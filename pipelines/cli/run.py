@@ -25,7 +25,7 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
 @click.option("--summary-words", type=click.IntRange(min=10), default=DEFAULT_SUMMARY_WORDS, show_default=True,
               help="Word budget of the final summary.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Chunk summaries in flight at once (useful with API backends).")
+              help="Chunk summaries in flight at once (API backends; a local model answers one at a time).")
 @click.option("--kind", type=click.Choice(["book", "paper", "code"]), default=None, help="Override the detected document kind.")
 @click.option("--password", default=None, metavar="TEXT",
               help="Password of an encrypted PDF (or set LONGSUM_PDF_PASSWORD); never stored.")
