@@ -1,8 +1,10 @@
 """Corpora to evaluate on: a folder of documents with their reference
 summaries, or a SQuALITY `.jsonl` file.
 
-A folder holds documents, and `NAME.ref*.txt` beside `NAME.txt` are that
-document's reference summaries. SQuALITY (Wang et al., 2022) pairs
+A folder holds documents of any format longsum reads (text, Markdown,
+LaTeX, code, PDF, EPUB, HTML; recognised by extension or content), and
+`NAME.ref*.txt` beside `NAME.pdf` (or `NAME.txt`, ...) are that document's
+reference summaries. SQuALITY (Wang et al., 2022) pairs
 ~5,000-word Gutenberg stories with five questions, each answered by four
 people; the answers to "What is the plot of the story?" are a story's
 references. A SQuALITY story travels as its text (`CorpusItem.document`),
@@ -15,10 +17,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.documents import CODE_LANGUAGES, PAPER_SUFFIXES, Document, find_sections, normalise_newlines
+from pipelines.documents import Document, find_sections, is_document, normalise_newlines
 
 PLOT_QUESTION = "what is the plot of the story?"
-DOCUMENT_SUFFIXES = {".txt", *PAPER_SUFFIXES, *CODE_LANGUAGES}
 
 
 class CorpusError(ValueError):
@@ -48,7 +49,7 @@ def load_corpus(source: str | Path, limit: int | None = None) -> list[CorpusItem
 
 
 def folder_items(folder: Path) -> list[CorpusItem]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_document(p))
     items = []
     for doc in (p for p in files if ".ref" not in p.stem):
         refs = sorted(p for p in files if p.stem.startswith(f"{doc.stem}.ref"))

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.readers import ReaderError, package_version, read_file, sniff_format
+from pipelines.readers import SUFFIX_FORMATS, ReaderError, package_version, read_file, sniff_format
 from pipelines.readers.gutenberg import strip_gutenberg
 
 KINDS = ("book", "paper", "code")
@@ -152,6 +152,18 @@ def _load_extracted(path: Path, fmt: str, kind: str | None, password: str | None
         pages=extracted.pages, extractor=extracted.extractor, extractor_version=extracted.extractor_version,
         metadata=extracted.metadata, doc_title=extracted.title,
     )
+
+
+def is_document(path: Path) -> bool:
+    """Whether a file of a folder is one longsum reads: a text, markup or code
+    extension, or a PDF, EPUB or HTML file by its extension or its content."""
+    suffix = path.suffix.lower()
+    if suffix in TEXT_SUFFIXES or suffix in SUFFIX_FORMATS:
+        return True
+    try:
+        return sniff_format(path, _read_bytes(path, _SNIFF_BYTES), TEXT_SUFFIXES) != "text"
+    except DocumentError:  # unreadable or empty: not recognisably a document
+        return False
 
 
 def _read_bytes(path: Path, limit: int = -1) -> bytes:

@@ -76,7 +76,28 @@ def test_a_folder_corpus_pairs_documents_with_their_references(tmp_path):
     items = load_corpus(tmp_path)
     assert [(i.name, i.references) for i in items] == [("a.txt", ("A summary.",)), ("b.md", ())]
     with pytest.raises(CorpusError, match="no documents"):
-        load_corpus(tmp_path / "a.ref1.txt" if False else _empty(tmp_path))
+        load_corpus(_empty(tmp_path))
+
+
+def test_a_folder_corpus_holds_pdf_epub_and_html_by_extension_or_content(tmp_path, store):
+    import shutil
+
+    fixtures = DATA / "documents"
+    shutil.copy(fixtures / "two_column.pdf", tmp_path / "paper.pdf")
+    (tmp_path / "paper.ref1.txt").write_text("A paper about reading order.", encoding="utf-8")
+    shutil.copy(fixtures / "scandal_epub3.epub", tmp_path / "scandal.epub")
+    shutil.copy(fixtures / "article.html", tmp_path / "article.htm")
+    shutil.copy(fixtures / "two_column.pdf", tmp_path / "download")  # a PDF saved without its extension
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))  # not a document: left out
+    (tmp_path / "notes.bin").write_bytes(bytes(range(256)))
+    items = load_corpus(tmp_path)
+    assert [(i.name, len(i.references)) for i in items] == [
+        ("article.htm", 0), ("download", 0), ("paper.pdf", 1), ("scandal.epub", 0)]
+    # Each is evaluated as its format: read by its reader, recorded in `documents`.
+    outcomes = evaluate(items, [RunConfig(method="extractive", summary_words=40)], store)
+    assert [o.status for o in outcomes] == ["ok"] * 4
+    formats = store.execute("SELECT d.format, count(*) FROM runs r JOIN documents d USING (doc_id) GROUP BY 1 ORDER BY 1")
+    assert formats == [("epub", 1), ("html", 1), ("pdf", 2)]
 
 
 def _empty(tmp_path: Path) -> Path:

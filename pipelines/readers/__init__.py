@@ -28,7 +28,7 @@ from pipelines.readers.common import (
 )
 
 __all__ = [
-    "FORMATS", "MAX_EPUB_MEMBER_BYTES", "MAX_EPUB_TOTAL_BYTES", "MAX_HTML_BYTES", "Extracted", "Heading", "ReaderError",
+    "FORMATS", "MAX_EPUB_MEMBER_BYTES", "MAX_EPUB_TOTAL_BYTES", "MAX_HTML_BYTES", "SUFFIX_FORMATS", "Extracted", "Heading", "ReaderError",
     "clean_inline", "join_blocks", "package_version", "read_file", "sniff_format",
 ]
 
