@@ -33,15 +33,14 @@ figures, which need every task.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import random
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 from benchlib import LOCAL, SHARED, apply_quick, data_file, excerpt, table  # noqa: E402 (puts the repository on sys.path)
+
+from scoring.code_retention import needed_definitions, random_selection, retained  # noqa: E402
 RANDOM_SEEDS = (0, 1, 2, 3, 4)
 QUICK = {"task": ["zipfile.py:open:2444"], "context_lines": 300, "limit": 1, "story_words": 800, "attempts": 1}
 
@@ -55,82 +54,6 @@ def _fmt(value) -> str:
 # --- LongCodeZip -------------------------------------------------------------------
 
 
-def parse_prefix(code: str):
-    from pipelines.compress.longcodezip import _parse_prefix, split_lines
-
-    tree, _ = _parse_prefix(split_lines(code))
-    return tree
-
-
-def definitions(code: str) -> dict[str, list[str]]:
-    """name -> the first lines of its definitions in code: def/class (any
-    level outside function bodies), module/class-level assignments, imports,
-    and `self.NAME = ...` assignments inside methods."""
-    tree = parse_prefix(code)
-    lines = code.split("\n")
-    out: dict[str, list[str]] = {}
-
-    def add(name: str, lineno: int) -> None:
-        out.setdefault(name, []).append(lines[lineno - 1].strip())
-
-    def visit(stmts, in_class: bool) -> None:
-        for st in stmts:
-            if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                add(st.name, st.lineno)
-                if in_class:
-                    for node in ast.walk(st):
-                        for target in _targets(node):
-                            if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
-                                    and target.value.id == "self":
-                                add(target.attr, target.lineno)
-            elif isinstance(st, ast.ClassDef):
-                add(st.name, st.lineno)
-                visit(st.body, True)
-            elif isinstance(st, (ast.Import, ast.ImportFrom)):
-                for alias in st.names:
-                    add((alias.asname or alias.name).split(".")[0], st.lineno)
-            else:
-                for target in _targets(st):
-                    for node in ast.walk(target):
-                        if isinstance(node, ast.Name):
-                            add(node.id, st.lineno)
-                if isinstance(st, (ast.If, ast.Try, ast.With)):
-                    visit(getattr(st, "body", []) + getattr(st, "orelse", []) + getattr(st, "finalbody", []), in_class)
-
-    if tree is not None:
-        visit(tree.body, False)
-    return out
-
-
-def _targets(node) -> list:
-    if isinstance(node, ast.Assign):
-        return list(node.targets)
-    if isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-        return [node.target]
-    return []
-
-
-def used_names(query: str, answer: str) -> set[str]:
-    """Names and attributes the answer body reads, minus what it (or the signature) binds locally."""
-    source = textwrap.dedent(query.rstrip() + "\n" + answer)
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        tree = ast.parse("def _f():\n" + textwrap.indent(textwrap.dedent(answer), "    "))
-    used, bound = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (used if isinstance(node.ctx, ast.Load) else bound).add(node.id)
-        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
-            used.add(node.attr)
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-    function = next((n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
-    if function is not None:
-        bound.add(function.name)
-    return used - bound
-
-
 def context_tail(code: str, lines: int | None) -> str:
     """The last `lines` lines of code, starting where a top-level statement
     starts (all of it when none starts there: a cut inside a class would not parse)."""
@@ -142,47 +65,6 @@ def context_tail(code: str, lines: int | None) -> str:
         if line and not line[0].isspace() and line[0] not in ")]}#'\"":
             return "\n".join(all_lines[i:])
     return code
-
-
-def survived(defs: dict[str, list[str]], names: set[str], compressed: str) -> int:
-    kept = {line.strip() for line in compressed.split("\n")}
-    return sum(1 for name in names if any(line in kept for line in defs[name]))
-
-
-def random_selection(code: str, budget: int, count_tokens, seed: int) -> str:
-    """Whole function-level chunks taken in a random order while they fit
-    `budget` tokens, in original order, each run of dropped chunks one
-    placeholder line (like LongCodeZip's coarse stage)."""
-    from pipelines.compress.longcodezip import split_code
-
-    chunks = split_code(code, "python")
-    order = list(range(len(chunks)))
-    random.Random(seed).shuffle(order)
-    chosen, used = [], 0
-    for i in order:
-        n = count_tokens(chunks[i].text)
-        if used + n <= budget:
-            chosen.append(i)
-            used += n
-    text = assemble(chunks, set(chosen))
-    while chosen and count_tokens(text) > budget:  # placeholders cost tokens too
-        chosen.pop()
-        text = assemble(chunks, set(chosen))
-    return text
-
-
-def assemble(chunks, chosen: set[int]) -> str:
-    from pipelines.compress.longcodezip import indentation, placeholder_line
-
-    out, previous_dropped = [], False
-    for i, chunk in enumerate(chunks):
-        if i in chosen:
-            out.append(chunk.text)
-            previous_dropped = False
-        elif not previous_dropped:
-            out.append(placeholder_line(indentation(chunk.text), "python"))
-            previous_dropped = True
-    return "".join(out)
 
 
 def prompt_pass_seconds(tokens: list[int], model_path=None) -> float:
@@ -243,22 +125,20 @@ def bench_code(ratio: float, limit: int | None, model: str, report: dict, thread
     rows = []
     for task in tasks:
         context = context_tail(task["context"], context_lines)
-        defs = definitions(context)
-        names = {n for n in used_names(task["query"], task["answer"])
-                 if n in defs and not (n.startswith("__") and n.endswith("__"))}
+        defs, names = needed_definitions(context, task["query"], task["answer"])
         alone = compress_code(context, ratio, task["query"], scorer=scorer, count_tokens=count,
                               settings=structure_only)
         result = compress_code(context, ratio, task["query"], scorer=scorer, count_tokens=count, settings=settings,
                                journal=journal, step=f"bench:{task['task_id']}")
-        rand = [survived(defs, names, random_selection(context, result.compressed_tokens, count, seed))
+        rand = [len(retained(defs, names, random_selection(context, result.compressed_tokens, count, seed)))
                 for seed in RANDOM_SEEDS]
         prompt_s = prompt_pass_seconds(scorer.tokenize(context), compress_model) if prompt_pass else None
         row = {
             "task": task["task_id"], "tokens": result.original_tokens, "ratio": round(result.ratio, 3),
             "seconds": round(result.seconds, 1), "prompt_pass_s": None if prompt_s is None else round(prompt_s, 1),
             "time_ratio": None if not prompt_s else round(result.seconds / prompt_s, 3),
-            "names": len(names), "lcz_kept": survived(defs, names, result.text),
-            "structure_kept": survived(defs, names, alone.text), "random_kept": round(sum(rand) / len(rand), 2),
+            "names": len(names), "lcz_kept": len(retained(defs, names, result.text)),
+            "structure_kept": len(retained(defs, names, alone.text)), "random_kept": round(sum(rand) / len(rand), 2),
             "chunks": result.stats.get("chunks"), "selected": result.stats.get("selected"),
             "ami_scored": result.stats.get("ami_scored"),
             "scorer_tokens": result.stats.get("scorer", {}).get("tokens_evaluated"),

@@ -16,6 +16,8 @@ import textwrap
 import pytest
 from conftest import DATA
 
+from scoring.code_retention import needed_definitions, random_selection, retained
+
 from pipelines.compress.longcodezip import (
     LongCodeZip,
     LongCodeZipSettings,
@@ -409,23 +411,6 @@ def test_log_softmax_rows_match_float64():
 # --- structure: the query's identifiers and the code around the target ----------------------
 
 
-def _needed(t: dict) -> tuple[dict, set]:
-    """The definitions the task's answer uses that its context holds (as bench_compress counts them)."""
-    import sys
-
-    sys.path.insert(0, str(DATA.parent.parent / "bench"))
-    from bench_compress import definitions, used_names
-
-    defs = definitions(t["context"])
-    names = {n for n in used_names(t["query"], t["answer"]) if n in defs and not n.startswith("__")}
-    return defs, names
-
-
-def _survivors(defs: dict, names: set, text: str) -> set:
-    kept = {line.strip() for line in text.split("\n")}
-    return {n for n in names if any(line in kept for line in defs[n])}
-
-
 def test_neighbourhood_is_the_class_the_target_sits_in():
     t = task("zipfile.py:getinfo:1516")  # ZipFile.getinfo: the context stops inside class ZipFile
     chunks = split_code(t["context"], "python")
@@ -451,21 +436,16 @@ def test_structure_keeps_what_the_answer_uses_without_a_model():
     """On every stdlib task in tests/data, the structure signal alone (no
     model) keeps more of the definitions the answer uses than random whole
     functions of the same size, and at least 60 % of them over the set."""
-    import sys
-
-    sys.path.insert(0, str(DATA.parent.parent / "bench"))
-    from bench_compress import random_selection
-
     settings = LongCodeZipSettings(signals="structure")
     scorer = CopyScorer()
     kept = chance = needed = 0
     for line in TASKS.read_text(encoding="utf-8").splitlines():
         t = json.loads(line)
-        defs, names = _needed(t)
+        defs, names = needed_definitions(t["context"], t["query"], t["answer"])
         result = compress_code(t["context"], 0.3, t["query"], scorer=None, count_tokens=scorer.count, settings=settings)
         assert result.compressed_tokens <= 0.3 * result.original_tokens * (1 + settings.tolerance)
-        kept += len(_survivors(defs, names, result.text))
-        chance += sum(len(_survivors(defs, names, random_selection(t["context"], result.compressed_tokens,
+        kept += len(retained(defs, names, result.text))
+        chance += sum(len(retained(defs, names, random_selection(t["context"], result.compressed_tokens,
                                                                       scorer.count, seed))) for seed in range(5)) / 5
         needed += len(names)
     assert needed >= 10
