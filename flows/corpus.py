@@ -13,11 +13,12 @@ summarized is recorded as failed with its reason; the others complete.
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from flows.executor import submit_bounded
 from flows.limits import configured_limit
+from flows.redacting import flow
 from flows.runners import task_runner_for
 from flows.tasks import evaluate_document_task
 from pipelines.corpus import CorpusItem, load_corpus

@@ -14,12 +14,13 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows.executor import PrefectExecutor
 from flows.limits import configured_limit
+from flows.redacting import flow
 from flows.runners import task_runner_for
 from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMMARY_WORDS
 from pipelines.documents import load_document

@@ -66,6 +66,41 @@ def test_planted_api_key_never_leaks(tmp_path, cli_env, fake_openai, scandal_tex
     assert PLANTED not in _all_text(tmp_path / "flow.duckdb")
 
 
+@pytest.mark.llm
+def test_credentials_in_a_flow_base_url_stay_out_of_prefect(tmp_path, fake_openai, scandal_text, prefect_harness):
+    """Called directly (the CLI refuses such URLs), both flows run with a base
+    URL that carries a password; Prefect's copy of their parameters, its logs
+    and its artifacts hold it masked."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, LogFilter
+
+    from flows.corpus import evaluate_corpus
+    from flows.summarize_flow import summarize_document
+
+    password = "PLANTEDpassword0123"
+    url = fake_openai.base_url.replace("http://", f"http://longsum:{password}@")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    story = folder / "credentials_story.txt"
+    story.write_text(excerpt(scandal_text, 300))
+    settings = dict(model="openai:fake", base_url=url, chunk_size=256, summary_words=40)
+    one = summarize_document(path=str(story), db=str(tmp_path / "one.duckdb"), **settings)
+    evaluate_corpus(source=str(folder), configs=[{"method": "hierarchical", **settings}], db=str(tmp_path / "many.duckdb"))
+    assert one["status"] == "ok" and len(fake_openai.requests) >= 2 * one["n_chunks"]  # the URL was used
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(like_="credentials_story")))
+        runs += client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=str(folder))))
+        logs = client.read_logs(LogFilter())
+        artifacts = client.read_artifacts()
+    parameters = json.dumps([r.parameters for r in runs])
+    assert len(runs) == 2 and parameters.count('"base_url": "http://***@127.0.0.1') == 2  # stored, masked
+    blob = parameters + json.dumps([log.message for log in logs]) + json.dumps([a.data for a in artifacts], default=str)
+    assert password not in blob
+    assert password not in _all_text(tmp_path / "one.duckdb") + _all_text(tmp_path / "many.duckdb")
+
+
 @pytest.mark.parametrize(
     "query, fragment",
     [
