@@ -399,6 +399,9 @@ def test_faithfulness_end_to_end_on_llamacpp(gemma, store):
     claims = store.execute("SELECT claim, status, label, attempts, judge_request_hash, chunk_ids, passages "
                            "FROM claims WHERE run_id = ? ORDER BY claim_num", [run_id])
     assert claims and len(claims) <= 2
+    # claims extracted and judged, whatever their quality (the 270M model extracts one here and labels it)
+    assert any(status == "ok" and claim and label in ("Yes", "PartialSupport", "No", "Inapplicable")
+               for claim, status, label, *_ in claims), claims
     for claim, status, label, attempts, judge_hash, chunk_ids, passages in claims:
         assert status in ("ok", "unparseable", "unparseable_claims")
         if claim is not None:
@@ -408,7 +411,7 @@ def test_faithfulness_end_to_end_on_llamacpp(gemma, store):
     assert values["yes"] == (sum(1 for c in claims if c[2] == "Yes") / values["judged"] if values["judged"] else None)
     steps = {s for (s,) in store.execute("SELECT DISTINCT split_part(step, ':', 2) FROM llm_calls WHERE run_id = ?",
                                          [run_id])}
-    assert "claims" in steps and ("judge" in steps or values["claims"] == 0)
+    assert {"claims", "judge"} <= steps
 
 
 def test_summarize_file_with_score_faithfulness_judges_the_new_run(tmp_path, monkeypatch, fake_openai):
