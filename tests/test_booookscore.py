@@ -303,10 +303,9 @@ def test_checker_end_to_end_on_llamacpp(gemma, store, version):
         assert status in ("ok", "unparseable") and 1 <= attempts <= 2 and request_hash
         assert (flagged is None) == (status == "unparseable")
     judged = [a for a in annotations if a[1] == "ok"]
-    if version == "v1":
-        # v1's few-shot lines get verdicts in the expected shape even from the tiny base model: an
-        # all-unparseable result would mean the parser or the prompt is broken.
-        assert judged, [a[4] for a in annotations]
+    # Both prompts' examples get verdicts in the expected shape even from the tiny base model (v1's
+    # lines, v2's JSON list): an all-unparseable result would mean the parser or the prompt is broken.
+    assert judged, [a[4] for a in annotations]
     flagged = sum(1 for a in judged if a[2])
     assert values["sentences"] == 2 and values["unparseable"] == 2 - len(judged)
     assert values["score"] == (1 - flagged / len(judged) if judged else None)
