@@ -289,6 +289,22 @@ def test_the_ratio_holds_when_every_rewrite_fails(story_part, answer, reason):
 # --- through the embedded model -------------------------------------------------------------------------
 
 
+def assert_scope_chunk(action: str, text: str, source: str, fallback_reason: str | None) -> None:
+    """What SCOPE did with one chunk of `source` is what its action says: kept
+    verbatim, rewritten (no fallback on record), or extracted (its words drawn,
+    in order, from the source, and the failed rewrites on record)."""
+    if action == "verbatim":
+        assert text == source.strip()
+    elif action == "rewritten":
+        assert text and not fallback_reason
+    elif action == "extractive":
+        assert fallback_reason, "an extractive chunk records why the rewrites failed"
+        words = iter(source.split())
+        assert all(word in words for word in text.split()), (text, source)  # a subsequence of the source's words
+    else:
+        pytest.fail(f"unknown SCOPE action {action!r}")
+
+
 @pytest.mark.llm
 def test_scope_with_the_embedded_model(gemma):
     text = (BOOKS / "doyle_scandal_in_bohemia.txt").read_text(encoding="utf-8")
@@ -301,7 +317,7 @@ def test_scope_with_the_embedded_model(gemma):
     assert result.compressed_tokens == gemma.count_tokens(result.text)
     assert within(result.ratio, 0.5)
     for c in result.chunks:
-        assert c.action in ("verbatim", "rewritten", "extractive")
+        assert_scope_chunk(c.action, c.text, text[c.start:c.end], c.fallback_reason)
         if c.action == "rewritten":
             assert check_rewrite(c.text, c.target_ratio * c.original_tokens, c.keywords, gemma.count_tokens,
                                  settings.length_tolerance).problems == []
