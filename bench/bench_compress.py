@@ -40,6 +40,7 @@ from pathlib import Path
 
 from benchlib import LOCAL, SHARED, apply_quick, data_file, excerpt, table  # noqa: E402 (puts the repository on sys.path)
 
+from pipelines.defaults import DEFAULT_MODEL  # noqa: E402
 from scoring.code_retention import needed_definitions, random_selection, retained  # noqa: E402
 RANDOM_SEEDS = (0, 1, 2, 3, 4)
 QUICK = {"task": ["zipfile.py:open:2444"], "context_lines": 300, "limit": 1, "story_words": 800, "attempts": 1}
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--every", type=int, default=1, help="code: only every Nth task (a sample across files)")
     parser.add_argument("--code-ratio", type=float, default=0.3)
     parser.add_argument("--prose-ratio", type=float, default=0.5)
-    parser.add_argument("--model", default="llamacpp", help="tokenizer for the ratio, and SCOPE's rewriter")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="tokenizer for the ratio, and SCOPE's rewriter")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads for LongCodeZip's scorer")
     parser.add_argument("--task", action="append", default=None, help="code: only this task id (repeatable)")

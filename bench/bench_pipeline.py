@@ -22,6 +22,8 @@ from pathlib import Path
 
 from benchlib import apply_quick, book, excerpt, table  # noqa: E402 (puts the repository on sys.path)
 
+from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_SUMMARY_WORDS  # noqa: E402
+
 QUICK_WORDS = 800
 QUICK = {"chunk_size": 512, "summary_words": 120}
 
@@ -88,8 +90,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"the story's first {QUICK_WORDS} words, chunk {QUICK['chunk_size']}, "
                              f"{QUICK['summary_words']} summary words")
-    parser.add_argument("--chunk-size", type=int, default=2048)
-    parser.add_argument("--summary-words", type=int, default=585)
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_TOKENS)
+    parser.add_argument("--summary-words", type=int, default=DEFAULT_SUMMARY_WORDS)
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.child)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.chunking import Chunk
-from pipelines.defaults import DEFAULT_MODEL
+from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL
 from pipelines.documents import Document, load_document
 from pipelines.llm import token_counter
 from pipelines.runner import RunConfig, make_chunks
@@ -60,8 +60,8 @@ class Plan:
         ])
 
 
-def plan_file(path: str | Path, *, model: str = DEFAULT_MODEL, chunk_size: int = 2048, chunker: str = "structured",
-              overlap: int = 0, kind: str | None = None) -> Plan:
+def plan_file(path: str | Path, *, model: str = DEFAULT_MODEL, chunk_size: int = DEFAULT_CHUNK_TOKENS,
+              chunker: str = "structured", overlap: int = 0, kind: str | None = None) -> Plan:
     config = RunConfig(model=model, chunk_size=chunk_size, chunker=chunker, overlap=overlap, kind=kind)
     config.validate()
     document = load_document(path, kind=kind)
