@@ -134,6 +134,29 @@ def test_anthropic_backend_with_recorded_responses(monkeypatch):
     assert completion.input_tokens == 21 + 1480 and completion.cached_input_tokens == 1480
 
 
+def test_anthropic_cache_writes_are_recorded_and_priced_as_billed(monkeypatch, store):
+    """A call that writes the prompt cache: its tokens land in llm_calls and
+    its cost is Anthropic's list price for Claude 3.5 Haiku (USD per million
+    tokens: input 0.80, cache write 1.00 = 1.25x, output 4.00)."""
+    from prompts import RenderedPrompt
+
+    from pipelines.llm.recording import RecordingLLM
+    from pipelines.store import DuckDBJournal
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789abcdef")
+    written = {**RECORDED_MESSAGE, "usage": {"input_tokens": 21, "cache_creation_input_tokens": 1200,
+                                             "cache_read_input_tokens": 0, "output_tokens": 17}}
+    client = http.Client(transport=http.MockTransport(lambda request: http.Response(200, json=written)))
+    backend = AnthropicBackend("claude-3-5-haiku-latest", max_retries=0, http_client=client)
+    prompt = RenderedPrompt("test", "0" * 64, ({"role": "system", "content": "You summarize."},
+                                                {"role": "user", "content": "A long shared part."}), 1)
+    RecordingLLM(backend, DuckDBJournal(store)).complete(prompt, 100, step="chunk:0")
+    ((input_tokens, cached, writes, cost),) = store.execute(
+        "SELECT input_tokens, cached_input_tokens, cache_write_tokens, cost_usd FROM llm_calls")
+    assert (input_tokens, cached, writes) == (21 + 1200, 0, 1200)
+    assert cost == pytest.approx((21 * 0.80 + 1200 * 1.00 + 17 * 4.00) / 1e6)
+
+
 def test_anthropic_errors_never_leak_the_key(monkeypatch):
     key = "sk-ant-secret-key-that-must-not-leak-42"
     monkeypatch.setenv("ANTHROPIC_API_KEY", key)
