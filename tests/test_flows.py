@@ -243,11 +243,14 @@ def _corpus(tmp_path, scandal_text, books) -> Path:
 
 
 @pytest.fixture()
-def dask_workers(tmp_path):
+def dask_workers(tmp_path, unprivileged):
     """A scheduler and two workers as separate processes, each worker in a
-    directory and TMPDIR of its own that the flow never writes to."""
+    directory and TMPDIR of its own that the flow never writes to; under root
+    (as CI runs) the workers run as an unprivileged user, to whom the flow's
+    files (under pytest's root-only temporary directory) are unreadable."""
     from prefect.settings import PREFECT_API_URL
 
+    prefix, shared = unprivileged
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(Path.cwd())}
     bin_dir = Path(sys.executable).parent
     scheduler_file = tmp_path / "scheduler.json"
@@ -260,34 +263,46 @@ def dask_workers(tmp_path):
     address = json.loads(scheduler_file.read_text())["address"]
     homes = []
     for n in range(2):
-        home = tmp_path / f"worker{n}"
+        home = shared / f"worker{n}"
         (home / "tmp").mkdir(parents=True)
+        for folder in (home, home / "tmp"):
+            folder.chmod(0o777)
         homes.append(home)
         processes.append(subprocess.Popen(
-            [str(bin_dir / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "2", "--no-dashboard",
-             "--local-directory", str(home / "tmp")],
-            cwd=home, env={**env, "TMPDIR": str(home / "tmp")}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            # no nanny: its multiprocessing resource tracker dies under a dropped uid
+            [*prefix, str(bin_dir / "dask"), "worker", address, "--no-nanny", "--nthreads", "2",
+             "--no-dashboard", "--local-directory", str(home / "tmp")],
+            cwd=home, env={**env, "TMPDIR": str(home / "tmp"), "HOME": str(home), "PREFECT_HOME": str(home / "prefect")},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     from dask.distributed import Client
 
     with Client(address, timeout=60) as client:
         client.wait_for_workers(2, timeout=60)
     try:
-        yield address, homes
+        yield address, homes, prefix
     finally:
         for process in reversed(processes):
             process.terminate()
         for process in processes:
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a worker still closing its connections
+                process.kill()
+                process.wait(timeout=30)
 
 
 def test_corpus_fans_out_across_dask_workers_that_share_no_files(tmp_path, scandal_text, books, dask_workers):
     from flows.corpus import evaluate_corpus
 
-    address, homes = dask_workers
+    address, homes, prefix = dask_workers
     corpus = _corpus(tmp_path, scandal_text, books)
     flow_dir = tmp_path / "flow"
     flow_dir.mkdir()
     db = flow_dir / "corpus.duckdb"
+    if prefix:  # the workers' user cannot read the corpus folder or the flow's directory
+        peek = subprocess.run([*prefix, sys.executable, "-c", f"import os; os.listdir({str(corpus)!r})"],
+                              capture_output=True, text=True)
+        assert peek.returncode != 0 and "Permission denied" in peek.stderr
     with FakeOpenAIServer(delay=0.1) as server:
         configs = [{"method": "hierarchical", "base_url": server.base_url, **API}, {"method": "extractive",
                                                                                       "summary_words": 40}]
