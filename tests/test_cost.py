@@ -105,11 +105,13 @@ def test_summarize_chunks_prints_the_preflight_without_calling_the_model(cli_env
     assert hier["input_min"] >= payload["tokens"]  # the chunks are in the prompts
 
 
-def test_dry_run_and_max_cost_refusal_start_nothing(server, tmp_path, cli_env):
+@pytest.mark.parametrize("command", [[str(BOOK), "-q"], ["corpus", str(SUBSET), "--method", "hierarchical"]],
+                         ids=["summarize", "corpus"])
+def test_dry_run_and_max_cost_refusal_start_nothing(server, tmp_path, cli_env, command):
     db = tmp_path / "refused.duckdb"
     env = {**cli_env, "LONGSUM_PRICE_AS": PRICE_AS}
-    common = [sys.executable, "-m", "pipelines.cli", str(BOOK), "--model", "openai:served", "--base-url",
-              server.base_url, "--db", str(db), "-q"]
+    common = [sys.executable, "-m", "pipelines.cli", *command, "--model", "openai:served", "--base-url",
+              server.base_url, "--db", str(db)]
     dry = subprocess.run(common + ["--dry-run"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert dry.returncode == 0, dry.stderr
     assert "estimated cost: $" in dry.stdout and "LLM calls:" in dry.stdout
