@@ -218,3 +218,27 @@ def test_cli_eval_fables_against_an_api_judge_from_the_imported_set(tmp_path, mo
     assert {h for (h,) in store.execute("SELECT judge_request_hash FROM claims WHERE run_id = ?", [run_id])} <= hashes
     check = runner.invoke(cli, ["check", "--db", str(db)])
     assert check.exit_code == 0, check.output
+
+
+@pytest.mark.llm
+def test_eval_fables_through_the_embedded_model(gemma, store):
+    """The real llama.cpp path end to end: released claims judged against the
+    readers' evidence quotes, every verdict stored beside its human label, and
+    the stored agreement computed from exactly those pairs (the 270M model's
+    labels are not judgements; what is tested is the machinery)."""
+    summaries = load_release(RELEASE)
+    journal = MemoryJournal()
+    result = evaluate_judge(store, summaries, RecordingLLM(gemma, journal), limit=4, max_attempts=2,
+                            run_id="eval:gemma")
+    rows = store.execute("SELECT reference_label, label, claim FROM claims WHERE run_id = 'eval:gemma' "
+                         "AND source = 'eval' ORDER BY claim_num")
+    picked = sample(summaries, 4)
+    assert [(h, c) for h, _, c in rows] == [(released.label, released.claim) for _, released in picked]
+    assert any(label is not None for _, label, _ in rows), rows  # verdicts parsed from the real model
+    scores = dict(store.execute("SELECT variant, value FROM scores WHERE run_id = 'eval:gemma'"))
+    assert scores["claims"] == 4 and scores["accuracy"] == pytest.approx(sum(h == j for h, j, _ in rows) / 4)
+    assert scores["unparseable"] == sum(j is None for _, j, _ in rows) == result.agreement.unparseable
+    # each judge prompt held the annotators' evidence for its claim
+    prompts = "\n".join(json.loads(r.request)["messages"][-1]["content"] for r in journal.records)
+    quoted = [released for _, released in picked if released.evidence]
+    assert quoted and all(any(quote[:60] in prompts for quote in released.evidence) for released in quoted)
