@@ -332,8 +332,13 @@ def test_corpus_fans_out_across_dask_workers_that_share_no_files(tmp_path, scand
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        links = {a.data for a in client.read_artifacts() if a.key == "longsum-report"}
+        artifacts = client.read_artifacts()
+    links = {a.data for a in artifacts if a.key == "longsum-report"}
     assert all(any(r.resolve().as_uri() in (link or "") for link in links) for r in reports)
+    # ... and a markdown summary table that links the report and has a row per configuration
+    tables = [a.data for a in artifacts if a.key == "longsum-corpus-summary" and str(flow_dir) in a.data]
+    assert len(tables) == 2 and all(f"[{r.name}]" in " ".join(tables) for r in reports)
+    assert all("| hierarchical · openai:fake" in t and "| extractive (baseline) | 3 |" in t for t in tables), tables
     for home in homes:
         assert not list((home / "tmp").glob("longsum-*"))
     import duckdb
