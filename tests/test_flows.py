@@ -320,6 +320,10 @@ def test_corpus_fans_out_across_dask_workers_that_share_no_files(tmp_path, scand
     assert [(r["runs"], r["failed"]) for r in rows.values()] == [(3, 1), (3, 1)]
     assert any(r.get("rouge1") is not None for r in table)  # the document with a reference was scored
     assert [r["configuration"] for r in again] == [r["configuration"] for r in table]
+    # The documents ran at the same time: the two stories' summarizing runs overlap (first run only).
+    spans = store.execute("SELECT started_at, finished_at FROM runs WHERE method = 'hierarchical' "
+                          "AND status <> 'failed' ORDER BY started_at LIMIT 2")
+    assert len(spans) == 2 and spans[1][0] < spans[0][1], spans
     # Every run's rows came back from the workers: chunks, summaries, calls.
     ((missing,),) = store.execute(
         "SELECT count(*) FROM runs r WHERE r.status <> 'failed' AND NOT EXISTS "
