@@ -105,3 +105,15 @@ def test_flows_hold_no_copy_of_a_workflow_loop():
         source = path.read_text(encoding="utf-8")
         for name in ("plan_level", "plan_limits", "context_from", "current_summary", "MAX_LEVELS"):
             assert name not in source, f"{path.name} uses {name}: a workflow loop belongs in the library"
+
+
+def test_scoring_judges_text_and_runs_no_summarizer():
+    """Evaluation that summarizes sits above both: scoring never imports a
+    summarizer, the runner or the harness; the harness imports both sides."""
+    runs_summaries = ("pipelines.summarize", "pipelines.runner", "pipelines.evaluate", "pipelines.corpus",
+                      "pipelines.batch_eval")
+    edges = graph()
+    problems = [f"{module} imports {t}" for module, targets in edges.items() if module.startswith("scoring")
+                for t in targets if any(t == r or t.startswith(r + ".") for r in runs_summaries)]
+    assert problems == []
+    assert {"pipelines.runner", "scoring"} <= edges["pipelines.evaluate"]
