@@ -116,3 +116,41 @@ def test_corpus_refuses_a_base_url_with_credentials_before_prefect_sees_it(tmp_p
     for command in (["corpus", str(tmp_path)], ["serve", str(tmp_path), "--interval", "60"]):
         out = CliRunner().invoke(cli, [*command, "--model", "openai:m", "--base-url", url])
         assert out.exit_code == 1 and "carries credentials" in out.output and "secret" not in out.output
+
+
+def test_serve_passes_base_url_and_concurrency_to_its_deployment_and_sets_the_limit(tmp_path, monkeypatch,
+                                                                                       prefect_harness):
+    from click.testing import CliRunner
+
+    import flows.deploy
+    from flows.limits import read_limits
+    from pipelines.cli import cli
+
+    served = []
+    monkeypatch.setattr(flows.deploy, "serve_deployments", served.extend)
+    (tmp_path / "a.txt").write_text("A story.", encoding="utf-8")
+    out = CliRunner().invoke(cli, ["serve", str(tmp_path), "--interval", "3600", "--method", "hierarchical",
+                                   "--model", "openai:served", "--base-url", "http://gpu-box:8000/v1",
+                                   "--concurrency", "3", "--call-concurrency", "2", "--api-limit", "5",
+                                   "--db", str(tmp_path / "nightly.duckdb")])
+    assert out.exit_code == 0, out.output
+    corpus, single = served
+    assert corpus.name == "nightly-evaluation" and single.name == "on-demand"
+    assert corpus.parameters["concurrency"] == 3 and corpus.parameters["source"] == str(tmp_path.resolve())
+    (config,) = corpus.parameters["configs"]
+    assert (config["method"], config["model"], config["base_url"], config["concurrency"]) == (
+        "hierarchical", "openai:served", "http://gpu-box:8000/v1", 2)
+    assert read_limits()["openai"] == 5
+
+
+def test_limits_command_sets_and_lists_the_global_limit(prefect_harness):
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    set_out = CliRunner().invoke(cli, ["limits", "anthropic", "7"])
+    assert set_out.exit_code == 0 and "anthropic: 7" in set_out.output
+    listed = CliRunner().invoke(cli, ["limits"])
+    assert listed.exit_code == 0 and "anthropic: 7" in listed.output
+    half = CliRunner().invoke(cli, ["limits", "anthropic"])
+    assert half.exit_code == 1 and "give the number of calls" in half.output
