@@ -44,14 +44,16 @@ def summaries(db: Path, run_id: str) -> list[tuple]:
                              [run_id])
 
 
-@pytest.mark.parametrize("method", ["hierarchical", "incremental"])
-def test_cli_and_flow_write_the_same_summaries(small_story, tmp_path, method):
+@pytest.mark.parametrize("method, compress", [("hierarchical", "none"), ("incremental", "none"),
+                                              ("hierarchical", "scope")])
+def test_cli_and_flow_write_the_same_summaries(small_story, tmp_path, method, compress):
     """One workflow, two executors: threads in-process (the CLI) and Prefect
-    tasks (the flow), each with its own database so that no answer is shared."""
+    tasks (the flow), each with its own database so that no answer is shared;
+    with compression, the same compressed chunks too."""
     from flows.summarize_flow import summarize_document
 
     with FakeOpenAIServer() as server:
-        settings = dict(method=method, base_url=server.base_url, concurrency=3, **API)
+        settings = dict(method=method, compress=compress, base_url=server.base_url, concurrency=3, **API)
         library = summarize_file(small_story, RunConfig(**settings), Store(tmp_path / "cli.duckdb"))
         flow = summarize_document(path=str(small_story), db=str(tmp_path / "flow.duckdb"), **settings)
     assert library.n_chunks >= 6 and flow["n_chunks"] == library.n_chunks
@@ -60,6 +62,11 @@ def test_cli_and_flow_write_the_same_summaries(small_story, tmp_path, method):
     assert len(in_library) > library.n_chunks
     assert summaries(tmp_path / "flow.duckdb", flow["run_id"]) == in_library
     assert flow["usage"]["calls"] == library.usage.calls > library.n_chunks
+    compressed = [Store(db).execute("SELECT idx, method, original_tokens, compressed_tokens, fallbacks, text "
+                                    "FROM compressed_chunks WHERE run_id = ? ORDER BY idx", [run_id])
+                  for db, run_id in ((tmp_path / "cli.duckdb", library.run_id),
+                                     (tmp_path / "flow.duckdb", flow["run_id"]))]
+    assert compressed[0] == compressed[1] and len(compressed[0]) == (library.n_chunks if compress != "none" else 0)
 
 
 def test_flow_on_the_embedded_model_persists_links_and_replays(small_story, tmp_path):
