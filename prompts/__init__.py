@@ -67,7 +67,7 @@ class PromptTemplate:
         return blocks
 
     def render(self, **values: object) -> RenderedPrompt:
-        safe = {k: defang(str(v)) for k, v in values.items()}
+        safe = {k: v if isinstance(v, Fenced) else defang(str(v)) for k, v in values.items()}
         messages, prefix = [], None
         for i, (role, varies, body) in enumerate(self._blocks):
             if varies and prefix is None:
@@ -81,6 +81,15 @@ class PromptTemplate:
             template=self.name, template_hash=self.sha256, messages=tuple(messages),
             cache_prefix_messages=prefix or 0,
         )
+
+
+class Fenced(str):
+    """A value that holds fences longsum wrote itself around data it defanged
+    (a variable number of passages, say): rendered as it is."""
+
+    @classmethod
+    def around(cls, tag: str, data: str) -> "Fenced":
+        return cls(f"<{tag}>\n{defang(data)}\n</{tag}>")
 
 
 def defang(value: str) -> str:

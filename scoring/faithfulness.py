@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import prompts
+from prompts import Fenced
 from pipelines.text import sentences as split_sentences
 from scoring.asking import RetryPolicy, ask_until_parsed, each, join_notes
 
@@ -302,16 +303,16 @@ _JUDGE_REMINDERS = (
 )
 
 
-def render_passages(texts: Sequence[str], chunk_ids: Sequence[int | None] = ()) -> str:
+def render_passages(texts: Sequence[str], chunk_ids: Sequence[int | None] = ()) -> Fenced:
     """The passages block of the judge prompt, numbered in the given order."""
     if not texts:
-        return "Passage 1:\n<excerpt>\n(no passage)\n</excerpt>"
+        return Fenced("Passage 1:\n" + Fenced.around("excerpt", "(no passage)"))
     blocks = []
     for i, text in enumerate(texts):
         chunk = chunk_ids[i] if i < len(chunk_ids) else None
         where = f" (chunk {chunk})" if chunk is not None else ""
-        blocks.append(f"Passage {i + 1}{where}:\n<excerpt>\n{text}\n</excerpt>")
-    return "\n".join(blocks)
+        blocks.append(f"Passage {i + 1}{where}:\n" + Fenced.around("excerpt", text))
+    return Fenced("\n".join(blocks))
 
 
 class FaithfulnessChecker:
