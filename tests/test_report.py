@@ -4,6 +4,7 @@ with no console error and no network request, the sentence marks and the
 tree nodes the store calls for are in the DOM, a marked sentence shows the
 judges' notes, and the page is not blank."""
 
+import json
 import os
 import shutil
 import time
@@ -116,6 +117,26 @@ def test_the_report_in_a_real_browser(filled, tmp_path):
         assert not note.is_visible()
         marked.hover()
         assert note.is_visible() and "Coherence:" in note.inner_text()
+        # a faithfulness label shows the claim, its quoted evidence and the chunk it came from, as stored
+        num, label, claim, evidence, chunk_ids = store.execute(
+            "SELECT sentence_num, label, claim, evidence, chunk_ids FROM claims WHERE list_contains(?, run_id) "
+            "AND label IN ('Yes', 'No', 'PartialSupport') AND json_array_length(evidence) > 0 "
+            "ORDER BY run_id, claim_num LIMIT 1", [list(run_ids)])[0]
+        labelled_sentence = page.locator(f'.sentence[data-num="{num}"]', has_text=claim).first
+        labelled_sentence.hover()
+        claim_note = labelled_sentence.locator(".note")
+        shown = claim_note.inner_text()
+        assert claim_note.is_visible() and f"{label}: {claim}" in shown
+        assert all(quote in shown for quote in json.loads(evidence))
+        assert f"chunk {', '.join(map(str, json.loads(chunk_ids)))}" in shown
+        # tokens, cost and time per step: a row per kind of step, the calls the journal holds
+        step_rows = page.locator("h3:has-text('Tokens, cost and time per step') + table tr:has(td)")
+        kinds, calls = store.execute(
+            "SELECT count(DISTINCT (run_id, regexp_extract(step, '^[a-z_]+'))), "
+            "count(*) FILTER (NOT cached AND status = 'ok') FROM llm_calls WHERE list_contains(?, run_id)",
+            [list(run_ids)])[0]
+        assert step_rows.count() == kinds > 0
+        assert sum(int(row.locator("td").nth(1).inner_text()) for row in step_rows.all()) == calls
         node = page.locator("details.node").first
         node.locator("summary").first.click()
         assert node.evaluate("n => n.open")
