@@ -11,6 +11,7 @@ from clitools import assert_one_line_error, run
 from conftest import BOOKS, excerpt
 
 from pipelines.integrity import verify
+from pipelines.plan import plan_file
 from pipelines.store import Store
 
 
@@ -148,6 +149,16 @@ def test_fifty_megabyte_text_chunks_in_bounded_memory(tmp_path, cli_env, books):
     peak = int(result.stderr.rsplit("PEAK_KIB", 1)[1].split()[0]) * 1024
     # measured 313 MiB for the 50 MiB file (6.3x: the text, its chunks, their token counts)
     assert peak < 8 * size, f"peak RSS {peak / 2**20:.0f} MiB for a {size / 2**20:.0f} MiB file"
+
+    # The same plan in this process: the chunks are the whole text, in order, each within its budget.
+    plan = plan_file(path, model="openai:any", chunk_size=8192)
+    text = plan.document.text
+    assert f"{len(plan.chunks)} chunks of at most 8192 tokens" in result.stdout
+    assert plan.chunks[0].start == 0 and plan.chunks[-1].end == len(text)
+    for left, right in zip(plan.chunks, plan.chunks[1:]):
+        assert left.end == right.start
+    assert all(chunk.text == text[chunk.start:chunk.end] and chunk.n_tokens <= 8192 for chunk in plan.chunks)
+    assert "".join(chunk.text for chunk in plan.chunks) == text
 
 
 def test_unreachable_base_url_fails_the_run_with_its_reason(tmp_path, cli_env, db):
