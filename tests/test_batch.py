@@ -1,6 +1,6 @@
 """Batch mode against the test server's Batch API (files + batches endpoints
 as the OpenAI SDK calls them): waves across documents, the journal, half
-price, cached requests never submitted, an expired batch, a crashed process."""
+price, cached requests never submitted, an expired batch, a crashed flow."""
 
 from __future__ import annotations
 
@@ -47,6 +47,12 @@ def _evaluate(db: Path, base_url: str, *, batch: bool, methods=("hierarchical",)
     outcomes = evaluate_in_process(squality_items(SUBSET, limit), _configs(base_url, methods), store, batch=batch,
                                    metrics=[], concurrency=3, **FAST)
     return store, outcomes
+
+
+def _flow_config(base_url: str) -> dict:
+    """The first of _configs as the evaluate_corpus flow takes it."""
+    return {"method": "hierarchical", "model": "openai:served", "base_url": base_url, "context_window": 32_768,
+            "chunk_size": 1024, "summary_words": 150}
 
 
 def _finals(store) -> dict[str, str]:
@@ -107,22 +113,17 @@ def test_an_expired_batch_resubmits_its_unfinished_requests_and_nothing_else(ser
     assert store.execute("SELECT count(*) FROM llm_calls WHERE batch_id = ?", [first_id])[0][0] == 4
 
 
-CRASHING = """
-import sys
-import threading
-sys.path.insert(0, 'tests')
-from pipelines.batch_eval import evaluate_in_process
-from pipelines.corpus import squality_items
-from pipelines.runner import RunConfig
-from pipelines.store import Store
-config = RunConfig(method='hierarchical', model='openai:served', base_url=sys.argv[2], context_window=32768,
-                   chunk_size=1024, summary_words=150)
-evaluate_in_process(squality_items(sys.argv[3]), [config], Store(sys.argv[1]), batch=True, metrics=[],
-                    settle_s=0.3, poll_s=0.02)
+# A flow run in its own process and its own temporary Prefect API, killed while its batches are out.
+CRASHING_FLOW = """
+import json, sys
+from prefect.testing.utilities import prefect_test_harness
+from flows.corpus import evaluate_corpus
+with prefect_test_harness(server_startup_timeout=120):
+    evaluate_corpus(source=sys.argv[3], configs=[json.loads(sys.argv[2])], metrics=[], db=sys.argv[1], batch=True)
 """
 
 
-def test_a_crashed_process_resumes_against_its_pending_batch(server, tmp_path, cli_env):
+def test_a_crashed_flow_resumes_against_its_pending_batch(server, tmp_path, cli_env, prefect_harness):
     from pipelines.llm.openai_backend import OpenAIBackend
     from pipelines.plan import estimate_document
 
@@ -131,7 +132,8 @@ def test_a_crashed_process_resumes_against_its_pending_batch(server, tmp_path, c
     first_wave = sum(estimate_document(s.document, _configs(server.base_url)[0], backend).chunks for s in stories)
     db = tmp_path / "crash.duckdb"
     server.hold_batches.set()  # the provider is slow: batches stay in progress
-    process = subprocess.Popen([sys.executable, "-c", CRASHING, str(db), server.base_url, str(SUBSET)],
+    process = subprocess.Popen([sys.executable, "-c", CRASHING_FLOW, str(db),
+                                json.dumps(_flow_config(server.base_url)), str(SUBSET)],
                                cwd=ROOT, env=cli_env, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -147,8 +149,13 @@ def test_a_crashed_process_resumes_against_its_pending_batch(server, tmp_path, c
     sent_before = [l["custom_id"] for l in server.batch_lines]
 
     server.hold_batches.clear()
-    store, outcomes = _evaluate(db, server.base_url, batch=True)
-    assert [o.status for o in outcomes] == ["ok"] * 3
+    from flows.corpus import evaluate_corpus
+    from pipelines.store import Store
+
+    table = evaluate_corpus(source=str(SUBSET), configs=[_flow_config(server.base_url)], metrics=[], db=str(db),
+                            batch=True, report=str(tmp_path / "report.html"))
+    assert [row["ok"] for row in table] == [3]
+    store = Store(db, read_only=True)
     sent = Counter(l["custom_id"] for l in server.batch_lines)
     assert all(sent[key] == 1 for key in sent_before)  # waited on, never sent again
     for batch_id in pending:
@@ -176,10 +183,8 @@ def test_the_corpus_flow_in_batch_mode(server, tmp_path, prefect_harness, monkey
 
     monkeypatch.setenv("LONGSUM_PRICE_AS", PRICE_AS)
     db = tmp_path / "flow.duckdb"
-    config = {"method": "hierarchical", "model": "openai:served", "base_url": server.base_url,
-              "context_window": 32_768, "chunk_size": 1024, "summary_words": 150}
-    table = evaluate_corpus(source=str(SUBSET), configs=[config], metrics=[], db=str(db), batch=True,
-                            report=str(tmp_path / "report.html"))
+    table = evaluate_corpus(source=str(SUBSET), configs=[_flow_config(server.base_url)], metrics=[], db=str(db),
+                            batch=True, report=str(tmp_path / "report.html"))
     assert [row["ok"] for row in table] == [3]
     store = Store(db, read_only=True)
     ((calls, batched, batches),) = store.execute(
