@@ -15,14 +15,14 @@ import ast
 import random
 import textwrap
 
-from pipelines.compress.longcodezip import _parse_prefix, indentation, placeholder_line, split_code, split_lines
+from pipelines.compress.longcodezip import indentation, parse_longest_prefix, placeholder_line, split_code, split_lines
 
 
 def definitions(code: str) -> dict[str, list[str]]:
     """name -> the first lines of its definitions in code: def/class (any
     level outside function bodies), module/class-level assignments, imports,
     and `self.NAME = ...` assignments inside methods."""
-    tree, _ = _parse_prefix(split_lines(code))
+    tree, _ = parse_longest_prefix(split_lines(code))
     lines = code.split("\n")
     out: dict[str, list[str]] = {}
 

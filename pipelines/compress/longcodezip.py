@@ -212,7 +212,7 @@ def split_code(code: str, language: str | None = "python", max_module_lines: int
     return _chunks_from_units(code, lines, units)
 
 
-def _parse_prefix(lines: list[str]) -> tuple[ast.Module | None, int]:
+def parse_longest_prefix(lines: list[str]) -> tuple[ast.Module | None, int]:
     """Parse the longest prefix that parses (a context often ends mid-definition)."""
     n = len(lines)
     for _ in range(40):
@@ -241,7 +241,7 @@ def _header_end(node: ast.stmt) -> int:
 
 
 def _python_units(lines: list[str], max_module_lines: int) -> list[_Unit] | None:
-    tree, parsed = _parse_prefix(lines)
+    tree, parsed = parse_longest_prefix(lines)
     if tree is None:
         return None
     units: list[_Unit] = []
