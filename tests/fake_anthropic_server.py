@@ -7,7 +7,8 @@ batch, which is `in_progress` for the first `batch_polls` retrievals
 JSON lines from `GET /v1/messages/batches/{id}/results` (the batch's
 `results_url`). Answers are the OpenAI test server's deterministic summaries
 (`scripted_answer`), so both providers give the same text for one prompt.
-`error_next=N` makes the next batch's request number N come back `errored`.
+`error_next=N` makes the next batch's request number N come back `errored`;
+`expire_next_batch=N` makes every request of the next batch after its first N come back `expired`.
 Every request's headers are kept (`headers`, names in lower case) so tests can check what was sent.
 """
 
@@ -46,6 +47,7 @@ class FakeAnthropicServer:
     def __init__(self, batch_polls: int = 1):
         self.batch_polls = batch_polls
         self.error_next: int | None = None
+        self.expire_next_batch: int | None = None
         self.messages: list[dict] = []  # params of every synchronous request
         self.batch_requests: list[dict] = []  # every {"custom_id", "params"} of every batch
         self.batches: dict[str, dict] = {}
@@ -70,8 +72,10 @@ class FakeAnthropicServer:
         with self._lock:
             batch_id = f"msgbatch_{len(self.batches) + 1:04d}"
             errored, self.error_next = self.error_next, None
+            expire, self.expire_next_batch = self.expire_next_batch, None
             self.batch_requests.extend(body["requests"])
-            self.batches[batch_id] = {"requests": body["requests"], "polls": 0, "errored": errored, "results": None}
+            self.batches[batch_id] = {"requests": body["requests"], "polls": 0, "errored": errored, "expire": expire,
+                                      "results": None}
         return self.batch_object(batch_id)
 
     def retrieve_batch(self, batch_id: str) -> dict | None:
@@ -81,11 +85,14 @@ class FakeAnthropicServer:
                 return None
             batch["polls"] += 1
             if batch["results"] is None and batch["polls"] > self.batch_polls:
-                batch["results"] = [self._result(n, item, batch["errored"]) for n, item in enumerate(batch["requests"])]
+                batch["results"] = [self._result(n, item, batch["errored"], batch["expire"])
+                                    for n, item in enumerate(batch["requests"])]
         return self.batch_object(batch_id)
 
-    def _result(self, n: int, item: dict, errored: int | None) -> dict:
-        if n == errored:
+    def _result(self, n: int, item: dict, errored: int | None, expire: int | None) -> dict:
+        if expire is not None and n >= expire:
+            result = {"type": "expired"}
+        elif n == errored:
             result = {"type": "errored", "error": {"type": "error", "error": {
                 "type": "invalid_request_error", "message": "max_tokens: too large for this model"}}}
         else:
@@ -96,12 +103,13 @@ class FakeAnthropicServer:
         batch = self.batches[batch_id]
         results = batch["results"]
         errored = sum(r["result"]["type"] == "errored" for r in results or [])
+        expired = sum(r["result"]["type"] == "expired" for r in results or [])
         return {
             "id": batch_id, "type": "message_batch",
             "processing_status": "ended" if results is not None else "in_progress",
             "request_counts": {"processing": 0 if results is not None else len(batch["requests"]),
-                               "succeeded": len(results or []) - errored, "errored": errored,
-                               "canceled": 0, "expired": 0},
+                               "succeeded": len(results or []) - errored - expired, "errored": errored,
+                               "canceled": 0, "expired": expired},
             "created_at": ISO_TIME, "expires_at": ISO_TIME, "archived_at": None, "cancel_initiated_at": None,
             "ended_at": ISO_TIME if results is not None else None,
             "results_url": f"{self.base_url}/v1/messages/batches/{batch_id}/results" if results is not None else None,

@@ -104,13 +104,18 @@ def test_an_expired_batch_resubmits_its_unfinished_requests_and_nothing_else(ser
         "SELECT batch_id, n_requests, status, n_succeeded, n_unfinished FROM llm_batches ORDER BY created_at")
     assert later and {row[2] for row in later} == {"completed"}
     assert status == "expired" and succeeded == 4 and unfinished == first_n - 4
-    first = [l["custom_id"] for l in server.batch_lines[:first_n]]
-    sent = Counter(l["custom_id"] for l in server.batch_lines)
+    _assert_only_unfinished_sent_again([l["custom_id"] for l in server.batch_lines[:first_n]], 4,
+                                       [l["custom_id"] for l in server.batch_lines], store, first_id)
+
+
+def _assert_only_unfinished_sent_again(first: list[str], finished: int, sent_ids: list[str], store, first_id: str):
+    """The first batch's requests after its first `finished` were sent once more, and nothing else was;
+    its answers are journaled with its id."""
+    sent = Counter(sent_ids)
     twice = {key for key, n in sent.items() if n > 1}
-    assert twice == set(first[4:])  # exactly the unfinished ones, once more
+    assert twice == set(first[finished:])
     assert all(sent[key] == 2 for key in twice)
-    # The answers of the expired batch are journaled with its id.
-    assert store.execute("SELECT count(*) FROM llm_calls WHERE batch_id = ?", [first_id])[0][0] == 4
+    assert store.execute("SELECT count(*) FROM llm_calls WHERE batch_id = ?", [first_id])[0][0] == finished
 
 
 # A flow run in its own process and its own temporary Prefect API, killed while its batches are out.
@@ -245,6 +250,24 @@ def test_anthropic_message_batches_give_the_same_summaries_at_half_the_cost(tmp_
         for store in (sync_store, batch_store):
             assert ANTHROPIC_KEY not in json.dumps(store.execute("SELECT * FROM llm_calls"), default=str)
             assert ANTHROPIC_KEY not in json.dumps(store.execute("SELECT * FROM runs"), default=str)
+
+
+def test_an_expired_anthropic_batch_resubmits_its_unfinished_requests_and_nothing_else(tmp_path, monkeypatch):
+    """A message batch that ends with some requests `expired`: those, and only
+    those, go out again in a later batch; the corpus completes."""
+    from fake_anthropic_server import FakeAnthropicServer
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    with FakeAnthropicServer() as fake:
+        fake.expire_next_batch = 4
+        store, outcomes = _evaluate_anthropic(tmp_path / "expired.duckdb", fake.base_url, batch=True)
+    assert [o.status for o in outcomes] == ["ok"] * 6
+    first_id = next(iter(fake.batches))
+    first = [item["custom_id"] for item in fake.batches[first_id]["requests"]]
+    assert len(first) > 4
+    assert store.execute("SELECT n_succeeded, n_unfinished FROM llm_batches WHERE batch_id = ?",
+                         [first_id]) == [(4, len(first) - 4)]
+    _assert_only_unfinished_sent_again(first, 4, [item["custom_id"] for item in fake.batch_requests], store, first_id)
 
 
 def test_an_errored_anthropic_batch_request_is_the_callers_error(tmp_path, monkeypatch):
