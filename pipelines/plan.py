@@ -8,6 +8,8 @@ counted with the model's tokenizer. Bounds, per run:
 
 * calls: at least one per step of the shortest path, at most every step's
   `max_attempts`, with every summary at its token limit (the most merges);
+  with SCOPE compression, up to its attempts for every passage it may
+  rewrite (the summaries are then planned on the uncompressed chunks);
 * input tokens: at least the chunk prompts' text, at most every attempt's
   whole prompt (message overhead and the context margin included);
 * output tokens: at most every attempt's max_tokens (a server cannot send more).
@@ -203,14 +205,13 @@ def estimate_document(document: Document, config: RunConfig, backend=None, *, ba
     chunks = chunks if chunks is not None else make_chunks(document, config, count_tokens_for(backend))
     estimate.chunks = len(chunks)
     llm = RecordingLLM(backend, MemoryJournal())
-    if config.compress != "none":
-        estimate.notes.append("compression calls (--compress) are not included; chunks are counted uncompressed")
-    steps = (_hierarchical_steps if config.method == "hierarchical" else _incremental_steps)(llm, config, document,
-                                                                                             chunks, estimate)
-    attempts = config.max_attempts
+    steps = _scope_steps(llm, config, document, chunks, estimate)
+    steps += (_hierarchical_steps if config.method == "hierarchical" else _incremental_steps)(llm, config, document,
+                                                                                              chunks, estimate)
     prefix = _shared_prefix_tokens(llm, config, document)
     cache_min = CACHE_MIN_TOKENS.get(backend.backend)
     for step in steps:
+        attempts = step.attempts or config.max_attempts
         estimate.calls_max += attempts * step.may_run
         estimate.input_max += attempts * step.may_run * (step.prompt_max + RETRY_SLACK_TOKENS)
         estimate.output_max += attempts * step.may_run * step.max_tokens
@@ -238,6 +239,7 @@ class _Step:
     must_run: int = 1  # 1: every run makes this call at least once
     may_run: int = 1  # 0: a call the run never makes
     typical: int = 1
+    attempts: int | None = None  # at most this many calls (None: the run's max_attempts)
 
 
 def _prompt_sizes(llm, template: str, values: dict, max_tokens: int) -> tuple[int, int, int]:
@@ -263,7 +265,7 @@ def _hierarchical_steps(llm, config: RunConfig, document: Document, chunks: list
         where = f"part {chunk.idx + 1} of {n}" + (f", in the section headed '{chunk.section}'" if chunk.section else "")
         text, whole, out = _prompt_sizes(llm, "chunk_summary", {"text": chunk.text, "position": where,
                                                                  "words": words_for_tokens(limits[0]), **common}, limits[0])
-        steps.append(_Step(text, whole, out))
+        steps.append(_Step(_floor(llm, config, text, chunk), whole, out))
     # Merges, every summary below at its limit: the most prompts and the longest ones.
     top = config.settings().summary_tokens
     below = [limits[0]] * n
@@ -323,10 +325,56 @@ def _incremental_steps(llm, config: RunConfig, document: Document, chunks: list[
             whole += running
             if whole + limit > llm.context_window:  # the running summary may be compressed first
                 steps.append(_compress_step(llm, common, running, tokens_for_words(summarizer.target_words(j - 1, n) // 2)))
-        steps.append(_Step(text, whole, out))
+        steps.append(_Step(_floor(llm, config, text, chunk), whole, out))
         if limit > BUDGET_TOLERANCE * tokens_for_words(words):  # an overlong update is compressed
             steps.append(_compress_step(llm, common, limit, tokens_for_words(words)))
         running = limit
+    return steps
+
+
+def _floor(llm, config: RunConfig, text_tokens: int, chunk: Chunk) -> int:
+    """A chunk prompt's floor: its text, or without the chunk's own text when
+    a compressor may shorten that first (the tokens where the two meet may
+    merge: a few tokens of slack)."""
+    if config.compress == "none":
+        return text_tokens
+    return max(0, text_tokens - llm.count_tokens(chunk.text) - 2)
+
+
+def _scope_steps(llm, config: RunConfig, document: Document, chunks: list[Chunk], estimate: Estimate) -> list[_Step]:
+    """SCOPE's rewrite calls, made before the chunks are summarized: every
+    passage SCOPE cuts a chunk into may be asked up to its `max_attempts`
+    times, each answer within the passage's verbatim share (a passage asked
+    to keep more stays verbatim: no call), the longest retry note attached."""
+    import pipelines.compress.keywords as kw
+    from pipelines.compress import resolve_method, scope_inputs
+    from pipelines.compress.scope import TEMPLATE, Check, ScopeCompressor, retry_note
+
+    if config.compress == "none":
+        return []
+    if resolve_method(config.compress, document.kind) == "longcodezip":
+        estimate.notes.append("LongCodeZip ranks code without an API call; its chunks are counted uncompressed")
+    if config.compress_ratio >= 1:
+        return []
+    compressor = ScopeCompressor(llm)
+    s = compressor.settings
+    steps = []
+    for chunk in chunks:
+        for text in scope_inputs(chunk.text, config.compress, document.kind, llm.count_tokens):
+            if not text.strip():
+                continue
+            _, _, passages, vocab, _, _ = compressor.prepare(text, config.compress_query)
+            for passage in passages:
+                keywords = kw.pick(passage.text, vocab, s.max_keywords)
+                worst = Check("x", 0, ["too short", "not prose"], list(keywords))  # every note at once
+                answer = int(s.verbatim_at * passage.tokens * (1 + s.length_tolerance)) + 8
+                _, whole, out = _prompt_sizes(llm, TEMPLATE, {
+                    "text": passage.text.strip(), "words": 99_999, "keywords": ", ".join(keywords) or "(none)",
+                    "note": retry_note(worst, 99_999)}, answer)
+                steps.append(_Step(0, whole + RETRY_SLACK_TOKENS, out, must_run=0, attempts=s.max_attempts))
+    if steps:
+        estimate.notes.append(f"SCOPE may rewrite {len(steps):,} passages first (up to {s.max_attempts} calls each); "
+                              "the summaries are planned on the uncompressed chunks")
     return steps
 
 

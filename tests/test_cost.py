@@ -42,7 +42,7 @@ def _real_usage(store, run_id: str) -> tuple[int, int, int]:
     return calls, inputs, outputs
 
 
-def _bracket(path: Path, limit: int | None, server, tmp_path) -> list[tuple]:
+def _bracket(path: Path, limit: int | None, server, tmp_path, **extra) -> list[tuple]:
     """For every story and both LLM methods: (estimate, real calls, real input, real output)."""
     from pipelines.llm.openai_backend import OpenAIBackend
     from pipelines.plan import estimate_document
@@ -53,7 +53,7 @@ def _bracket(path: Path, limit: int | None, server, tmp_path) -> list[tuple]:
     seen = []
     for item in squality_items(path, limit):
         for method in ("hierarchical", "incremental"):
-            config = _config(method, server.base_url)
+            config = _config(method, server.base_url, **extra)
             backend = OpenAIBackend("served", base_url=server.base_url, context_window=32_768)
             estimate = estimate_document(item.document, config, backend)
             result = summarize_document(item.document, config, store, backend=backend)
@@ -77,6 +77,21 @@ def test_preflight_brackets_the_real_tokens_of_squality_stories(server, tmp_path
     # Not trivially loose: the typical run is within the bounds and the lower bound is the chunk text itself.
     assert any(e.calls_max > calls for _, _, e, calls, _, _ in seen)
     _assert_bracketed(seen)
+
+
+def test_preflight_brackets_a_run_that_compresses_with_scope(server, tmp_path, monkeypatch):
+    """SCOPE's rewrites are planned too. The test server's answers fail SCOPE's checks, so passages are
+    asked again: the run makes more calls than the uncompressed plan allows, and stays inside this one."""
+    from pipelines.plan import estimate_document
+
+    monkeypatch.setenv("LONGSUM_PRICE_AS", PRICE_AS)
+    seen = _bracket(SUBSET, 1, server, tmp_path, compress="scope", compress_ratio=0.5)
+    _assert_bracketed(seen)
+    # The first method pays for the rewrites; the second replays them from the journal.
+    _, method, estimate, calls, _, _ = seen[0]
+    uncompressed = estimate_document(squality_items(SUBSET, 1)[0].document, _config(method, server.base_url))
+    assert calls > uncompressed.calls_max, (method, calls, uncompressed)
+    assert any("SCOPE may rewrite" in note for note in estimate.notes)
 
 
 @pytest.mark.slow

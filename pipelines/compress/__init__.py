@@ -58,7 +58,7 @@ MIN_CODE_BLOCK_TOKENS = 64
 
 __all__ = [
     "METHODS", "ChunkReport", "CompressionResult", "compress_document", "compress_text", "resolve_method",
-    "split_fenced",
+    "scope_inputs", "split_fenced",
 ]
 
 
@@ -144,6 +144,23 @@ def split_fenced(text: str) -> list[tuple[str, int, int, str | None]]:
     return [s for s in segments if s[2] > s[1]]
 
 
+def _scope_rewrites(segment: str, n_tokens: int) -> bool:
+    """Whether SCOPE rewrites this prose segment between code blocks (short ones stay as they are)."""
+    return bool(segment.strip()) and n_tokens >= MIN_CODE_BLOCK_TOKENS
+
+
+def scope_inputs(text: str, method: str, kind: str | None, count_tokens: Callable[[str], int]) -> list[str]:
+    """The texts SCOPE rewrites when compress_text compresses `text` this way:
+    the text itself, the prose between fenced code blocks (`auto`), or none
+    (LongCodeZip needs no generation). The cost preflight plans from them."""
+    if resolve_method(method, kind) != "scope":
+        return []
+    if method == "auto" and kind != "code" and FENCE.search(text):
+        return [text[start:end].strip() for part, start, end, _ in split_fenced(text)
+                if part == "prose" and _scope_rewrites(text[start:end], count_tokens(text[start:end]))]
+    return [text]
+
+
 def _compress_mixed(text, ratio, query, llm, counter, scorer, scope_settings, lcz_settings, step, started,
                     concurrency=1):
     from pipelines.compress.longcodezip import compress_code
@@ -158,7 +175,7 @@ def _compress_mixed(text, ratio, query, llm, counter, scorer, scope_settings, lc
             result = compress_code(segment, ratio, query, scorer=scorer, count_tokens=counter,
                                    language=_language(language), settings=lcz_settings)
             body = result.text if result.text.endswith("\n") else result.text + "\n"
-        elif kind == "prose" and segment.strip() and n >= MIN_CODE_BLOCK_TOKENS:
+        elif kind == "prose" and _scope_rewrites(segment, n):
             lead = segment[: len(segment) - len(segment.lstrip())]
             trail = segment[len(segment.rstrip()):]
             result = compress_prose(segment.strip(), ratio, llm, query=query, settings=scope_settings,

@@ -609,7 +609,7 @@ class ScopeCompressor:
                 return ChunkReport(**base, compressed_tokens=check.tokens, action="rewritten", text=check.text,
                                    attempts=attempt + 1, keywords=keywords, keywords_kept=list(keywords))
             failures.append(f"attempt {attempt + 1}: {'; '.join(check.problems)}")
-            note = _retry_note(check, asked)
+            note = retry_note(check, asked)
             if any(p.startswith(("too long", "too short")) for p in check.problems):
                 asked = words_to_ask(asked, check.tokens, min_tokens, target * (1 + s.length_tolerance))
         text = extractive(units, chunk.units, vectors, target, keywords, self.count_tokens,
@@ -631,7 +631,7 @@ def words_to_ask(asked: int, got_tokens: int, min_tokens: float, max_tokens: flo
     return max(5, round(asked * goal / got_tokens))
 
 
-def _retry_note(check: Check, asked: int) -> str:
+def retry_note(check: Check, asked: int) -> str:
     notes = []
     if any(p.startswith("too long") for p in check.problems):
         notes.append(f"Your previous version was too long ({count_words(check.text)} words): stay within the limit.")
