@@ -10,8 +10,9 @@ counted with the model's tokenizer. Bounds, per run:
   `max_attempts`, with every summary at its token limit (the most merges);
   with SCOPE compression, up to its attempts for every passage it may
   rewrite (the summaries are then planned on the uncompressed chunks);
-* input tokens: at least the chunk prompts' text, at most every attempt's
-  whole prompt (message overhead and the context margin included);
+* input tokens: at least the chunk prompts' text (less the chunks' own text
+  when a compressor shortens them first), at most every attempt's whole
+  prompt (message overhead and the context margin included);
 * output tokens: at most every attempt's max_tokens (a server cannot send more).
 
 The cost range runs from a typical run (every step accepted at its first
@@ -371,6 +372,7 @@ def _scope_steps(llm, config: RunConfig, document: Document, chunks: list[Chunk]
                 _, whole, out = _prompt_sizes(llm, TEMPLATE, {
                     "text": passage.text.strip(), "words": 99_999, "keywords": ", ".join(keywords) or "(none)",
                     "note": retry_note(worst, 99_999)}, answer)
+                # slack: the note quotes the last answer's word count, here one word
                 steps.append(_Step(0, whole + RETRY_SLACK_TOKENS, out, must_run=0, attempts=s.max_attempts))
     if steps:
         estimate.notes.append(f"SCOPE may rewrite {len(steps):,} passages first (up to {s.max_attempts} calls each); "
