@@ -266,7 +266,7 @@ def _hierarchical_steps(llm, config: RunConfig, document: Document, chunks: list
         where = f"part {chunk.idx + 1} of {n}" + (f", in the section headed '{chunk.section}'" if chunk.section else "")
         text, whole, out = _prompt_sizes(llm, "chunk_summary", {"text": chunk.text, "position": where,
                                                                  "words": words_for_tokens(limits[0]), **common}, limits[0])
-        steps.append(_Step(_floor(llm, config, text, chunk), whole, out))
+        steps.append(_Step(_floor(config, text, chunk), whole, out))
     # Merges, every summary below at its limit: the most prompts and the longest ones.
     top = config.settings().summary_tokens
     below = [limits[0]] * n
@@ -326,20 +326,20 @@ def _incremental_steps(llm, config: RunConfig, document: Document, chunks: list[
             whole += running
             if whole + limit > llm.context_window:  # the running summary may be compressed first
                 steps.append(_compress_step(llm, common, running, tokens_for_words(summarizer.target_words(j - 1, n) // 2)))
-        steps.append(_Step(_floor(llm, config, text, chunk), whole, out))
+        steps.append(_Step(_floor(config, text, chunk), whole, out))
         if limit > BUDGET_TOLERANCE * tokens_for_words(words):  # an overlong update is compressed
             steps.append(_compress_step(llm, common, limit, tokens_for_words(words)))
         running = limit
     return steps
 
 
-def _floor(llm, config: RunConfig, text_tokens: int, chunk: Chunk) -> int:
-    """A chunk prompt's floor: its text, or without the chunk's own text when
-    a compressor may shorten that first (the tokens where the two meet may
-    merge: a few tokens of slack)."""
+def _floor(config: RunConfig, text_tokens: int, chunk: Chunk) -> int:
+    """A chunk prompt's floor: its text, or without the chunk's own text (its
+    n_tokens, counted by the same tokenizer) when a compressor may shorten
+    that first (the tokens where the two meet may merge: a few of slack)."""
     if config.compress == "none":
         return text_tokens
-    return max(0, text_tokens - llm.count_tokens(chunk.text) - 2)
+    return max(0, text_tokens - chunk.n_tokens - 2)
 
 
 def _scope_steps(llm, config: RunConfig, document: Document, chunks: list[Chunk], estimate: Estimate) -> list[_Step]:
