@@ -86,14 +86,14 @@ def select_runs(store: Store, run_ids: Sequence[str] = (), *, last: int | None =
     """Run ids (prefixes allowed) by id, the last N, a document's title, or a corpus batch."""
     found: list[str] = []
     for prefix in run_ids:
-        rows = store.execute("SELECT run_id FROM runs WHERE run_id LIKE ? || '%'", [prefix])
+        rows = store.execute("SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY started_at", [prefix])
         if not rows:
             raise ReportError(f"no run {prefix!r} in {store.path}")
         found += [r for (r,) in rows]
     if document:
-        found += [r for (r,) in store.execute(
-            "SELECT r.run_id FROM runs r LEFT JOIN documents d USING (doc_id) WHERE d.title = ? "
-            "OR r.document_path LIKE '%' || ? ORDER BY r.started_at", [document, document])]
+        found += [run_id for run_id, path, title in store.execute(
+            "SELECT r.run_id, r.document_path, d.title FROM runs r LEFT JOIN documents d USING (doc_id) "
+            "ORDER BY r.started_at") if _names_document(document, path, title)]
     if batch:
         found += [r for (r,) in store.execute(
             "SELECT run_id FROM runs WHERE params->>'corpus' = ? ORDER BY started_at", [batch])]
@@ -104,6 +104,17 @@ def select_runs(store: Store, run_ids: Sequence[str] = (), *, last: int | None =
     if not unique:
         raise ReportError(f"no runs selected in {store.path} (give run ids, --last, --document or --corpus)")
     return unique
+
+
+def _names_document(name: str, path: str | None, title: str | None) -> bool:
+    """`--document NAME`: the document's title, file name or file stem, exactly
+    (no wildcards: `a.txt` is not `data.txt`, `_` is a character)."""
+    if title is not None and name == title:
+        return True
+    if not path:
+        return False
+    file = Path(path)
+    return name in (file.name, file.stem)
 
 
 def build_report(store: Store, run_ids: Sequence[str], title: str = "longsum report") -> str:

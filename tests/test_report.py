@@ -190,3 +190,28 @@ def copy_runs(source: Store, target: Store, run_ids, n: int) -> list[str]:
         add_run_tables(target, tables)
         ids.append(run_id)
     return ids
+
+
+def test_a_document_is_selected_by_exact_name_stem_or_title(tmp_path):
+    """`--document NAME` matches a title, a file name or a stem exactly: no LIKE
+    wildcards (`a.txt` is not `data.txt`, `_` and `%` are characters)."""
+    from pipelines.store import utc
+
+    store = Store(tmp_path / "names.duckdb")
+    names = {"a": "/books/a.txt", "data": "/books/data.txt", "under": "/books/my_book.txt",
+             "other": "/books/myXbook.txt", "titled": "/books/x.txt"}
+    store.insert_rows("documents", [{"doc_id": f"d-{k}", "path": p, "title": "Bohemia" if k == "titled" else None}
+                                    for k, p in names.items()])
+    store.insert_rows("runs", [{"run_id": f"run-{k}", "doc_id": f"d-{k}", "document_path": p, "status": "ok",
+                                "started_at": utc(i)} for i, (k, p) in enumerate(names.items())])
+    assert select_runs(store, document="a.txt") == ["run-a"]
+    assert select_runs(store, document="a") == ["run-a"]
+    assert select_runs(store, document="my_book.txt") == ["run-under"]
+    assert select_runs(store, document="my_book") == ["run-under"]
+    assert select_runs(store, document="Bohemia") == ["run-titled"]
+    for wildcard in ("%", "%.txt", "_.txt", "ata.txt", "Bohem", "books/a.txt"):
+        with pytest.raises(ReportError, match="no runs selected"):
+            select_runs(store, document=wildcard)
+    assert select_runs(store, ["run-"]) == list(f"run-{k}" for k in names)
+    with pytest.raises(ReportError, match="no run '%'"):
+        select_runs(store, ["%"])

@@ -12,7 +12,7 @@ from pipelines.cli.common import UserError, db_option, open_store
 @click.command("report")
 @click.argument("run_ids", nargs=-1)
 @click.option("--last", type=click.IntRange(min=1), default=None, help="The last N runs.")
-@click.option("--document", default=None, metavar="NAME", help="Every run of this document (title or file name).")
+@click.option("--document", default=None, metavar="NAME", help="Every run of this document: its title, file name or file stem, exactly.")
 @click.option("--corpus", "batch", default=None, metavar="BATCH", help="Every run of one corpus evaluation (its batch id).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
               show_default=True, help="Where to write the report.")
