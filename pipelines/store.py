@@ -378,19 +378,45 @@ class Store:
 
 
 def stored_schema_version(con) -> int | None:
-    """meta.schema_version of an open file; None for a new, empty file."""
+    """meta.schema_version of an open file; None for a new, empty file. A file
+    with longsum's tables but no version row (meta missing or empty) is not
+    new: its version is read from its layout (`layout_version`)."""
     has_meta = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta' AND table_schema = 'main'"
     ).fetchone()[0]
-    if not has_meta:
-        return None
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if has_meta else None
     if row is None:
-        return None
+        return layout_version(con)
     try:
         return int(row[0])
     except (TypeError, ValueError):
         raise StoreError(f"database has an unreadable schema version {row[0]!r}") from None
+
+
+# What each version added that SCHEMA's IF NOT EXISTS cannot tell apart from
+# an older file: version -> (table, column) first written by it.
+LAYOUT_MARKERS: dict[int, tuple[str, str]] = {2: ("llm_calls", "cache_write_tokens")}
+
+
+def layout_version(con) -> int | None:
+    """The schema version a file's tables show, for a file without a version
+    row: None when it has none of longsum's tables (a new file), else the
+    newest version whose markers (and every earlier one's) are all present,
+    1 at least, so that every migration after it runs."""
+    found: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'"
+    ).fetchall():
+        found.setdefault(table, set()).add(column)
+    if not set(found) & set(TABLES):
+        return None
+    version = 1
+    for marked in sorted(LAYOUT_MARKERS):
+        table, column = LAYOUT_MARKERS[marked]
+        if column not in found.get(table, set()):
+            break
+        version = marked
+    return version
 
 
 def _newer_schema(path: Path, found: int) -> str:

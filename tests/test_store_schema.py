@@ -52,6 +52,65 @@ def test_a_version_1_database_opened_for_reading_is_migrated_first(tmp_path, cli
     assert SCHEMA_VERSION in result.stdout
 
 
+FIRST_SCHEMA = Path(__file__).parent / "data" / "store_schema_first.sql"
+
+
+def first_schema_database(path: Path, meta: str) -> Path:
+    """A file with the tables of longsum's first released schema (commit a86cd23)
+    and no version row: `meta` 'empty' (the process died between the tables and
+    the row, which that version wrote apart) or 'dropped' (no meta table at all)."""
+    con = duckdb.connect(str(path))
+    con.execute(FIRST_SCHEMA.read_text())
+    if meta == "dropped":
+        con.execute("DROP TABLE meta")
+    con.execute(
+        "INSERT INTO llm_calls (call_id, request_hash, backend, model, status, cached, response, finish_reason, "
+        "input_tokens, cached_input_tokens, output_tokens, latency_s, created_at) "
+        "VALUES ('first', 'h-first', 'openai', 'gpt-4o-mini', 'ok', false, 'a first answer', 'stop', 10, 0, 3, 0.1, "
+        "now())"
+    )
+    con.execute("INSERT INTO runs (run_id, status, final_summary) VALUES ('r-first', 'ok', 'kept')")
+    con.close()
+    return path
+
+
+@pytest.mark.parametrize("meta", ["empty", "dropped"])
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_first_schema_file_without_a_version_row_is_migrated(tmp_path, meta, read_only):
+    """Not mistaken for a new file: its version is read from its tables, and the
+    migrations after it run (cache_write_tokens backfilled), its rows kept."""
+    from pipelines.store import layout_version, stored_schema_version
+
+    db = first_schema_database(tmp_path / "first.duckdb", meta)
+    con = duckdb.connect(str(db), read_only=True)
+    assert stored_schema_version(con) == layout_version(con) == 1
+    con.close()
+    store = Store(db, read_only=read_only)
+    assert store.execute("SELECT call_id, cache_write_tokens FROM llm_calls") == [("first", 0)]
+    assert store.execute("SELECT value FROM meta WHERE key = 'schema_version'") == [(SCHEMA_VERSION,)]
+    assert store.execute("SELECT run_id, final_summary, compression FROM runs") == [("r-first", "kept", None)]
+    hit = DuckDBJournal(Store(db)).lookup("h-first")
+    assert hit is not None and hit.response == "a first answer" and hit.cache_write_tokens == 0
+
+
+def test_a_current_file_without_a_version_row_is_read_as_current(tmp_path):
+    """The layout decides in both directions: a current file that lost its meta
+    row is not migrated from version 1 (and a file of no tables is new)."""
+    from pipelines.store import layout_version
+
+    db = tmp_path / "current.duckdb"
+    store = Store(db)
+    store.execute("INSERT INTO llm_calls (call_id, cache_write_tokens) VALUES ('now', NULL)")
+    store.execute("DELETE FROM meta")
+    con = duckdb.connect(str(db), read_only=True)
+    assert layout_version(con) == int(SCHEMA_VERSION)
+    con.close()
+    assert Store(db).execute("SELECT call_id, cache_write_tokens FROM llm_calls") == [("now", None)]
+    con = duckdb.connect(str(tmp_path / "empty.duckdb"))
+    assert layout_version(con) is None
+    con.close()
+
+
 def test_a_newer_database_is_refused(tmp_path, cli_env):
     db = tmp_path / "future.duckdb"
     Store(db).execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
