@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]" --config-settings editable_mode=compat
-	$(BIN)/python -c "from pipelines.llm.llamacpp import default_model_path as p; print('embedded model:', p())"
+	$(BIN)/python -m pipelines.llm.embedded
 	@touch $(STAMP)
 
 demo: install

@@ -71,9 +71,9 @@ def context_tail(code: str, lines: int | None) -> str:
 def prompt_pass_seconds(tokens: list[int], model_path=None) -> float:
     """Seconds for the model to evaluate `tokens` once as a prompt (logits
     only where llama.cpp asks for them by default: the end of each batch)."""
-    from pipelines.llm.llamacpp import default_model_path, load_llama
+    from pipelines.llm.llamacpp import default_local_model, load_llama, model_file
 
-    llama, lock = load_llama(model_path or default_model_path(), PROMPT_PASS_CONTEXT)
+    llama, lock = load_llama(model_path or model_file(default_local_model())[0], PROMPT_PASS_CONTEXT)
     with lock:
         llama.reset()
         llama._ctx.kv_cache_clear()

@@ -18,6 +18,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The tiny Gemma 270M is every test's default model (seconds, not minutes);
+# tests of the embedded instruct model name it (`qwen` fixture, `--model llamacpp`).
+TINY_MODEL = "llamacpp:gemma-3-270m"
+os.environ["LONGSUM_MODEL"] = TINY_MODEL
 for secret in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "PREFECT_API_URL"):
     os.environ.pop(secret, None)
 # Prefect keeps its database and cached task results here: fresh every session.
@@ -43,7 +47,15 @@ def scandal_text() -> str:
 
 @pytest.fixture(scope="session")
 def gemma():
-    """The embedded model, loaded once per test session."""
+    """The tiny embedded model, loaded once per test session."""
+    from pipelines.llm import resolve
+
+    return resolve(TINY_MODEL)
+
+
+@pytest.fixture(scope="session")
+def qwen():
+    """The embedded default instruct model (Qwen2.5-Coder-1.5B), loaded once per test session."""
     from pipelines.llm import resolve
 
     return resolve("llamacpp")

@@ -24,16 +24,20 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def llama_server(n_ctx: int = 4096, alias: str = "gemma-270m", startup_s: float = 180) -> Iterator[str]:
-    """Yields the server's base URL (http://127.0.0.1:PORT/v1)."""
+def llama_server(n_ctx: int = 4096, alias: str = "gemma-270m", startup_s: float = 180,
+                 model: str = "gemma-3-270m") -> Iterator[str]:
+    """Yields the server's base URL (http://127.0.0.1:PORT/v1) serving an
+    embedded model by name (the chat template: Gemma's named, else the GGUF's own)."""
     import httpx
 
-    from pipelines.llm.llamacpp import default_model_path
+    from pipelines.llm.llamacpp import model_file
 
+    path, known = model_file(model)
+    chat_format = ["--chat_format", known.chat_format] if known is not None and known.chat_format else []
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, "--model", str(default_model_path()), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", str(n_ctx), "--chat_format", "gemma", "--model_alias", alias],
+        [sys.executable, "-c", LAUNCHER, "--model", str(path), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", str(n_ctx), *chat_format, "--model_alias", alias],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}/v1"

@@ -574,7 +574,11 @@ def test_run_compresses_code_across_the_whole_file(monkeypatch, scorer_model):
 def test_compress_model_spec(tmp_path):
     from pipelines.llm.logprobs import scorer_path
 
-    assert scorer_path(None) is None and scorer_path("llamacpp") is None
+    from pipelines.llm import embedded
+
+    assert scorer_path(None) is None
+    assert scorer_path("llamacpp").name == embedded.QWEN.file_name
+    assert scorer_path("llamacpp:gemma-3-270m").name == embedded.GEMMA.file_name
     model = tmp_path / "coder.gguf"
     model.write_bytes(b"GGUF")
     assert scorer_path(f"llamacpp:{model}") == model and scorer_path(str(model)) == model
@@ -626,7 +630,7 @@ def test_cli_rerun_replays_the_model_scores(tmp_path, cli_env):
         stats = tmp_path / f"stats{attempt}.json"
         proc = subprocess.run(
             ["summarize", "compress", str(source), "--query", "def new_task(self, task, extra_args)", "--ratio", "0.3",
-             "--compress-model", "llamacpp", "--db", str(db), "--stats-json", str(stats)],
+             "--compress-model", "llamacpp:gemma-3-270m", "--db", str(db), "--stats-json", str(stats)],
             capture_output=True, text=True, env=cli_env, timeout=900,
         )
         assert proc.returncode == 0, proc.stderr

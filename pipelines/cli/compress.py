@@ -43,7 +43,7 @@ def compress_command(file, query, ratio, method, model, base_url, compress_model
     """Compress FILE to about RATIO of its tokens and print the result."""
     from pipelines.compress import compress_document, resolve_method
     from pipelines.documents import load_document
-    from pipelines.llm import resolve
+    from pipelines.llm import is_tiny_model, resolve
     from pipelines.llm.recording import RecordingLLM
     from pipelines.store import DuckDBJournal, Store
 
@@ -52,9 +52,9 @@ def compress_command(file, query, ratio, method, model, base_url, compress_model
     document = load_document(file, kind=kind)
     chosen = resolve_method(method, document.kind)
     backend = resolve(model, base_url=base_url)
-    if not quiet and chosen == "scope" and model.strip().lower() == DEFAULT_MODEL:
-        click.echo("note: SCOPE rewrites with the embedded Gemma 3 270M, a tiny base model: most chunks will fall "
-                   "back to extractive compression. Pass --model for real rewrites.", err=True)
+    if not quiet and chosen == "scope" and is_tiny_model(model):
+        click.echo("note: SCOPE rewrites with Gemma 3 270M, a tiny base model: most chunks will fall "
+                   "back to extractive compression. Leave out --model for the embedded instruct model.", err=True)
     llm = RecordingLLM(backend, DuckDBJournal(Store(db_path)))
     from pipelines.llm.logprobs import scorer_path
 

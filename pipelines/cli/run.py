@@ -95,10 +95,12 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
 
         score = prepare_scoring(references, score_spec, **scoring_values)
     store = open_store(db_path)
-    if not quiet and method != "extractive" and model.strip().lower() == DEFAULT_MODEL:
-        from pipelines.llm.llamacpp import DEFAULT_MODEL_NOTICE
+    from pipelines.llm import is_tiny_model
 
-        click.echo(f"note: {DEFAULT_MODEL_NOTICE}", err=True)
+    if not quiet and method != "extractive" and is_tiny_model(model):
+        from pipelines.llm.llamacpp import TINY_MODEL_NOTICE
+
+        click.echo(f"note: {TINY_MODEL_NOTICE}", err=True)
     backend = make_backend(config)
     if max_cost is not None and backend is not None:
         from pipelines.budget import Budget, BudgetedBackend

