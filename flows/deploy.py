@@ -49,6 +49,7 @@ def build_deployments(
         "dask_address": dask_address, "limit": limit, "export_dir": export_dir, "concurrency": concurrency,
         "batch": batch or None, "max_cost": max_cost,
     }
+    refuse_credentials(parameters)
     schedule = {"cron": cron} if cron else {"interval": interval}
     # One evaluation at a time: a run that outlasts its interval delays the next instead of piling up.
     corpus = evaluate_corpus.to_deployment(
@@ -59,8 +60,59 @@ def build_deployments(
     return [corpus, single]
 
 
-def serve_deployments(deployments) -> None:
+class CredentialsInParameters(ValueError):
+    """A deployment parameter carries a credential (its text is not repeated here)."""
+
+
+def refuse_credentials(parameters) -> None:
+    """A deployment's parameters are stored in Prefect as given (only a flow
+    run's are scrubbed, see flows.redacting): a value that carries a key (a
+    URL's user:password, an api-key query, a key's shape) is refused, every
+    deployment this module builds, whichever face asked for it."""
+    from flows.redacting import scrubbed
+
+    for name, value in parameters.items():
+        if scrubbed(value) != value:
+            raise CredentialsInParameters(
+                f"the deployment parameter {name!r} carries credentials, and Prefect stores a deployment's "
+                f"parameters as given; pass the key in OPENAI_API_KEY (or ANTHROPIC_API_KEY) instead")
+
+
+def serve_policy(source: str, configs: list[dict] | None = None, db: str | None = None,
+                 dask_address: str | None = None, read_roots=(), base_urls=(), write_dir: str | None = None):
+    """What the served flow runs may read, call and write (flows.guard): SOURCE
+    and `read_roots`; the endpoints of the configurations and `base_urls`; the
+    database's folder, or `write_dir`."""
+    from flows.guard import ServePolicy, endpoint_url
+    from pipelines.defaults import DEFAULT_MODEL
+    from pipelines.llm import parse_spec
+    from pipelines.paths import default_db_path
+
+    urls, models = list(base_urls), []
+    for config in configs or []:
+        spec = config.get("model") or DEFAULT_MODEL
+        backend, name = parse_spec(spec)
+        if backend == "llamacpp":
+            models.append(spec)
+        if config.get("base_url") or backend != "llamacpp":
+            urls.append(endpoint_url(backend, config.get("base_url")))
+    folder = write_dir or Path(db or default_db_path()).expanduser().resolve().parent
+    return ServePolicy.build([source, *read_roots], urls, folder, dask_address, models)
+
+
+def check_deployments(deployments, policy) -> None:
+    """The deployments' own parameters must keep to the policy, or every run would be refused."""
+    for deployment in deployments:
+        policy.check(deployment.name, deployment.parameters or {})
+
+
+def serve_deployments(deployments, policy=None) -> None:
+    """Serve until stopped; the flow runs are held to `policy` (flows.guard)."""
     from prefect import serve
+
+    if policy is not None:
+        policy.install()
+        print("flow runs of these deployments:\n  " + "\n  ".join(policy.describe()))
 
     if not os.environ.get("PREFECT_API_URL"):
         print("note: PREFECT_API_URL is not set; schedules need a running server "
@@ -81,14 +133,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--export-dir", help="also write each batch as Parquet files here")
     parser.add_argument("--batch", action="store_true", help="send the LLM requests through the providers' batch APIs")
     parser.add_argument("--max-cost", type=float, help="USD budget of each evaluation")
-    args = parser.parse_args(argv)
-    serve_deployments(build_deployments(
-        args.source, cron=args.cron, interval=args.interval,
-        configs=json.loads(args.configs) if args.configs else None,
-        metrics=args.metrics.split(",") if args.metrics else None, db=args.db,
-        dask_address=args.dask_address, limit=args.limit, export_dir=args.export_dir, batch=args.batch,
-        max_cost=args.max_cost,
-    ))
+    parser.add_argument("--read-root", action="append", default=[],
+                        help="another folder flow runs may read documents from (besides SOURCE)")
+    parser.add_argument("--allow-base-url", action="append", default=[],
+                        help="another base URL flow runs may call (besides their configurations')")
+    parser.add_argument("--write-dir", help="the folder flow runs may write into (default: the database's)")
+    from pipelines.secrets import redacted_stderr
+
+    with redacted_stderr():  # argparse's usage errors and every message after, as the CLI's
+        args = parser.parse_args(argv)
+        try:
+            configs = json.loads(args.configs) if args.configs else None
+            deployments = build_deployments(
+                args.source, cron=args.cron, interval=args.interval, configs=configs,
+                metrics=args.metrics.split(",") if args.metrics else None, db=args.db,
+                dask_address=args.dask_address, limit=args.limit, export_dir=args.export_dir, batch=args.batch,
+                max_cost=args.max_cost,
+            )
+            policy = serve_policy(args.source, configs, args.db, args.dask_address, args.read_root,
+                                  args.allow_base_url, args.write_dir)
+            check_deployments(deployments, policy)
+        except ValueError as exc:
+            parser.error(str(exc))
+        serve_deployments(deployments, policy)
 
 
 if __name__ == "__main__":

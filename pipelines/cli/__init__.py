@@ -56,39 +56,53 @@ def _terminate(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning known failures into one-line errors."""
+    """Entry point: run the CLI, turning known failures into one-line errors.
+
+    Every message leaves through one place: stderr, redacted as a whole
+    (`pipelines.secrets.redacted_stderr`), so a credential in a URL never
+    reaches an error, a usage message, a warning or a traceback."""
     import signal
 
+    from pipelines.secrets import redacted_stderr
+
     signal.signal(signal.SIGTERM, _terminate)
+    with redacted_stderr():
+        code = _run(argv)
+    sys.exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
+    """The CLI's exit status; every message it prints goes to (redacted) stderr."""
     try:
         cli.main(args=argv, prog_name="summarize", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("summarize: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         click.echo("summarize: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
     except Terminated:
         click.echo("summarize: terminated", err=True)
-        sys.exit(143)
+        return 143
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except BrokenPipeError:
-        sys.exit(0)
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
-        from pipelines.secrets import redact
-
         if isinstance(exc, user_errors()):
-            click.echo(f"summarize: error: {redact(str(exc))}", err=True)
-            sys.exit(EXIT_USER_ERROR)
+            click.echo(f"summarize: error: {exc}", err=True)
+            return EXIT_USER_ERROR
         if os.environ.get("LONGSUM_DEBUG"):
-            raise
+            import traceback
+
+            traceback.print_exc()  # through the redacting stderr
+            return 70
         click.echo(
-            f"summarize: internal error: {type(exc).__name__}: {redact(str(exc))} (set LONGSUM_DEBUG=1 for a traceback)",
+            f"summarize: internal error: {type(exc).__name__}: {exc} (set LONGSUM_DEBUG=1 for a traceback)",
             err=True,
         )
-        sys.exit(70)
-
-
-
+        return 70
+    return 0

@@ -161,13 +161,26 @@ def corpus_command(source, methods, model, base_url, chunk_size, summary_words, 
 @click.option("--api-limit", type=click.IntRange(min=1), default=None,
               help="Set the global limit of API calls in flight for the model's backend (see `summarize limits`).")
 @_apply(corpus_options)
+@click.option("--read-root", "read_roots", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Another folder flow runs may read documents from (besides SOURCE); repeat for several.")
+@click.option("--allow-base-url", "allowed_urls", multiple=True, metavar="URL",
+              help="Another base URL flow runs may call (besides the configurations'); repeat for several.")
+@click.option("--write-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The folder flow runs may write into: database, exports, reports (default: the database's).")
 @db_option
 def serve_command(source, cron, interval, api_limit, methods, model, base_url, chunk_size, summary_words,
                   configs_json, metrics, limit, dask_address, concurrency, call_concurrency, export_dir, batch,
-                  max_cost, db_path) -> None:
+                  max_cost, read_roots, allowed_urls, write_dir, db_path) -> None:
     """Serve the flows as Prefect deployments with a schedule.
 
     SOURCE (a folder, or a SQuALITY .jsonl) is evaluated on the schedule.
+
+    Anyone who can reach the Prefect API can start these deployments with
+    parameters of their own: a flow run may read documents only under SOURCE
+    (and --read-root), call only the configurations' base URLs (and
+    --allow-base-url), and write only into the database's folder (or
+    --write-dir); a run whose parameters leave these fails before it reads,
+    sends or writes anything.
 
     Needs a Prefect server: `prefect server start --host 127.0.0.1` and
     PREFECT_API_URL=http://127.0.0.1:4200/api in this shell."""
@@ -176,21 +189,27 @@ def serve_command(source, cron, interval, api_limit, methods, model, base_url, c
         raise UserError("give exactly one of --cron or --interval")
     _check_batch(batch, _configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json),
                  dask_address)
-    from flows.deploy import build_deployments, serve_deployments
+    from flows.deploy import build_deployments, check_deployments, serve_deployments, serve_policy
 
-    deployments = build_deployments(
-        str(source), cron=cron, interval=interval,
-        configs=_configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json),
-        metrics=metrics.split(",") if metrics else None, db=str(db_path) if db_path else None,
-        dask_address=dask_address, limit=limit, export_dir=export_dir, concurrency=concurrency, batch=batch,
-        max_cost=max_cost,
-    )
+    configs = _configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json)
+    try:
+        deployments = build_deployments(
+            str(source), cron=cron, interval=interval, configs=configs,
+            metrics=metrics.split(",") if metrics else None, db=str(db_path) if db_path else None,
+            dask_address=dask_address, limit=limit, export_dir=export_dir, concurrency=concurrency, batch=batch,
+            max_cost=max_cost,
+        )
+        policy = serve_policy(str(source), configs, str(db_path) if db_path else None, dask_address,
+                              [str(r) for r in read_roots], allowed_urls, str(write_dir) if write_dir else None)
+        check_deployments(deployments, policy)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if api_limit:
         from flows.limits import set_limit
         from pipelines.llm import parse_spec
 
         set_limit(parse_spec(model)[0], api_limit)
-    serve_deployments(deployments)
+    serve_deployments(deployments, policy)
 
 
 @click.command("limits")
