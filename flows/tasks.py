@@ -14,6 +14,7 @@ from a stale result.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -101,7 +102,9 @@ def evaluate_document_task(item: CorpusItem, config: RunConfig, metrics: list[st
 
     with tempfile.TemporaryDirectory(prefix="longsum-task-") as folder, Store(Path(folder) / "run.duckdb").held() as store:
         add_calls(store, replay)
-        with api_slots(limit, config.concurrency):
+        with api_slots(limit, config.concurrency) as width:
+            # the document's calls in flight stay within the slots it holds
+            config = dataclasses.replace(config, concurrency=min(config.concurrency, width))
             outcome = evaluate_document(item, config, store, metrics=metrics, options=options,
                                         backend=worker_backend(config) if config.method != "extractive" else None)
         return outcome, run_tables(store, outcome.run_id)

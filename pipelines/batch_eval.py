@@ -6,11 +6,16 @@ harness's `evaluate_document`, with the same failure rule as everywhere.
 
 While a batch is out, the threads only wait (no CPU, no task worker held);
 the collector polls the provider with backoff.
+
+Threads are bounded by configuration, never by the corpus: `concurrency`
+documents at once, each with its configuration's `concurrency` steps
+(`--concurrency` x `--call-concurrency`), so a wave holds at most that many
+requests. A wider wave (fewer, larger provider batches) is a matter of
+raising those two numbers, not of the corpus's size.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from typing import Callable, Sequence
 
@@ -20,13 +25,6 @@ from pipelines.evaluate import BASELINE, Outcome, evaluate
 from pipelines.llm.batch import DEFAULT_POLL_S, DEFAULT_SETTLE_S, BatchingBackend
 from pipelines.runner import RunConfig, make_backend
 from pipelines.store import DuckDBBatchJournal, Store
-
-# In batch mode every step of a wave must be asked at once: a document's chunk
-# summaries all wait in the collector together (threads that only wait).
-BATCH_STEP_WIDTH = 256
-# Documents (x configurations) in flight at once in batch mode.
-BATCH_DOCUMENTS = 256
-
 
 def evaluate_in_process(
     items: Sequence[CorpusItem],
@@ -69,8 +67,6 @@ def evaluate_in_process(
         return BudgetedBackend(shared, budget) if budget is not None else shared
 
     if batch:
-        configs = [dataclasses.replace(c, concurrency=max(c.concurrency, BATCH_STEP_WIDTH)) for c in configs]
-        concurrency = max(concurrency, min(BATCH_DOCUMENTS, len(items) * len(configs)))
         pairs = [config for config in configs for _ in items]
         for config in configs:  # every collector expects the documents that will start at once
             shared = backend_for(config)

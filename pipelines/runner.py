@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from pipelines.chunking import Chunk, chunk_text, fixed_window_chunks
+from pipelines.chunking import Chunk, CostlyCounter, chunk_text, fixed_window_chunks
 from pipelines.documents import Document, load_document
 from pipelines.llm import DEFAULT_SPEC, LLMConfigError, resolve
 from pipelines.llm.base import CONTEXT_SAFETY_TOKENS, LLMBackend
@@ -130,7 +130,9 @@ def make_backend(config: RunConfig) -> LLMBackend | None:
 
 def count_tokens_for(backend: LLMBackend | None):
     if backend is not None:
-        return backend.count_tokens
+        # A server's /tokenize costs a request per text: chunking packs with a local estimate beside it.
+        estimate = getattr(backend, "token_estimate", None)
+        return CostlyCounter(backend.count_tokens, estimate) if estimate else backend.count_tokens
     from pipelines.llm.tokenizers import count_cl100k
 
     return count_cl100k

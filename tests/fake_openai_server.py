@@ -14,6 +14,16 @@ not fit gets HTTP 400) and offer `/tokenize` (`tokenize=True`); `prefix` marks
 its answers, so two servers serving one model name answer differently. With
 a tokenizer, `usage` counts in it (else in words).
 
+`flaky=Flaky(reset=0.15, unavailable=0.05, seed=7)` makes it an unreliable
+server: that share of requests (chat, `/tokenize`, and the Batch API's
+uploads, polls and downloads alike) is read and then either dropped with a
+TCP reset and no answer, or answered 503. Whether a request fails is drawn
+from the seed, the request (method, path, body) and how many times that same
+request came before, so a run meets the same faults whatever the order its
+threads send them in. `injected` lists the faults sent; `requests` holds
+only the chat requests that got through. The server also counts the
+connections open at once (`max_open_connections`).
+
 It also speaks the Batch API as the OpenAI SDK uses it: `POST /v1/files`
 (multipart upload), `POST /v1/batches`, `GET /v1/batches/{id}` and
 `GET /v1/files/{id}/content`. A batch is answered line by line as the chat
@@ -29,11 +39,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import socket
+import struct
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _WORDS = re.compile(r"at most (\d+) words")
@@ -50,11 +63,37 @@ def scripted_answer(messages: list[dict]) -> str:
     return " ".join(s[0].upper() + s[1:] + "." for s in sentences)
 
 
+@dataclass(frozen=True)
+class Flaky:
+    """Faults drawn per request: `reset` of them dropped without an answer
+    (TCP RST), `unavailable` answered 503."""
+
+    reset: float = 0.15
+    unavailable: float = 0.05
+    seed: int = 7
+
+    def draw(self, key: str, occurrence: int) -> str | None:
+        x = random.Random(f"{self.seed}|{key}|{occurrence}").random()
+        if x < self.reset:
+            return "reset"
+        if x < self.reset + self.unavailable:
+            return "503"
+        return None
+
+
 class FakeOpenAIServer:
     def __init__(self, delay: float = 0.0, faults: list[str | None] | None = None, port: int = 0, hang_s: float = 30.0,
                  prefix: str = "", count_tokens=None, context_window: int | None = None, tokenize: bool = False,
-                 answer=None, batch_polls: int = 1, prompt_cache_min: int | None = None):
+                 answer=None, batch_polls: int = 1, prompt_cache_min: int | None = None, encode=None,
+                 flaky: Flaky | None = None):
         self.delay = delay
+        # /tokenize answers with these token ids (text -> ids) instead of placeholders
+        self.encode = encode
+        self.flaky = flaky
+        self._seen: Counter = Counter()  # (method, path, body) -> times asked, for the fault draw
+        self.injected: list[tuple[str, str]] = []  # (fault, path) of every fault injected by `flaky`
+        self.open_connections = 0
+        self.max_open_connections = 0
         # Like OpenAI's automatic prompt caching: a leading system message seen
         # before (and at least this many tokens) is reported as cached_tokens.
         self.prompt_cache_min = prompt_cache_min
@@ -225,6 +264,19 @@ class FakeOpenAIServer:
         with self._lock:
             return self.faults.popleft() if self.faults else None
 
+    def flaky_fault(self, method: str, path: str, raw: bytes) -> str | None:
+        if self.flaky is None:
+            return None
+        key = f"{method} {path} {raw.decode('utf-8', 'replace')}"
+        with self._lock:
+            self._seen[key] += 1
+            occurrence = self._seen[key]
+        fault = self.flaky.draw(key, occurrence)
+        if fault:
+            with self._lock:
+                self.injected.append((fault, path))
+        return fault
+
     def _handler(self):
         server = self
 
@@ -234,8 +286,40 @@ class FakeOpenAIServer:
             def log_message(self, *args) -> None:  # quiet
                 return
 
+            def setup(self) -> None:
+                super().setup()
+                # answer at once on a kept-alive connection (headers and body are separate
+                # writes: without this, Nagle's algorithm holds the body for the client's delayed ACK)
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with server._lock:
+                    server.open_connections += 1
+                    server.max_open_connections = max(server.max_open_connections, server.open_connections)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server.open_connections -= 1
+                try:
+                    super().finish()
+                except OSError:
+                    pass  # a connection reset on purpose
+
+            def _injected(self, method: str, path: str, raw: bytes) -> bool:
+                """Drop (TCP reset, no answer) or refuse (503) this request if the flaky draw says so."""
+                fault = server.flaky_fault(method, path, raw)
+                if fault == "reset":
+                    self.close_connection = True
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    return True
+                if fault == "503":
+                    self._json(503, {"error": {"message": "the server is overloaded (injected)", "type": "server_error"}})
+                    return True
+                return False
+
             def do_GET(self) -> None:
                 path = self.path.split("?")[0].rstrip("/")
+                if self._injected("GET", path, b""):
+                    return
                 match = re.search(r"/batches/([^/]+)$", path)
                 if match:
                     batch = server.retrieve_batch(match.group(1))
@@ -262,6 +346,8 @@ class FakeOpenAIServer:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
                 path = self.path.split("?")[0].rstrip("/")
+                if self._injected("POST", path, raw):
+                    return
                 if path.endswith("/files"):
                     self._json(200, server.add_file(_multipart_file(self.headers.get("content-type", ""), raw)))
                     return
@@ -304,7 +390,8 @@ class FakeOpenAIServer:
                     with server._lock:
                         server.tokenize_calls += 1
                     n = server.count_tokens(body["prompt"])
-                    self._json(200, {"count": n, "max_model_len": server.context_window, "tokens": list(range(n))})
+                    ids = list(server.encode(body["prompt"])) if server.encode else list(range(n))
+                    self._json(200, {"count": n, "max_model_len": server.context_window, "tokens": ids})
 
             def _too_long(self, body: dict) -> str | None:
                 return server.too_long(body)

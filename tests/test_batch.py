@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SUBSET = ROOT / "tests" / "data" / "squality" / "dev_subset.jsonl"
 PRICE_AS = "openai:gpt-4o-mini"
 FAST = {"settle_s": 0.3, "poll_s": 0.02}
+# Calls at once per document (--call-concurrency): a wave of batch mode holds at most
+# documents x this many requests, enough here for every story's chunk summaries at once.
+WIDTH = 16
 
 
 @pytest.fixture()
@@ -36,7 +39,7 @@ def _configs(base_url: str, methods=("hierarchical",)):
     from pipelines.runner import RunConfig
 
     return [RunConfig(method=m, model="openai:served", base_url=base_url, context_window=32_768, chunk_size=1024,
-                      summary_words=150) for m in methods]
+                      summary_words=150, concurrency=WIDTH) for m in methods]
 
 
 def _evaluate(db: Path, base_url: str, *, batch: bool, methods=("hierarchical",), limit=None):
@@ -52,7 +55,7 @@ def _evaluate(db: Path, base_url: str, *, batch: bool, methods=("hierarchical",)
 def _flow_config(base_url: str) -> dict:
     """The first of _configs as the evaluate_corpus flow takes it."""
     return {"method": "hierarchical", "model": "openai:served", "base_url": base_url, "context_window": 32_768,
-            "chunk_size": 1024, "summary_words": 150}
+            "chunk_size": 1024, "summary_words": 150, "concurrency": WIDTH}
 
 
 def _finals(store) -> dict[str, str]:
@@ -205,7 +208,7 @@ def _anthropic_configs(base_url: str):
     from pipelines.runner import RunConfig
 
     return [RunConfig(method=m, model="anthropic:claude-3-5-haiku-latest", base_url=base_url, context_window=32_768,
-                      chunk_size=1024, summary_words=150) for m in ("hierarchical", "incremental")]
+                      chunk_size=1024, summary_words=150, concurrency=WIDTH) for m in ("hierarchical", "incremental")]
 
 
 def _evaluate_anthropic(db: Path, base_url: str, *, batch: bool, limit=None):

@@ -119,3 +119,38 @@ def test_chunks_of_extracted_documents_are_lossless(extracted, name, budget, fix
     for chunk in chunks:
         if chunk.start in titles:
             assert chunk.section == titles[chunk.start]
+
+
+class Counted:
+    """A tokenizer that costs a request per text (a server's /tokenize): one token
+    per UTF-8 byte, far from the local estimate on non-Latin text."""
+
+    def __init__(self):
+        self.texts = []
+
+    def __call__(self, text: str) -> int:
+        self.texts.append(text)
+        return len(text.encode("utf-8"))
+
+
+@pytest.mark.parametrize("budget", [1000, 4000])
+def test_a_costly_counter_counts_the_chunks_not_the_paragraphs(books, budget):
+    """With a CostlyCounter, chunking packs by the calibrated local estimate and
+    counts exactly only what it makes: the chunks stay lossless, exactly
+    counted and within budget, even where the estimate is far off (Chinese
+    and Arabic paragraphs between English ones: a paragraph packed alone can
+    still overflow, and is then split by exact counts)."""
+    from pathlib import Path
+
+    from pipelines.chunking import CostlyCounter
+
+    nonlatin = Path(__file__).parent / "data" / "nonlatin"
+    english = (books / "doyle_scandal_in_bohemia.txt").read_text(encoding="utf-8")[:20_000]
+    text = "\n\n".join([english[:10_000], (nonlatin / "apt_chinese.txt").read_text(encoding="utf-8"),
+                        english[10_000:], (nonlatin / "apt_arabic.txt").read_text(encoding="utf-8")])
+    exact = Counted()
+    chunks = chunk_text(text, budget, CostlyCounter(exact, count_cl100k))
+    assert "".join(c.text for c in chunks) == text
+    assert all(c.n_tokens == len(c.text.encode("utf-8")) <= budget for c in chunks)
+    paragraphs = len(re.split(r"\n\s*\n", text))
+    assert len(exact.texts) <= 1 + 2 * len(chunks) < paragraphs / 2, (len(exact.texts), len(chunks), paragraphs)

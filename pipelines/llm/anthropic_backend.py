@@ -7,9 +7,10 @@ import inspect
 import os
 import time
 
-from pipelines.llm.api import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, describe_api, server_identity
+from pipelines.llm.api import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, api_failure, describe_api, server_identity
 from pipelines.llm.api import short_error as _short
 from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError, TransientLLMError
+from pipelines.llm.http import anthropic_client
 from pipelines.llm.tokenizers import count_cl100k
 
 OFFICIAL_HOST = "api.anthropic.com"
@@ -48,9 +49,7 @@ class AnthropicBackend:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self._anthropic = anthropic
-        self._client = anthropic.Anthropic(
-            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries, http_client=http_client
-        )
+        self._client = anthropic_client(api_key, base_url, timeout_s, max_retries, http_client)
         # Recent SDKs dropped `temperature` from messages.create (the API
         # ignores it for current models); pass it only where it exists.
         self._accepts_temperature = "temperature" in inspect.signature(self._client.messages.create).parameters
@@ -88,12 +87,8 @@ class AnthropicBackend:
             raise LLMConfigError("the Anthropic API rejected the API key (401); check ANTHROPIC_API_KEY") from None
         except self._anthropic.NotFoundError as exc:
             raise LLMConfigError(f"Anthropic: model {self.model!r} not found ({_short(exc)})") from None
-        except self._anthropic.APITimeoutError:
-            raise LLMCallError(f"the Anthropic API did not answer within {self.timeout_s:g} s") from None
-        except self._anthropic.APIConnectionError:
-            raise LLMCallError(f"cannot connect to the Anthropic API (after {self.max_retries} retries)") from None
-        except self._anthropic.APIStatusError as exc:
-            raise LLMCallError(f"the Anthropic API returned HTTP {exc.status_code}: {_short(exc)}") from None
+        except self._anthropic.APIError as exc:
+            raise LLMCallError(api_failure(self._anthropic, exc, "the Anthropic API", self.timeout_s, started)) from None
         except self._anthropic.AnthropicError as exc:
             raise LLMCallError(f"Anthropic: {_short(exc)}") from None
         except ValueError as exc:  # json.JSONDecodeError: a garbled or truncated body

@@ -121,6 +121,11 @@ class WrappedBackend:
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
+    @property
+    def token_estimate(self):
+        """The wrapped backend's cheap local estimate beside a costly count (see pipelines.chunking.CostlyCounter)."""
+        return getattr(self.inner, "token_estimate", None)
+
     def identity(self) -> dict:
         # The wrapped model's answer is the model's answer: both share the journal's cache.
         return self.inner.identity()

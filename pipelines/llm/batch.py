@@ -33,7 +33,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from pipelines.llm.api import short_error
+from pipelines.llm.api import api_failure, short_error
 from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError, LLMError, WrappedBackend
 from pipelines.secrets import public_url
 
@@ -118,6 +118,7 @@ class OpenAIBatches:
                         "body": self.backend.request_params(request)}, ensure_ascii=False) + "\n"
             for key, request in requests.items()
         )
+        started = time.perf_counter()
         try:
             upload = self.client.files.create(file=("longsum-batch.jsonl", lines.encode("utf-8")), purpose="batch")
             batch = self.client.batches.create(
@@ -125,16 +126,17 @@ class OpenAIBatches:
                 metadata={"source": "longsum"},
             )
         except self.openai.OpenAIError as exc:
-            raise LLMCallError(f"{self._where()}: cannot submit a batch: {short_error(exc)}") from None
+            raise LLMCallError(f"cannot submit a batch: {self._failure(exc, started)}") from None
         return batch.id, upload.id
 
     def _retrieve(self, batch_id: str):
+        started = time.perf_counter()
         try:
             return self.client.batches.retrieve(batch_id)
         except self.openai.NotFoundError:
             raise LLMCallError(f"{self._where()}: batch {batch_id} is unknown to the server") from None
         except self.openai.OpenAIError as exc:
-            raise LLMCallError(f"{self._where()}: cannot read batch {batch_id}: {short_error(exc)}") from None
+            raise LLMCallError(f"cannot read batch {batch_id}: {self._failure(exc, started)}") from None
 
     def done(self, batch_id: str) -> bool:
         return self._retrieve(batch_id).status in _OPENAI_DONE
@@ -168,14 +170,18 @@ class OpenAIBatches:
         return outcome
 
     def _lines(self, file_id: str) -> list[dict]:
+        started = time.perf_counter()
         try:
             text = self.client.files.content(file_id).text
         except self.openai.OpenAIError as exc:
-            raise LLMCallError(f"{self._where()}: cannot read batch results {file_id}: {short_error(exc)}") from None
+            raise LLMCallError(f"cannot read batch results {file_id}: {self._failure(exc, started)}") from None
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def _where(self) -> str:
         return public_url(self.backend.base_url) or "the OpenAI API"
+
+    def _failure(self, exc, started: float) -> str:
+        return api_failure(self.openai, exc, self._where(), self.backend.timeout_s, started)
 
 
 class AnthropicBatches:
@@ -190,28 +196,34 @@ class AnthropicBatches:
         self.anthropic = backend._anthropic
 
     def submit(self, requests: dict[str, CompletionRequest]) -> tuple[str, str | None]:
+        started = time.perf_counter()
         try:
             batch = self.client.messages.batches.create(requests=[
                 {"custom_id": key, "params": self.backend.request_params(request)} for key, request in requests.items()
             ])
         except self.anthropic.AnthropicError as exc:
-            raise LLMCallError(f"Anthropic: cannot submit a message batch: {short_error(exc)}") from None
+            raise LLMCallError(f"cannot submit a message batch: {self._failure(exc, started)}") from None
         return batch.id, None
 
     def done(self, batch_id: str) -> bool:
+        started = time.perf_counter()
         try:
             return self.client.messages.batches.retrieve(batch_id).processing_status == "ended"
         except self.anthropic.AnthropicError as exc:
-            raise LLMCallError(f"Anthropic: cannot read message batch {batch_id}: {short_error(exc)}") from None
+            raise LLMCallError(f"cannot read message batch {batch_id}: {self._failure(exc, started)}") from None
+
+    def _failure(self, exc, started: float) -> str:
+        return api_failure(self.anthropic, exc, "the Anthropic API", self.backend.timeout_s, started)
 
     def outcome(self, batch_id: str, requests: dict[str, CompletionRequest]) -> BatchOutcome:
         from pipelines.llm.anthropic_backend import completion_from_message
 
         outcome = BatchOutcome("ended")
+        started = time.perf_counter()
         try:
             entries = list(self.client.messages.batches.results(batch_id))
         except self.anthropic.AnthropicError as exc:
-            raise LLMCallError(f"Anthropic: cannot read message batch {batch_id}: {short_error(exc)}") from None
+            raise LLMCallError(f"cannot read message batch {batch_id}: {self._failure(exc, started)}") from None
         for entry in entries:
             key, result = entry.custom_id, entry.result
             if key not in requests:
@@ -488,6 +500,10 @@ class Participant:
 
     def count_tokens(self, text: str) -> int:
         return self.collector.count_tokens(text)
+
+    @property
+    def token_estimate(self):
+        return self.collector.token_estimate
 
     def identity(self) -> dict:
         return self.collector.identity()

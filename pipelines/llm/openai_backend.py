@@ -1,17 +1,33 @@
 """OpenAI backend, and through a base URL any OpenAI-compatible server
-(vLLM, Ollama, llama.cpp's server). Retries with backoff on 429 / 5xx /
-connection errors and timeouts are the SDK's own (`max_retries`, `timeout`)."""
+(vLLM, Ollama, llama.cpp's server). Its client is the process's one pooled
+HTTP client with the one retry policy (`pipelines.llm.http`): the chat
+calls, the server's `/tokenize` and the Batch API's requests all go through it."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import replace
 
-from pipelines.llm.api import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, describe_api, is_official, server_identity
+from pipelines.llm.api import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    api_failure,
+    describe_api,
+    is_official,
+    server_identity,
+)
 from pipelines.llm.api import short_error as _short
 from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError, TransientLLMError
-from pipelines.llm.tokenizers import UNKNOWN_TOKENIZER_MARGIN, ServerTokenizer, count_with_margin, openai_counter
+from pipelines.llm.http import openai_client
+from pipelines.llm.tokenizers import (
+    UNKNOWN_TOKENIZER_MARGIN,
+    ServerTokenizer,
+    count_cl100k,
+    count_with_margin,
+    openai_counter,
+)
 from pipelines.secrets import public_url
 
 OFFICIAL_HOST = "api.openai.com"
@@ -61,16 +77,14 @@ class OpenAIBackend:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.official = is_official(self.base_url, OFFICIAL_HOST)
+        self._openai = openai
+        self._client = openai_client(api_key, self.base_url, timeout_s, max_retries, http_client)
+        self._count_lock = threading.Lock()
         if self.official:
             self.tokenizer, self._count = openai_counter(model)
         else:  # decided on the first count: the server's /tokenize, or a margin
             self.tokenizer, self._count = None, None
-            self._server_tokenizer = ServerTokenizer(self.base_url, model, None if api_key == NO_KEY else api_key)
-        self._openai = openai
-        self._client = openai.OpenAI(
-            api_key=api_key, base_url=self.base_url, timeout=timeout_s, max_retries=max_retries,
-            http_client=http_client,
-        )
+            self._server_tokenizer = ServerTokenizer(self._client, self.base_url, model)
 
     def identity(self) -> dict:
         return server_identity(self.backend, self.model, self.base_url, OFFICIAL_HOST)
@@ -87,14 +101,25 @@ class OpenAIBackend:
             self._choose_counter()
         return self._count(text)
 
+    @property
+    def token_estimate(self):
+        """When every count is a /tokenize request: a cheap local count roughly
+        proportional to it (cl100k), for chunking to pack with; else None."""
+        self._choose_counter()
+        server = getattr(self, "_server_tokenizer", None)
+        return count_cl100k if server is not None and self._count == server.count and server.local is None else None
+
     def _choose_counter(self) -> None:
-        if self._count is not None:
-            return
-        if self._server_tokenizer.probe():
-            self.tokenizer, self._count = f"server /tokenize ({public_url(self._server_tokenizer.url)})", self._server_tokenizer.count
-        else:
-            self.tokenizer = f"cl100k_base x{UNKNOWN_TOKENIZER_MARGIN:g} (server has no /tokenize)"
-            self._count = count_with_margin
+        with self._count_lock:  # one probe, whichever thread counts first
+            if self._count is not None:
+                return
+            # LLMCallError when /tokenize could not be asked at all (after every retry): never
+            # silently another tokenizer, whose chunks and requests would differ
+            if self._server_tokenizer.probe():
+                self.tokenizer, self._count = self._server_tokenizer.describe(), self._server_tokenizer.count
+            else:
+                self.tokenizer = f"cl100k_base x{UNKNOWN_TOKENIZER_MARGIN:g} (server has no /tokenize)"
+                self._count = count_with_margin
 
     def request_params(self, request: CompletionRequest) -> dict:
         """The body of the chat-completions request (also a batch line's body)."""
@@ -123,16 +148,10 @@ class OpenAIBackend:
             raise LLMConfigError(f"{self._where()} rejected the API key (401); check OPENAI_API_KEY") from None
         except self._openai.NotFoundError as exc:
             raise LLMConfigError(f"{self._where()}: model {self.model!r} not found ({_short(exc)})") from None
-        except self._openai.APITimeoutError:
-            raise LLMCallError(
-                f"{self._where()} did not answer within {self.timeout_s:g} s ({self.max_retries} retries)"
-            ) from None
-        except self._openai.APIConnectionError:
-            raise LLMCallError(f"cannot connect to {self._where()} (after {self.max_retries} retries)") from None
-        except self._openai.APIStatusError as exc:
-            raise LLMCallError(f"{self._where()} returned HTTP {exc.status_code}: {_short(exc)}") from None
         except self._openai.APIResponseValidationError as exc:
             raise TransientLLMError(f"{self._where()} sent a response that does not fit the API: {_short(exc)}") from None
+        except self._openai.APIError as exc:
+            raise LLMCallError(api_failure(self._openai, exc, self._where(), self.timeout_s, started)) from None
         except self._openai.OpenAIError as exc:
             raise LLMCallError(f"{self._where()}: {_short(exc)}") from None
         except ValueError as exc:  # json.JSONDecodeError: a garbled or truncated body

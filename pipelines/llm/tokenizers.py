@@ -7,7 +7,9 @@
   `bpe-openai` ships o200k_base; both are checked against the SHA-256 that
   tiktoken itself expects before use.
 - An OpenAI-compatible server (Llama, Qwen ... behind llama.cpp's server or
-  vLLM) is asked to count when it offers `/tokenize`.
+  vLLM) is asked to count when it offers `/tokenize` -- unless its tokenizer
+  turns out to be one of the above, which then counts here (see
+  `ServerTokenizer`).
 - Otherwise (an unknown model, a server without /tokenize, Claude, whose
   tokenizer is not public) the count is cl100k times a safety margin, so a
   prompt budgeted here still fits the real context window.
@@ -23,14 +25,13 @@ non-Latin scripts, hence the margin of 1.5.
 from __future__ import annotations
 
 import base64
+import collections
 import functools
 import gzip
 import hashlib
-import json
 import math
 import threading
-import urllib.error
-import urllib.request
+import time
 
 UNKNOWN_TOKENIZER_MARGIN = 1.5
 # tiktoken's own expected hashes (tiktoken_ext/openai_public.py).
@@ -114,58 +115,134 @@ def openai_counter(model: str):
     return f"cl100k_base x{UNKNOWN_TOKENIZER_MARGIN:g} (unknown model)", count_with_margin
 
 
+# A text whose tokens tell tokenizers apart: prose, numbers, code, runs of
+# spaces and newlines, and scripts whose merges differ between vocabularies.
+PROBE_TEXT = (
+    "The quick brown fox, 1234567 jumps -- over the lazy dog's back!\n\n"
+    "    def f(x):\n\treturn {'k': x ** 2}  # done\r\n"
+    "Съешь же ещё этих мягких французских булок. 我们今天去公园散步。 "
+    "ภาษาไทยง่ายนิดเดียว مرحبا بالعالم 東京タワー 😀🚀   end"
+)
+SERVER_COUNT_CACHE = 65_536  # counts kept per process (keyed by a digest of the text)
+
+
 class ServerTokenizer:
     """Counts with the server's own tokenizer through its /tokenize endpoint
     (llama.cpp's server: {"content"} -> {"tokens"}; vLLM: {"model", "prompt"}
-    -> {"count", "tokens"}), which both serve at the root, beside /v1."""
+    -> {"count", "tokens"}), which both serve at the root, beside /v1.
 
-    TIMEOUT_S = 10.0
+    The requests go through the backend's SDK client (`client.post` with the
+    absolute URL): the process's one connection pool and the one retry policy
+    of `pipelines.llm.http`. Counting stays cheap:
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None):
+    * the probe sends one text that tells tokenizers apart; when the server
+      answers with exactly the token ids of a tokenizer that runs here
+      (cl100k_base, o200k_base), every later count is made here, with no
+      request at all;
+    * otherwise each distinct text is counted once per process (a cache
+      shared by every backend on that server, so the preflight's counts serve
+      the run)."""
+
+    _cache: "collections.OrderedDict[tuple, int]" = collections.OrderedDict()
+    _cache_lock = threading.Lock()
+
+    def __init__(self, client, base_url: str, model: str):
         root = base_url.rstrip("/")
         if root.endswith("/v1"):
             root = root[: -len("/v1")]
         self.url = f"{root}/tokenize"
         self.model = model
-        self.api_key = api_key
+        self.client = client
         self._shape: str | None = None
-        self._lock = threading.Lock()
+        self.local: tuple[str, object] | None = None  # (name, count) of the same tokenizer, run here
+        self.requests = 0  # /tokenize requests this instance made (answered or not)
 
     def probe(self) -> bool:
-        """True when the server counts tokens for us (tries both request shapes once)."""
+        """True when the server counts tokens for us (tries both request shapes
+        once). Raises LLMCallError when the server could not be asked at all."""
         for shape in ("llamacpp", "vllm"):
             try:
-                self._shape = shape
-                self._count_uncached("probe")
-                return True
-            except (TokenizerUnavailable, OSError, ValueError):
+                payload = self._post(PROBE_TEXT, shape)
+                count = _count_of(payload)
+            except TokenizerUnavailable:
                 continue
+            self._shape = shape
+            self.local = _same_tokenizer(payload.get("tokens"), count)
+            return True
         self._shape = None
         return False
+
+    def describe(self) -> str:
+        from pipelines.secrets import public_url
+
+        where = f"server /tokenize ({public_url(self.url)})"
+        return f"{where} = {self.local[0]}, counted here" if self.local else where
 
     def count(self, text: str) -> int:
         if not text:
             return 0
-        return self._count_cached(text)
+        if self.local is not None:
+            return self.local[1](text)
+        key = (self.url, self.model, hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest())
+        with self._cache_lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        count = _count_of(self._post(text, self._shape))
+        with self._cache_lock:
+            self._cache[key] = count
+            while len(self._cache) > SERVER_COUNT_CACHE:
+                self._cache.popitem(last=False)
+        return count
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019 (one instance per backend, lives as long as it)
-    def _count_cached(self, text: str) -> int:
-        return self._count_uncached(text)
+    def _post(self, text: str, shape: str | None) -> dict:
+        import openai
 
-    def _count_uncached(self, text: str) -> int:
-        body = {"content": text, "add_special": False} if self._shape == "llamacpp" else {
+        from pipelines.llm.api import api_failure
+        from pipelines.llm.base import LLMCallError
+        from pipelines.llm.http import is_transient_status
+
+        body = {"content": text, "add_special": False} if shape == "llamacpp" else {
             "model": self.model, "prompt": text, "add_special_tokens": False}
-        headers = {"content-type": "application/json"}
-        if self.api_key:
-            headers["authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        self.requests += 1
+        started = time.perf_counter()
         try:
-            with urllib.request.urlopen(request, timeout=self.TIMEOUT_S) as response:  # noqa: S310 (the user's server)
-                payload = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise TokenizerUnavailable(f"/tokenize answered HTTP {exc.code}") from None
-        if isinstance(payload, dict) and isinstance(payload.get("count"), int):
-            return payload["count"]
-        if isinstance(payload, dict) and isinstance(payload.get("tokens"), list):
-            return len(payload["tokens"])
-        raise TokenizerUnavailable("/tokenize answered without tokens")
+            payload = self.client.post(self.url, cast_to=object, body=body)
+        except openai.APIStatusError as exc:
+            if not is_transient_status(exc.status_code):  # not offered, or not in this shape
+                raise TokenizerUnavailable(f"/tokenize answered HTTP {exc.status_code}") from None
+            raise LLMCallError(api_failure(openai, exc, self.url, self.client.timeout, started)) from None
+        except openai.APIResponseValidationError:
+            raise TokenizerUnavailable("/tokenize answered with something other than JSON") from None
+        except openai.APIError as exc:  # connection reset or refused, timeout: after every retry
+            raise LLMCallError(api_failure(openai, exc, self.url, self.client.timeout, started)) from None
+        if not isinstance(payload, dict):
+            raise TokenizerUnavailable("/tokenize answered without tokens")
+        return payload
+
+
+def _count_of(payload: dict) -> int:
+    if isinstance(payload.get("count"), int):
+        return payload["count"]
+    if isinstance(payload.get("tokens"), list):
+        return len(payload["tokens"])
+    raise TokenizerUnavailable("/tokenize answered without tokens")
+
+
+def _same_tokenizer(tokens, count: int):
+    """(name, count) of a tokenizer that runs here and gives exactly the
+    server's token ids for the probe text, else None."""
+    if not isinstance(tokens, list) or len(tokens) != count or not all(isinstance(t, int) for t in tokens):
+        return None
+    if tokens == list(range(count)):  # placeholders, not a vocabulary's ids (spares loading o200k: seconds)
+        return None
+    candidates = (("cl100k_base", cl100k, count_cl100k), ("o200k_base", o200k, count_o200k))
+    for name, encoding, counter in candidates:
+        try:
+            ids = encoding().encode(PROBE_TEXT, disallowed_special=())
+        except (TokenizerUnavailable, ImportError, ValueError):
+            continue
+        if ids == tokens:
+            return name, counter
+    return None
