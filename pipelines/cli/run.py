@@ -40,7 +40,7 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
                    "Gemma 3 270M) or llamacpp:/path.gguf (a code model gives the paper's setting). "
                    "Without it LongCodeZip needs no model.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=None, help="API backends: seconds per request (default 120).")
-@click.option("--retries", "max_retries", type=click.IntRange(min=0), default=None, help="API backends: retries with backoff on 429/5xx/connection errors (default 4).")
+@click.option("--retries", "max_retries", type=click.IntRange(min=0), default=None, help="API backends: retries with jittered backoff on connection resets, timeouts, 408/409/429 and 5xx (default 6; see pipelines/llm/http.py).")
 @click.option("--reference", "references", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="A reference summary file to score against (repeat for several).")
 @click.option("--score", "score_spec", default=None, metavar="METRICS",
