@@ -270,38 +270,47 @@ class _TakingTurns(ScriptedBackend):
         self.in_flight = self.max_in_flight = 0
         self.seen: set[str] = set()
         self.lock = threading.Lock()
+        self.overlap = threading.Condition()
+        self.waited = False
 
     def _answer(self, request):
         content = request.messages[-1]["content"]
-        excerpt = content.split("<excerpt>")[-1]
+        excerpt = content.split("<excerpt>")[-1].split("</excerpt>")[0]  # a retry asks fewer words of the same
         with self.lock:
             first = "<excerpt>" in content and excerpt not in self.seen
             self.seen.add(excerpt)
         return loops(request) if first else echo_answer(request)
 
     def complete(self, request):
-        with self.lock:
+        with self.overlap:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.overlap.notify_all()
+            # The first call waits for a second one: it comes at once when steps run side by
+            # side, never when they take turns (then the wait times out). No timing race.
+            if not self.waited:
+                self.waited = True
+                self.overlap.wait_for(lambda: self.in_flight > 1, timeout=10)
         try:
-            time.sleep(0.02)  # long enough for steps run side by side to overlap
             return super().complete(request)
         finally:
-            with self.lock:
+            with self.overlap:
                 self.in_flight -= 1
 
 
 @pytest.mark.parametrize("parallel_calls", [1, None])
-def test_steps_run_side_by_side_only_as_far_as_the_backend_serves_calls(tmp_path, store, parallel_calls):
+def test_steps_run_side_by_side_only_as_far_as_the_backend_serves_calls(tmp_path, store, parallel_calls,
+                                                                         scandal_text):
     """A local model serves one call at a time: with --concurrency 4 its chunk
     steps still run one after another, so each step's retry directly follows
     its first attempt (and reuses that prompt in the KV cache). An API backend
-    gets the 4 steps side by side."""
+    gets the 4 steps side by side. (Real prose: the clean answers pass the
+    degeneration checks, so no step fails every attempt and no retries are
+    learned away.)"""
     from pipelines.runner import RunConfig, summarize_file
 
     story = tmp_path / "story.txt"
-    story.write_text("".join(f"Chapter {n}. Holmes waited by the fire while Watson read chapter {n} aloud.\n\n" * 12
-                             for n in range(5)), encoding="utf-8")
+    story.write_text(" ".join(scandal_text.split()[:900]), encoding="utf-8")
     backend = _TakingTurns(parallel_calls)
     result = summarize_file(story, RunConfig(summary_words=40, chunk_size=128, concurrency=4), store, backend=backend)
     assert result.n_chunks >= 4

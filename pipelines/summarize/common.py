@@ -13,11 +13,21 @@ degeneration and stops at it; the attempt after a degenerate one also samples
 repeat penalty. After the last attempt the best valid-looking attempt is kept
 and marked degraded; a degenerate answer is never kept (the step falls back
 to the input's leading sentences instead).
+
+The retry policy learns within a run (`RetryLearning`): a model that failed
+every attempt of each of its first LEARN_STEPS steps (a base model that can
+only echo the prompt) is not asked again and again -- every later step gets
+one attempt and, when that fails too, is degraded with the reason the model
+showed on its first steps. A model that answers its first steps (or any
+later one) keeps its full retries for the odd answer that fails. The
+workflow's driver feeds the learning its steps' records in step order, never
+a step itself, so every executor (threads, Prefect tasks on Dask) makes the
+same decisions; the settings a step gets carry them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import prompts
@@ -35,6 +45,8 @@ RETRY_SHRINK = 0.15
 # repeated tokens (CompletionRequest.repeat_penalty).
 RETRY_TEMPERATURE = 0.7
 RETRY_REPEAT_PENALTY = 0.3
+# Steps whose outcome decides whether the model deserves retries (see RetryLearning).
+LEARN_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,8 @@ class SummarizeSettings:
     level_shrink: float = WORDS_PER_TOKEN  # hierarchical: each level down gets this share
     context_share: float = 0.2  # hierarchical: room given to the previous merge as context
     concurrency: int = 1  # parallel chunk summaries (API backends)
+    # Set by RetryLearning: why the steps from here on get only one attempt (None: full retries).
+    retry_note: str | None = None
 
     @property
     def summary_tokens(self) -> int:
@@ -77,6 +91,8 @@ class SummaryRecord:
     request_hash: str | None = None
     is_final: bool = False
     kept: bool = True  # False when the workflow discarded this output (a compression that did not shorten)
+    exhausted: bool = False  # no attempt gave a valid answer (not stored: what RetryLearning reads)
+    reasons: str | None = None  # why the attempts failed, in short, when exhausted
 
     @property
     def n_words(self) -> int:
@@ -86,7 +102,8 @@ class SummaryRecord:
     def from_outcome(cls, outcome: "Outcome", **fields) -> "SummaryRecord":
         return cls(
             text=outcome.text, n_tokens=outcome.n_tokens, attempts=outcome.attempts, degraded=outcome.degraded,
-            salvaged=outcome.salvaged, note=outcome.note, request_hash=outcome.request_hash, **fields,
+            salvaged=outcome.salvaged, note=outcome.note, request_hash=outcome.request_hash,
+            exhausted=outcome.exhausted, reasons=outcome.reasons, **fields,
         )
 
 
@@ -129,6 +146,35 @@ class Outcome:
     salvaged: bool
     note: str | None
     request_hash: str | None
+    exhausted: bool = False
+    reasons: str | None = None
+
+
+class RetryLearning:
+    """Whether this run's model deserves retries (see module doc). `observe`
+    takes records in step order and returns the settings for the steps after
+    them: the run's own, or one attempt with a note saying why."""
+
+    def __init__(self, settings: SummarizeSettings):
+        self.full = settings
+        self.settings = settings
+        self.first: list[SummaryRecord] = []  # the steps that decide
+
+    def observe(self, records: list[SummaryRecord]) -> SummarizeSettings:
+        for record in records:
+            if record.kind == "extractive":
+                continue
+            if len(self.first) < LEARN_STEPS:
+                self.first.append(record)
+                if (len(self.first) == LEARN_STEPS and self.full.max_attempts > 1
+                        and all(r.exhausted and r.attempts >= self.full.max_attempts for r in self.first)):
+                    reasons = "; ".join(dict.fromkeys(r.reasons or "no valid answer" for r in self.first))
+                    self.settings = replace(self.full, max_attempts=1, retry_note=(
+                        f"one attempt only: the model failed all {self.full.max_attempts} attempts of each of "
+                        f"its first {LEARN_STEPS} steps ({reasons})"))
+            elif self.settings is not self.full and not record.exhausted:
+                self.settings = self.full  # it answered after all: full retries again
+        return self.settings
 
 
 class Generation:
@@ -169,15 +215,19 @@ class Generation:
     def _best_of(self, attempts: list[Attempt], token_limit: int, word_limit: int,
                  fallback: Callable[[int], str] | None) -> Outcome:
         best = max(attempts, key=lambda a: (bool(a.text), -abs(count_words(a.text) - a.words_asked)))
-        reasons = list(dict.fromkeys(_why(a) for a in attempts))
-        note = f"no valid summary after {len(attempts)} attempts: {'; '.join(reasons)}"
+        reasons = "; ".join(dict.fromkeys(_why(a) for a in attempts))
+        note = f"no valid summary after {len(attempts)} attempt{'s' if len(attempts) > 1 else ''}: {reasons}"
+        if self.settings.retry_note:
+            note += f"; {self.settings.retry_note}"
         # A degenerate answer is never kept, not even as a last resort.
         text = best.text or ("" if best.problem else best.result.text.strip())
         if not text and fallback is not None:
             # The fallback must keep the budget too: later prompts were planned on it.
             text = self._within(fallback(word_limit), token_limit)
             note += "; used the leading sentences of the input instead"
-        return Outcome(text, self.llm.count_tokens(text), len(attempts), True, best.salvaged, note, best.result.request_hash)
+        causes = "; ".join(dict.fromkeys(_cause(a) for a in attempts))
+        return Outcome(text, self.llm.count_tokens(text), len(attempts), True, best.salvaged, note,
+                       best.result.request_hash, exhausted=True, reasons=causes)
 
     def _within(self, text: str, token_limit: int) -> str:
         """text, cut at a word boundary to at most token_limit tokens."""
@@ -214,6 +264,13 @@ def _why(attempt: Attempt) -> str:
     if attempt.result.completion.finish_reason == "length":
         return "answer cut off at max_tokens"
     return "answer does not end on a complete sentence"
+
+
+def _cause(attempt: Attempt) -> str:
+    """Why an attempt failed, without its particulars (what RetryLearning repeats)."""
+    if attempt.problem is not None:
+        return f"degenerate answer ({attempt.problem.kind})"
+    return _why(attempt).split(" (")[0] if attempt.result.text.strip() else _why(attempt)
 
 
 def lead_sentences(text: str, words: int) -> str:

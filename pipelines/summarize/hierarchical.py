@@ -18,8 +18,10 @@ from pipelines.chunking import Chunk
 from pipelines.llm.base import CONTEXT_SAFETY_TOKENS, PromptTooLongError, prompt_tokens
 from pipelines.llm.recording import RecordingLLM
 from pipelines.summarize.common import (
+    LEARN_STEPS,
     Generation,
     Progress,
+    RetryLearning,
     SummarizeSettings,
     SummaryRecord,
     lead_sentences,
@@ -42,10 +44,18 @@ class HierarchicalSummarizer:
         self.kind = kind
         self.progress = progress or Progress()
         self.generation = Generation(llm, settings)
+        self.learning = RetryLearning(settings)
         self._common = prompt_values(kind)
 
     def recipe(self) -> Recipe:
         return Recipe(HierarchicalSummarizer, {"settings": self.settings, "kind": self.kind})
+
+    def _learn(self, records: list[SummaryRecord]) -> None:
+        """Feed finished steps to the retry learning; later steps get its settings."""
+        settings = self.learning.observe(records)
+        if settings is not self.settings:
+            self.settings = settings
+            self.generation = Generation(self.llm, settings)
 
     # -- planning ----------------------------------------------------------
 
@@ -144,6 +154,7 @@ class HierarchicalSummarizer:
             # Each merge reads the end of the one before: one step at a time.
             context = self.context_from(merged[-1].text, out_limit) if merged else ""
             merged.append(call(executor, self.merge, group, level, idx, out_limit, context))
+            self._learn(merged[-1:])
         return merged
 
     def merge(self, group: list[SummaryRecord], level: int, idx: int, out_limit: int, context: str) -> SummaryRecord:
@@ -176,13 +187,20 @@ class HierarchicalSummarizer:
 
     def run(self, chunks: list[Chunk], executor: Executor | None = None) -> list[SummaryRecord]:
         """Every summary of the run, chunk summaries first; the last is final.
-        The chunk summaries are one batch for the executor, each merge a step."""
+        The chunk summaries are two batches for the executor (the first
+        LEARN_STEPS, whose outcome decides how many attempts the others get;
+        see RetryLearning), each merge a step."""
         if not chunks:
             return []
         executor = executor or ThreadExecutor(self.settings.concurrency)
         limits = self.plan_limits(len(chunks))
         self.progress.expect(len(chunks))
-        current = executor.map(self.summarize_chunk, [(chunk, len(chunks), limits[0]) for chunk in chunks])
+        current = []
+        for batch in (chunks[:LEARN_STEPS], chunks[LEARN_STEPS:]):
+            if batch:
+                done = executor.map(self.summarize_chunk, [(chunk, len(chunks), limits[0]) for chunk in batch])
+                self._learn(done)
+                current += done
         records = list(current)
         level = 1
         while len(current) > 1:

@@ -18,6 +18,7 @@ from pipelines.llm.recording import RecordingLLM
 from pipelines.summarize.common import (
     Generation,
     Progress,
+    RetryLearning,
     SummarizeSettings,
     SummaryRecord,
     lead_sentences,
@@ -44,10 +45,18 @@ class IncrementalSummarizer:
         self.progress = progress or Progress()
         self.kind = kind
         self.generation = Generation(llm, settings)
+        self.learning = RetryLearning(settings)
         self._common = prompt_values(kind)
 
     def recipe(self) -> Recipe:
         return Recipe(IncrementalSummarizer, {"settings": self.settings, "kind": self.kind})
+
+    def _learn(self, records: list[SummaryRecord]) -> None:
+        """Feed finished steps to the retry learning; later steps get its settings."""
+        settings = self.learning.observe(records)
+        if settings is not self.settings:
+            self.settings = settings
+            self.generation = Generation(self.llm, settings)
 
     def target_words(self, j: int, n: int) -> int:
         """Budget after reading chunk j (0-based) of n: grows linearly to the full budget."""
@@ -62,6 +71,7 @@ class IncrementalSummarizer:
         running: SummaryRecord | None = None
         for chunk in chunks:
             produced = call(executor, self.step, running, chunk, len(chunks))
+            self._learn(produced)
             records.extend(produced)
             running = current_summary(produced)
             self.progress.step("chunk")
