@@ -1,14 +1,17 @@
 """The `evaluate_corpus` flow: documents x configurations, the experiment
 design of the BooookScore paper, fanned out across the task runner.
 
-Each document x configuration is one task (`evaluate_document_task`): the
-evaluation harness's `evaluate_document`, run on a worker in a store of its
-own, with the document's text and its earlier answers sent as data. At most
-`concurrency` of them run at once, so a Dask cluster with N workers works on
-N documents at once; API calls of all of them stay within the global limit.
-The flow process reads the documents, writes every run into the one DuckDB
-file as it comes back, and tabulates. A document that cannot be read or
-summarized is recorded as failed with its reason; the others complete.
+The harness's driver (`pipelines.evaluate.evaluate`) runs it, as it runs
+`summarize eval`; this flow supplies the launcher that makes each document x
+configuration one task (`evaluate_document_task`). At most `concurrency` run
+at once and a finished one frees its slot for the next at once, so a Dask
+cluster with N workers works on N documents at once; API calls of all of
+them stay within the global limit. A document is read, and its earlier
+calls fetched, only when its task is about to start. Each result is in the
+store the moment its task finishes, and a killed flow run is resumed by the
+next one over the same source and configurations. A document that cannot
+be read or summarized is recorded as failed with its reason; the others
+complete.
 """
 
 from __future__ import annotations
@@ -16,15 +19,16 @@ from __future__ import annotations
 from prefect import get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from flows.executor import submit_bounded
+from concurrent.futures import Future
+from pathlib import Path
+
 from flows.limits import configured_limit
 from flows.redacting import flow
 from flows.runners import task_runner_for
 from flows.tasks import evaluate_document_task
 from pipelines.corpus import CorpusItem, load_corpus
-from pipelines.evaluate import Outcome, config_label, failures, load_item, record_failure, summary_table, tag_runs
+from pipelines.evaluate import Outcome, evaluate, failures, load_item, summary_table
 from pipelines.llm import parse_spec
-from pipelines.llm.recording import new_id
 from pipelines.runner import RunConfig
 from pipelines.store import Store, add_run_tables, document_calls, export_parquet
 
@@ -84,18 +88,25 @@ def evaluate_corpus(
             refuse_over_budget(estimate_corpus(items, chosen, batch=batch)[1], max_cost)
         outcomes = evaluate_in_process(items, chosen, store, batch=batch, max_cost=max_cost,
                                        metrics=list(metrics) if metrics is not None else ["rouge"],
-                                       concurrency=concurrency)
+                                       concurrency=concurrency, source=_source_key(source))
         return _report(store, items, configs, outcomes, export_dir, report)
+    wanted = list(metrics) if metrics is not None else ["rouge"]
     with task_runner_for(dask_address, concurrency) as runner:
-        outcomes = evaluate_documents(runner, store, items, run_configs(configs), metrics, concurrency)
+        launcher = PrefectLauncher(runner, store, wanted, in_process=dask_address is None)
+        outcomes = evaluate(items, run_configs(configs), store, metrics=wanted, concurrency=concurrency,
+                            launcher=launcher, source=_source_key(source))
     return _report(store, items, configs, outcomes, export_dir, report)
+
+
+def _source_key(source: str) -> str:
+    return str(Path(source).expanduser().resolve())
 
 
 def _report(store: Store, items, configs, outcomes: list[Outcome], export_dir: str | None,
             report: str | None) -> list[dict]:
     from pipelines.report import write_report
 
-    corpus = tag_runs(store, outcomes)
+    corpus = outcomes[0].corpus
     columns, rows = summary_table(store, outcomes)
     table = [dict(zip(columns, row)) for row in rows]
     problems = failures(outcomes)
@@ -133,37 +144,42 @@ def _markdown(corpus: str, path, columns: list[str], rows: list[tuple]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_documents(runner, store: Store, items: list[CorpusItem], configs: list[RunConfig],
-                       metrics: list[str] | None, concurrency: int) -> list[Outcome]:
-    """Every document x configuration as a task on `runner`, `concurrency` at a
-    time; each finished run is written to the store as it comes back."""
-    outcomes: list[Outcome] = []
-    pending: list[tuple[CorpusItem, RunConfig, str]] = []
-    arguments = []
-    limits = {}
-    for item in items:
-        wanted = list(metrics) if metrics is not None else (["rouge"] if item.references else [])
-        for config in configs:
-            loaded = load_item(item, config, store)  # the worker cannot see this machine's files
-            if isinstance(loaded, Outcome):
-                outcomes.append(loaded)
-                continue
-            backend = parse_spec(config.model)[0] if config.method != "extractive" else None
-            if backend not in limits:
-                limits[backend] = configured_limit(backend) if backend in ("openai", "anthropic") else None
-            replay = document_calls(store, loaded.document.doc_id)
-            pending.append((loaded, config, new_id()))
-            arguments.append(dict(item=loaded, config=config, metrics=wanted, options=None, replay=replay,
-                                  limit=limits[backend]))
-    futures = submit_bounded(runner, evaluate_document_task, arguments, concurrency)
-    for (item, config, run_id), future in zip(pending, futures):
-        try:
-            outcome, tables = future.result()
-        except Exception as exc:  # noqa: BLE001 - a lost worker: this document failed, the others go on
-            reason = f"task failed: {type(exc).__name__}: {exc}"
-            record_failure(store, run_id, item, config, reason, 0.0)
-            outcomes.append(Outcome(item.name, config_label(config), "failed", run_id, 0.0, reason))
-            continue
-        add_run_tables(store, tables)
-        outcomes.append(outcome)
-    return outcomes
+class PrefectLauncher:
+    """Each document x configuration as `evaluate_document_task` on `runner`.
+
+    `in_process`: the runner's threads share this process, so a task writes
+    the flow's store as it goes. Otherwise (Dask) a task gets the document's
+    text and earlier calls as data, and its rows are written here when it
+    finishes."""
+
+    def __init__(self, runner, store: Store, metrics: list[str], *, in_process: bool):
+        self.runner, self.store, self.metrics, self.in_process = runner, store, metrics, in_process
+        self._limits: dict[str | None, str | None] = {}
+        self._last: tuple[tuple, CorpusItem | Outcome] | None = None  # its other configurations come next
+
+    def start(self, item: CorpusItem, config: RunConfig, corpus: str):
+        loaded = self._read(item, config, corpus)
+        if isinstance(loaded, Outcome):
+            unreadable: Future = Future()
+            unreadable.set_result((loaded, None))
+            return unreadable
+        backend = parse_spec(config.model)[0] if config.method != "extractive" else None
+        if backend not in self._limits:
+            self._limits[backend] = configured_limit(backend) if backend in ("openai", "anthropic") else None
+        replay = None if self.in_process else document_calls(self.store, loaded.document.doc_id)
+        return self.runner.submit(evaluate_document_task, dict(
+            item=loaded, config=config, metrics=self.metrics, options=None, corpus=corpus, replay=replay,
+            limit=self._limits[backend], db=str(self.store.path) if self.in_process else None))
+
+    def _read(self, item: CorpusItem, config: RunConfig, corpus: str) -> CorpusItem | Outcome:
+        """The document, read once for its configurations in a row (the worker cannot see this machine's files)."""
+        key = (item.name, item.path, config.kind)
+        if self._last is None or self._last[0] != key or isinstance(self._last[1], Outcome):
+            self._last = (key, load_item(item, config, self.store, corpus))
+        return self._last[1]
+
+    def finish(self, item: CorpusItem, config: RunConfig, corpus: str, future) -> Outcome:
+        outcome, tables = future.result()
+        if tables:
+            add_run_tables(self.store, tables)
+        return outcome

@@ -2,9 +2,12 @@
 
 Tasks may run on Dask workers on other machines, so everything they need
 arrives as data: the step's owner as a recipe, the document's text, and the
-earlier answers that can be replayed (rows of `llm_calls`). They never open
-the flow's DuckDB file (its one writer is the flow process) and never read a
-path of the flow's machine; what they produce comes back as their result.
+earlier answers that can be replayed (rows of `llm_calls`). On a worker they
+never open the flow's DuckDB file (its one writer is the flow process) and
+never read a path of the flow's machine; what they produce comes back as
+their result. A document task that runs in the flow's own process (the
+thread runner) writes the flow's store directly, so every call is durable
+the moment it returns.
 
 Prefect does not cache these tasks: longsum's own journal (`llm_calls`,
 keyed by model identity, rendered prompt with its template hash, and
@@ -14,13 +17,13 @@ from a stale result.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Iterator
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -94,17 +97,45 @@ def _document_name(parameters: dict) -> str:
 
 
 @task(name="evaluate-document", task_run_name=_document_name, cache_policy=NO_CACHE, persist_result=False)
-def evaluate_document_task(item: CorpusItem, config: RunConfig, metrics: list[str], options, replay,
-                           limit: str | None) -> tuple[Outcome, dict]:
-    """One document of a corpus, start to finish, in a store of the worker's own
-    (a temporary file, gone with the task); returns the outcome and the run's rows."""
+def evaluate_document_task(item: CorpusItem, config: RunConfig, metrics: list[str], options, corpus: str,
+                           replay, limit: str | None, db: str | None) -> tuple[Outcome, dict | None]:
+    """One document of a corpus, start to finish, its calls journaled as they return.
+
+    With `db` (the task runs in the flow's own process) the run goes straight
+    into the flow's store; the result is the outcome alone. Otherwise (a Dask
+    worker, maybe on another machine) it goes into a spool file of the
+    worker's, seeded with `replay`, and its rows come back as the result; a
+    spool the worker was killed over is resumed by the same document's next
+    task there."""
     from flows.limits import api_slots
 
-    with tempfile.TemporaryDirectory(prefix="longsum-task-") as folder, Store(Path(folder) / "run.duckdb").held() as store:
-        add_calls(store, replay)
-        with api_slots(limit, config.concurrency) as width:
-            # the document's calls in flight stay within the slots it holds
-            config = dataclasses.replace(config, concurrency=min(config.concurrency, width))
-            outcome = evaluate_document(item, config, store, metrics=metrics, options=options,
-                                        backend=worker_backend(config) if config.method != "extractive" else None)
-        return outcome, run_tables(store, outcome.run_id)
+    with api_slots(limit, config.concurrency) as width:
+        # the document's calls in flight stay within the slots it holds
+        config = dataclasses.replace(config, concurrency=min(config.concurrency, width))
+        backend = worker_backend(config) if config.method != "extractive" else None
+        if db is not None:
+            outcome = evaluate_document(item, config, Store(db), metrics=metrics, options=options, backend=backend,
+                                        corpus=corpus)
+            return outcome, None
+        with spool(item, config, replay) as store:
+            outcome = evaluate_document(item, config, store, metrics=metrics, options=options, backend=backend,
+                                        corpus=corpus)
+            return outcome, run_tables(store, outcome.run_id)
+
+
+@contextlib.contextmanager
+def spool(item: CorpusItem, config: RunConfig, replay) -> Iterator[Store]:
+    """The worker's durable store for one document x configuration, removed
+    once the run's rows are on their way back; kept when the worker dies."""
+    from pipelines.evaluate import config_label
+    from pipelines.paths import longsum_home
+
+    name = hashlib.sha256(f"{item.name}\0{config_label(config)}".encode()).hexdigest()[:24]
+    path = longsum_home() / "spool" / f"{name}.duckdb"
+    resumed = path.exists()
+    with Store(path).held() as store:
+        if not resumed and replay is not None:
+            add_calls(store, replay)
+        yield store
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)

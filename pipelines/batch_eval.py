@@ -39,10 +39,12 @@ def evaluate_in_process(
     settle_s: float = DEFAULT_SETTLE_S,
     poll_s: float = DEFAULT_POLL_S,
     on_outcome: Callable[[Outcome], None] | None = None,
+    source: str | None = None,
 ) -> list[Outcome]:
     """Every document x configuration; with `batch`, every LLM request through
     the provider's batch API (half price); with `max_cost`, all of them
-    stop once the recorded cost reaches it."""
+    stop once the recorded cost reaches it. `source` names the evaluation to
+    resume (see `pipelines.evaluate.evaluate`)."""
     budget = Budget(max_cost) if max_cost is not None else None
     backends: dict[tuple, object] = {}
     batchers: list[BatchingBackend] = []
@@ -66,17 +68,22 @@ def evaluate_in_process(
             shared = shared.participant()
         return BudgetedBackend(shared, budget) if budget is not None else shared
 
-    if batch:
-        pairs = [config for config in configs for _ in items]
-        for config in configs:  # every collector expects the documents that will start at once
+    def expect(pending: list[tuple[CorpusItem, RunConfig]]) -> None:
+        """Every collector expects the documents that will start at once (of those left to run)."""
+        if not batch:
+            return
+        for config in configs:
             shared = backend_for(config)
             if shared is not None:
                 shared.release()
         for batcher in batchers:
-            batcher.expect(min(concurrency, sum(1 for c in pairs if batcher.model == _model(c))))
+            waiting = sum(1 for _, config in pending if batcher.model == _model(config))
+            if waiting:
+                batcher.expect(min(concurrency, waiting))
+
     try:
         return evaluate(items, configs, store, metrics=metrics or (), options=options, concurrency=concurrency,
-                        backend_for=backend_for, on_outcome=on_outcome)
+                        backend_for=backend_for, on_outcome=on_outcome, on_pending=expect, source=source)
     finally:
         for batcher in batchers:
             batcher.close()

@@ -2,28 +2,40 @@
 
 It sits above summarizing (`pipelines.runner`) and scoring (`scoring`), which
 know nothing of each other. `evaluate_document` is the one per-document
-function; `summarize eval`, the in-process `evaluate` loop and the
-`evaluate_corpus` flow all call it, with one failure rule: a document that
-cannot be read or summarized is recorded as a failed run with its reason,
-and every other document completes. Scoring a finished run that then fails
-keeps the run and records why in the outcome.
+function and `evaluate` the one driver: `summarize eval`, `summarize corpus`
+and the `evaluate_corpus` flow all go through them, the flow supplying a
+launcher that makes each document x configuration a Prefect task. One
+failure rule: a document that cannot be read or summarized is recorded as a
+failed run with its reason, and every other document completes. Scoring a
+finished run that then fails keeps the run and records why in the outcome.
+
+Durable as it goes: an evaluation is a `corpora` row, and each document x
+configuration is written to `corpus_results` the moment it finishes (as
+completed, never in submission order), at most `concurrency` in flight, a
+free slot taking the next at once. A killed evaluation is resumed by the next
+one with the same source, configurations and metrics: it redoes only the
+pairs with no result, and the journal replays every call they had made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
 import os
+import queue
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 from pipelines.corpus import CorpusItem
 from pipelines.documents import load_document
 from pipelines.llm.recording import new_id
-from pipelines.runner import RunConfig, make_backend, summarize_document
+from pipelines.runner import RunConfig, alive, make_backend, summarize_document
 from pipelines.secrets import redact
 from pipelines.store import Store, utc
 
@@ -47,6 +59,7 @@ class Outcome:
     seconds: float
     error: str | None = None  # why it failed, or why its scoring failed
     scores: dict = field(default_factory=dict)
+    corpus: str | None = None  # the evaluation it belongs to (`corpora`)
 
 
 def config_label(config: RunConfig) -> str:
@@ -59,7 +72,7 @@ def config_label(config: RunConfig) -> str:
     return " · ".join(parts)
 
 
-def load_item(item: CorpusItem, config: RunConfig, store: Store) -> CorpusItem | Outcome:
+def load_item(item: CorpusItem, config: RunConfig, store: Store, corpus: str | None = None) -> CorpusItem | Outcome:
     """The item with its document read, or, when it cannot be read, the failed
     outcome (its `runs` row written)."""
     if item.document is not None:
@@ -70,8 +83,8 @@ def load_item(item: CorpusItem, config: RunConfig, store: Store) -> CorpusItem |
         document = load_document(item.path, kind=config.kind)
     except Exception as exc:  # noqa: BLE001 - the failure rule: record it, go on
         reason = f"cannot read: {_reason(exc)}"
-        record_failure(store, run_id, item, config, reason, time.time() - started)
-        return Outcome(item.name, config_label(config), "failed", run_id, time.time() - started, reason)
+        record_failure(store, run_id, item, config, reason, time.time() - started, corpus)
+        return Outcome(item.name, config_label(config), "failed", run_id, time.time() - started, reason, corpus=corpus)
     return dataclasses.replace(item, document=document)
 
 
@@ -84,11 +97,12 @@ def evaluate_document(
     options=None,
     backend=None,
     executor_for=None,
+    corpus: str | None = None,
 ) -> Outcome:
     """Summarize one document with one configuration, then score its final
     summary. Never raises for a bad document or a failed run: the outcome
     (and the `runs` row) says what went wrong. Interrupts still propagate."""
-    loaded = load_item(item, config, store)
+    loaded = load_item(item, config, store, corpus)
     if isinstance(loaded, Outcome):
         return loaded
     started = time.time()
@@ -98,12 +112,12 @@ def evaluate_document(
         if backend is None:
             backend = make_backend(config)
         result = summarize_document(loaded.document, config, store, backend=backend, executor_for=executor_for,
-                                    run_id=run_id)
+                                    run_id=run_id, extra_params=_stamp(item, config, corpus))
     except Exception as exc:  # noqa: BLE001 - the runner marked the run failed; record it, go on
         if not store.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]):  # failed before the run began
-            record_failure(store, run_id, item, config, _reason(exc), time.time() - started)
-        return Outcome(item.name, label, "failed", run_id, time.time() - started, _reason(exc))
-    outcome = Outcome(item.name, label, result.status, run_id, result.seconds)
+            record_failure(store, run_id, item, config, _reason(exc), time.time() - started, corpus)
+        return Outcome(item.name, label, "failed", run_id, time.time() - started, _reason(exc), corpus=corpus)
+    outcome = Outcome(item.name, label, result.status, run_id, result.seconds, corpus=corpus)
     if metrics:
         outcome.scores, outcome.error = _score(store, run_id, item, metrics, options)
     return outcome
@@ -124,8 +138,14 @@ def _score(store: Store, run_id: str, item: CorpusItem, metrics: Sequence[str], 
             if r.get("aggregate") in (None, "max") and r.get("reference_id") is None}, None
 
 
+def _stamp(item: CorpusItem, config: RunConfig, corpus: str | None) -> dict:
+    """What a run of an evaluation carries in `runs.params`: its document and
+    configuration as the evaluation names them, and the evaluation's id."""
+    return {"configuration": config_label(config), "item": item.name, **({"corpus": corpus} if corpus else {})}
+
+
 def record_failure(store: Store, run_id: str, item: CorpusItem, config: RunConfig, reason: str,
-                      seconds: float) -> None:
+                   seconds: float, corpus: str | None = None) -> None:
     """A `runs` row for a document that never became a run (unreadable, or a
     configuration its model cannot serve), so SQL and tables see it."""
     path = item.path or item.name
@@ -133,7 +153,7 @@ def record_failure(store: Store, run_id: str, item: CorpusItem, config: RunConfi
         "run_id": run_id, "document_path": str(Path(path).resolve()) if item.path else path,
         "method": config.method, "model": config.model if config.method != BASELINE else None,
         "chunk_size": config.chunk_size, "summary_words": config.summary_words,
-        "params": {"configuration": config_label(config)}, "status": "failed", "error": reason[:1000],
+        "params": _stamp(item, config, corpus), "status": "failed", "error": reason[:1000],
         "started_at": utc(time.time() - seconds), "finished_at": utc(), "seconds": seconds,
         "pid": os.getpid(), "host": socket.gethostname(),
     }])
@@ -141,6 +161,41 @@ def record_failure(store: Store, run_id: str, item: CorpusItem, config: RunConfi
 
 def _reason(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {exc}")
+
+
+class Launcher(Protocol):
+    """Where the documents x configurations of an evaluation run: `start`
+    hands one to a worker and returns its future at once; `finish`, called in
+    the driver's thread once that future is done, stores what it brought back
+    and returns the outcome."""
+
+    def start(self, item: CorpusItem, config: RunConfig, corpus: str) -> Future: ...
+
+    def finish(self, item: CorpusItem, config: RunConfig, corpus: str, future) -> Outcome: ...
+
+
+class InProcess:
+    """Threads of this process, each writing its run into the store as it goes."""
+
+    def __init__(self, store: Store, pool: ThreadPoolExecutor, *, metrics: Sequence[str], options, backend=None,
+                 backend_for: Callable[[RunConfig], object] | None = None):
+        self.store, self.pool, self.metrics, self.options = store, pool, metrics, options
+        self.backend, self.backend_for = backend, backend_for
+
+    def start(self, item: CorpusItem, config: RunConfig, corpus: str) -> Future:
+        return self.pool.submit(self._run, item, config, corpus)
+
+    def _run(self, item: CorpusItem, config: RunConfig, corpus: str) -> Outcome:
+        chosen = self.backend_for(config) if self.backend_for else self.backend
+        try:
+            return evaluate_document(item, config, self.store, metrics=self.metrics, options=self.options,
+                                     backend=None if config.method == BASELINE else chosen, corpus=corpus)
+        finally:
+            if self.backend_for and hasattr(chosen, "release"):
+                chosen.release()  # a batch participant that will ask nothing more
+
+    def finish(self, item: CorpusItem, config: RunConfig, corpus: str, future: Future) -> Outcome:
+        return future.result()
 
 
 def evaluate(
@@ -154,31 +209,131 @@ def evaluate(
     backend=None,
     on_outcome: Callable[[Outcome], None] | None = None,
     backend_for: Callable[[RunConfig], object] | None = None,
+    launcher: Launcher | None = None,
+    source: str | None = None,
+    on_pending: Callable[[list[tuple[CorpusItem, RunConfig]]], None] | None = None,
 ) -> list[Outcome]:
-    """Every document with every configuration, `concurrency` documents at a
-    time in this process. `backend` overrides the LLM of the LLM methods;
-    `backend_for(config)` gives one per configuration (batch mode, budgets)."""
+    """Every document with every configuration, `concurrency` at a time:
+    in this process's threads, or wherever `launcher` starts them. Resumes
+    the unfinished evaluation of the same `source` (default: these items),
+    configurations and metrics. `backend` overrides the LLM of the LLM
+    methods; `backend_for(config)` gives one per configuration (batch mode,
+    budgets); `on_pending` sees the pairs left to run before any starts.
+    Returns the outcomes in document x configuration order."""
     for config in configs:
         config.validate()
+    corpus, done = open_corpus(store, source or [item.name for item in items], configs, metrics)
     pairs = [(item, config) for item in items for config in configs]
+    pending = [(n, item, config) for n, (item, config) in enumerate(pairs)
+               if (item.name, config_label(config)) not in done]
+    if on_pending:
+        on_pending([(item, config) for _, item, config in pending])
+    outcomes = {n: done[(item.name, config_label(config))] for n, (item, config) in enumerate(pairs)
+                if (item.name, config_label(config)) in done}
+    with contextlib.ExitStack() as stack:
+        if launcher is None:
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, concurrency),
+                                                          thread_name_prefix="longsum-doc"))
+            launcher = InProcess(store, pool, metrics=metrics, options=options, backend=backend,
+                                 backend_for=backend_for)
+        for n, outcome in drive(pending, launcher, store, corpus, max(1, concurrency)):
+            record_result(store, outcome)
+            outcomes[n] = outcome
+            if on_outcome:
+                on_outcome(outcome)
+    close_corpus(store, corpus)
+    return [outcomes[n] for n in sorted(outcomes)]
 
-    def one(pair) -> Outcome:
-        item, config = pair
-        chosen = backend_for(config) if backend_for else backend
+
+def drive(pending: Iterable[tuple[int, CorpusItem, RunConfig]], launcher: Launcher, store: Store, corpus: str,
+          width: int) -> Iterable[tuple[int, Outcome]]:
+    """Yield each pair's outcome as it completes, never more than `width`
+    started and unfinished; each completion starts the next pair at once."""
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    waiting = iter(pending)
+    running = 0
+
+    def start_next() -> bool:
+        pair = next(waiting, None)
+        if pair is None:
+            return False
+        future = launcher.start(pair[1], pair[2], corpus)
+        future.add_done_callback(lambda done, pair=pair: finished.put((pair, done)))
+        return True
+
+    while running < width and start_next():
+        running += 1
+    while running:
+        (n, item, config), future = finished.get()
+        running -= 1
         try:
-            outcome = evaluate_document(item, config, store, metrics=metrics, options=options,
-                                        backend=None if config.method == BASELINE else chosen)
-        finally:
-            if backend_for and hasattr(chosen, "release"):
-                chosen.release()  # a batch participant that will ask nothing more
-        if on_outcome:
-            on_outcome(outcome)
-        return outcome
+            outcome = launcher.finish(item, config, corpus, future)
+        except Exception as exc:  # noqa: BLE001 - a lost worker: this document failed, the others go on
+            outcome = _lost(store, item, config, corpus, exc)
+        yield n, outcome
+        if start_next():
+            running += 1
 
-    if concurrency <= 1:
-        return [one(pair) for pair in pairs]
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="longsum-doc") as pool:
-        return list(pool.map(one, pairs))
+
+def _lost(store: Store, item: CorpusItem, config: RunConfig, corpus: str, exc: Exception) -> Outcome:
+    run_id = new_id()
+    reason = f"task failed: {_reason(exc)}"
+    record_failure(store, run_id, item, config, reason, 0.0, corpus)
+    return Outcome(item.name, config_label(config), "failed", run_id, 0.0, reason, corpus=corpus)
+
+
+# -- the evaluation's own rows ------------------------------------------------
+
+
+def open_corpus(store: Store, source, configs: Sequence[RunConfig], metrics) -> tuple[str, dict]:
+    """(evaluation id, {(document, configuration): Outcome} already finished):
+    the latest unfinished evaluation of the same key whose process is gone,
+    resumed, or a new one."""
+    key = _corpus_key(source, configs, metrics)
+    rows = store.execute(
+        "SELECT corpus_id, pid, host FROM corpora WHERE key = ? AND finished_at IS NULL ORDER BY started_at DESC",
+        [key])
+    for corpus, pid, host in rows:
+        if host != socket.gethostname() or not alive(pid):
+            store.execute("UPDATE corpora SET pid = ?, host = ?, resumed = coalesce(resumed, 0) + 1 "
+                          "WHERE corpus_id = ?", [os.getpid(), socket.gethostname(), corpus])
+            return corpus, finished_results(store, corpus)
+    corpus = new_id()[:12]
+    store.insert_rows("corpora", [{
+        "corpus_id": corpus, "key": key, "source": source if isinstance(source, str) else None,
+        "configurations": [config_label(c) for c in configs], "metrics": list(metrics or []),
+        "started_at": utc(), "pid": os.getpid(), "host": socket.gethostname(), "resumed": 0,
+    }])
+    return corpus, {}
+
+
+def _corpus_key(source, configs: Sequence[RunConfig], metrics) -> str:
+    described = json.dumps({"source": source, "configs": [dataclasses.asdict(c) for c in configs],
+                            "metrics": list(metrics or [])}, sort_keys=True, default=str)
+    return hashlib.sha256(described.encode()).hexdigest()
+
+
+def finished_results(store: Store, corpus: str) -> dict:
+    """{(document, configuration): Outcome} of the pairs this evaluation finished."""
+    rows = store.execute(
+        "SELECT item, configuration, status, run_id, seconds, error, scores FROM corpus_results "
+        "WHERE corpus_id = ?", [corpus])
+    return {(item, label): Outcome(item, label, status, run_id, seconds, error,
+                                   json.loads(scores) if scores else {}, corpus)
+            for item, label, status, run_id, seconds, error, scores in rows}
+
+
+def record_result(store: Store, outcome: Outcome) -> None:
+    """The pair is finished: it will not run again when its evaluation resumes."""
+    store.insert_rows("corpus_results", [{
+        "corpus_id": outcome.corpus, "item": outcome.document, "configuration": outcome.configuration,
+        "run_id": outcome.run_id, "status": outcome.status, "seconds": outcome.seconds, "error": outcome.error,
+        "scores": outcome.scores or None, "finished_at": utc(),
+    }])
+
+
+def close_corpus(store: Store, corpus: str) -> None:
+    store.execute("UPDATE corpora SET finished_at = ? WHERE corpus_id = ?", [utc(), corpus])
 
 
 def with_baseline(configs: Sequence[RunConfig]) -> list[RunConfig]:

@@ -43,6 +43,11 @@ CHECKS: dict[str, str] = {
     "successful calls without a response": (
         "SELECT call_id FROM llm_calls WHERE status = 'ok' AND NOT cached AND response IS NULL"
     ),
+    "interrupted runs not redone since (summarize corpus or the same command resumes them)": (
+        "SELECT i.run_id FROM runs i WHERE i.status = 'interrupted' AND NOT EXISTS (SELECT 1 FROM runs r "
+        "WHERE r.doc_id = i.doc_id AND r.method = i.method AND r.model IS NOT DISTINCT FROM i.model "
+        "AND r.status IN ('ok', 'degraded') AND r.started_at > i.started_at)"
+    ),
     "replayed calls without an original": (
         "SELECT call_id FROM llm_calls c WHERE cached AND NOT EXISTS (SELECT 1 FROM llm_calls o "
         "WHERE o.request_hash = c.request_hash AND NOT o.cached AND o.status = 'ok')"
@@ -52,7 +57,7 @@ CHECKS: dict[str, str] = {
 
 def verify(store: Store) -> list[str]:
     """Problems found, one line each (empty when the store is consistent)."""
-    from pipelines.runner import _alive
+    from pipelines.runner import alive
 
     problems = []
     with store.connect() as con:
@@ -63,7 +68,7 @@ def verify(store: Store) -> list[str]:
                 problems.append(f"{name}: {len(rows)} ({sample}{', ...' if len(rows) > 3 else ''})")
         running = con.execute("SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ?",
                               [socket.gethostname()]).fetchall()
-    dead = [run_id for run_id, pid in running if pid is None or not _alive(pid)]
+    dead = [run_id for run_id, pid in running if not alive(pid)]
     if dead:
         problems.append(f"runs marked running whose process is gone: {len(dead)} ({', '.join(r[:12] for r in dead[:3])})")
     return problems

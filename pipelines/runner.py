@@ -313,19 +313,24 @@ def start_run(
     }])
 
 
+INTERRUPTED = "interrupted: the process died before the run finished"
+
+
 def reap_dead_runs(store: Store) -> int:
-    """Mark `running` runs whose process on this host is gone (killed) as failed."""
+    """Mark `running` runs whose process on this host is gone (killed) as
+    `interrupted`: a re-run resumes their work from the journal."""
     rows = store.execute("SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ?", [socket.gethostname()])
-    dead = [run_id for run_id, pid in rows if pid is None or not _alive(pid)]
-    for run_id in dead:
-        store.execute(
-            "UPDATE runs SET status = 'failed', error = 'interrupted: the process died before the run finished' "
-            "WHERE run_id = ?", [run_id],
-        )
+    dead = [run_id for run_id, pid in rows if not alive(pid)]
+    if dead:
+        store.execute("UPDATE runs SET status = 'interrupted', error = ? WHERE list_contains(?, run_id)",
+                      [INTERRUPTED, dead])
     return len(dead)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int | None) -> bool:
+    """Whether a process with this id runs on this host."""
+    if pid is None:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

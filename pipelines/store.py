@@ -130,6 +130,16 @@ CREATE TABLE IF NOT EXISTS coverage (
     chunk_idx INTEGER, start_char BIGINT, end_char BIGINT, position DOUBLE, decile INTEGER,
     similarity DOUBLE, lexical DOUBLE, grounded BOOLEAN, config_hash VARCHAR, created_at TIMESTAMP
 );
+-- evaluations (pipelines/evaluate.py): one row each; a pair's result the moment it finishes, so a
+-- killed evaluation resumes with the pairs that have none
+CREATE TABLE IF NOT EXISTS corpora (
+    corpus_id VARCHAR, key VARCHAR, source VARCHAR, configurations JSON, metrics JSON, started_at TIMESTAMP,
+    finished_at TIMESTAMP, pid INTEGER, host VARCHAR, resumed INTEGER
+);
+CREATE TABLE IF NOT EXISTS corpus_results (
+    corpus_id VARCHAR, item VARCHAR, configuration VARCHAR, run_id VARCHAR, status VARCHAR, seconds DOUBLE,
+    error VARCHAR, scores JSON, finished_at TIMESTAMP
+);
 CREATE OR REPLACE VIEW scores_wide AS
 WITH latest AS (
     SELECT run_id, summary_id, metric, variant, aggregate, arg_max_null(value, created_at) AS value,
@@ -188,7 +198,7 @@ GROUP BY run_id;
 
 TABLES = (
     "documents", "runs", "chunks", "compressed_chunks", "summaries", "llm_calls", "scores", "booookscore_annotations",
-    "claims", "claim_summaries", "coverage", "llm_batches",
+    "claims", "claim_summaries", "coverage", "llm_batches", "corpora", "corpus_results",
 )
 _LOCKED = re.compile(r"lock|being used by another process", re.IGNORECASE)
 _PROCESS_LOCKS: dict[str, threading.RLock] = {}

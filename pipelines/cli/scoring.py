@@ -173,7 +173,7 @@ def eval_squality_command(path, limit, methods, model, base_url, score_spec, sum
     """Summarize SQuALITY stories (a .jsonl file) with each method and print mean scores
     against the plot question's four reference answers."""
     from pipelines.corpus import CorpusError, squality_items
-    from pipelines.evaluate import evaluate, failures, summary_table, tag_runs, with_baseline
+    from pipelines.evaluate import evaluate, failures, summary_table, with_baseline
     from pipelines.runner import RunConfig
     from pipelines.sql import render
     from pipelines.store import Store
@@ -191,6 +191,7 @@ def eval_squality_command(path, limit, methods, model, base_url, score_spec, sum
         store = Store(db_path)
         outcomes = evaluate(
             items, configs, store, metrics=metrics, options=options, concurrency=concurrency,
+            source=str(path.resolve()),
             on_outcome=None if quiet else (
                 lambda o: click.echo(f"{o.configuration} · {o.document}: {o.status}, {o.seconds:.1f} s", err=True)),
         )
@@ -199,7 +200,7 @@ def eval_squality_command(path, limit, methods, model, base_url, score_spec, sum
     click.echo(render(*summary_table(store, outcomes), fmt))
     for failure in failures(outcomes):
         click.echo(f"summarize: warning: {failure}", err=True)
-    corpus = tag_runs(store, outcomes)
+    corpus = outcomes[0].corpus
     if not quiet:
         click.echo(f"evaluation {corpus}: summarize report --corpus {corpus} -o report.html", err=True)
 

@@ -18,7 +18,8 @@ def runs_command(limit, fmt, db_path) -> None:
 
     columns, rows = run_readonly_query(
         open_store(db_path, read_only=True),
-        "SELECT r.run_id, strftime(r.started_at, '%Y-%m-%d %H:%M') AS started, d.title AS document, r.method, "
+        "SELECT r.run_id, strftime(r.started_at, '%Y-%m-%d %H:%M') AS started, "
+        "coalesce(d.title, r.params->>'item', regexp_extract(r.document_path, '[^/]*$')) AS document, r.method, "
         "r.model, r.status, r.n_chunks AS chunks, r.llm_calls AS calls, r.cache_hits AS cached, "
         "r.input_tokens + r.output_tokens AS tokens, "
         "CASE WHEN coalesce(r.input_tokens, 0) = 0 THEN NULL "
@@ -26,10 +27,23 @@ def runs_command(limit, fmt, db_path) -> None:
         "round(r.cost_usd, 4) AS cost_usd, "
         "CASE WHEN r.compression IS NULL THEN '' ELSE r.compression || ' saved ' || "
         "(r.tokens_before_compression - r.tokens_after_compression) END AS compression, "
-        "round(r.seconds, 1) AS seconds "
+        "round(r.seconds, 1) AS seconds, r.pid, r.host "
         f"FROM runs r LEFT JOIN documents d USING (doc_id) ORDER BY r.started_at DESC LIMIT {int(limit)}",
     )
-    click.echo(render(columns, rows, fmt))
+    click.echo(render(columns[:-2], [_interrupted(columns, row)[:-2] for row in rows], fmt))
+
+
+def _interrupted(columns: list[str], row: tuple) -> tuple:
+    """A `running` run whose process on this host is gone shows as interrupted
+    (the next run on the store records it so)."""
+    import socket
+
+    from pipelines.runner import alive
+
+    values = dict(zip(columns, row))
+    if values["status"] == "running" and values["host"] == socket.gethostname() and not alive(values["pid"]):
+        values["status"] = "interrupted"
+    return tuple(values.values())
 
 
 @click.command("show")
