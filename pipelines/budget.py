@@ -6,6 +6,15 @@ cost (as `llm_calls` records it: list price, or the batch price) and refuses
 the next call once the total has reached the budget; the run then ends
 `failed` with the reason "budget: ...", every answer so far journaled, so a
 rerun with a larger budget resumes from the journal at no cost for them.
+
+Calls in flight count too. Before a call goes out it reserves its upper
+bound (its prompt's tokens and its max_tokens at the price it will be billed,
+the batch discount included); it goes when the spent and reserved total
+plus that bound fits the budget, or alone when nothing else is in flight,
+and otherwise waits for calls in flight to settle. So concurrent calls, and
+the waves of a provider batch (every caller blocks at once, then the wave
+goes out), are sized by the remaining budget: the total can pass the budget
+by at most one call's upper bound, never by a wave.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from pipelines.llm.base import Completion, CompletionRequest, WrappedBackend
+from pipelines.llm.base import Completion, CompletionRequest, WrappedBackend, prompt_tokens
 from pipelines.llm.pricing import backend_cost
 
 
@@ -29,22 +38,53 @@ class Budget:
     limit_usd: float
     spent_usd: float = 0.0
     unpriced_calls: int = 0  # calls whose price is unknown (cost NULL): they cannot count
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    reserved_usd: float = 0.0  # upper bounds of the calls in flight
+    in_flight: int = 0
+    _lock: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def check(self) -> None:
         with self._lock:
-            if self.spent_usd >= self.limit_usd:
-                raise BudgetExceeded(
-                    f"budget: recorded cost ${self.spent_usd:.4f} reached --max-cost ${self.limit_usd:.4f}; "
-                    f"every answer so far is kept, and a rerun with a larger --max-cost resumes from them"
-                )
+            self._refuse_if_spent()
+
+    def _refuse_if_spent(self) -> None:
+        if self.spent_usd >= self.limit_usd:
+            raise BudgetExceeded(
+                f"budget: recorded cost ${self.spent_usd:.4f} reached --max-cost ${self.limit_usd:.4f}; "
+                f"every answer so far is kept, and a rerun with a larger --max-cost resumes from them"
+            )
+
+    def reserve(self, upper: float | None) -> float:
+        """Wait until a call whose cost is at most `upper` may go (see module
+        doc); returns what was reserved, for `settle`. Refuses once spent."""
+        upper = upper or 0.0  # an unpriced call cannot be bounded (the preflight refuses those)
+        with self._lock:
+            while True:
+                self._refuse_if_spent()
+                if self.in_flight == 0 or self.spent_usd + self.reserved_usd + upper <= self.limit_usd:
+                    self.reserved_usd += upper
+                    self.in_flight += 1
+                    return upper
+                self._lock.wait()
+
+    def settle(self, reserved: float, cost: float | None) -> None:
+        """A reserved call is over: its bound is released, what it cost added
+        (nothing for a call that failed before it was billed)."""
+        with self._lock:
+            self.reserved_usd = max(0.0, self.reserved_usd - reserved)
+            self.in_flight -= 1
+            self._add(cost)
+            self._lock.notify_all()
 
     def add(self, cost: float | None) -> None:
         with self._lock:
-            if cost is None:
-                self.unpriced_calls += 1
-            else:
-                self.spent_usd += cost
+            self._add(cost)
+            self._lock.notify_all()
+
+    def _add(self, cost: float | None) -> None:
+        if cost is None:
+            self.unpriced_calls += 1
+        else:
+            self.spent_usd += cost
 
 
 class BudgetedBackend(WrappedBackend):
@@ -67,8 +107,23 @@ class BudgetedBackend(WrappedBackend):
         if release is not None:
             release()
 
+    def upper_cost(self, request: CompletionRequest) -> float | None:
+        """The most this request can cost: its whole prompt and max_tokens,
+        at the batch price when a provider batch will answer it."""
+        batch = bool(self.inner.describe().get("batch"))
+        bound = Completion(text="", input_tokens=prompt_tokens(self.inner, request.messages),
+                           output_tokens=request.max_tokens, finish_reason="length", latency_s=0.0,
+                           batch_id="upper bound" if batch else None)
+        return backend_cost(self.inner, bound)
+
     def complete(self, request: CompletionRequest) -> Completion:
-        self.budget.check()
-        completion = self.inner.complete(request)
-        self.budget.add(backend_cost(self.inner, completion))
+        reserved = self.budget.reserve(self.upper_cost(request))
+        cost = None
+        try:
+            completion = self.inner.complete(request)
+            cost = backend_cost(self.inner, completion)
+        except BaseException:
+            self.budget.settle(reserved, 0.0)  # not answered: nothing billed
+            raise
+        self.budget.settle(reserved, cost)
         return completion
