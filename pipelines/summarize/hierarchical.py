@@ -189,14 +189,17 @@ class HierarchicalSummarizer:
         """Every summary of the run, chunk summaries first; the last is final.
         The chunk summaries are two batches for the executor (the first
         LEARN_STEPS, whose outcome decides how many attempts the others get;
-        see RetryLearning), each merge a step."""
+        see RetryLearning), each merge a step. Through a provider's batch API
+        they are one batch: a second wave would cost a batch's turnaround (up
+        to a day) to spare a model that cannot answer its retries."""
         if not chunks:
             return []
         executor = executor or ThreadExecutor(self.settings.concurrency)
         limits = self.plan_limits(len(chunks))
         self.progress.expect(len(chunks))
         current = []
-        for batch in (chunks[:LEARN_STEPS], chunks[LEARN_STEPS:]):
+        batched = bool(self.llm.backend.describe().get("batch"))
+        for batch in ((chunks,) if batched else (chunks[:LEARN_STEPS], chunks[LEARN_STEPS:])):
             if batch:
                 done = executor.map(self.summarize_chunk, [(chunk, len(chunks), limits[0]) for chunk in batch])
                 self._learn(done)
