@@ -98,7 +98,7 @@ def _gemma_count():
     """Gemma 3's tokenizer (vocabulary only): a real tokenizer longsum cannot know behind a server."""
     from pipelines.llm.llamacpp import LlamaCppBackend
 
-    return LlamaCppBackend().count_tokens
+    return LlamaCppBackend("gemma-3-270m").count_tokens
 
 
 # -- 4. prices ----------------------------------------------------------------

@@ -21,7 +21,7 @@ CODE = DATA / "code" / "longcodezip_demo" / "example_context.py"
 
 @pytest.fixture(scope="module")
 def small_window(gemma):
-    return LlamaCppBackend(None, context_window=1024)
+    return LlamaCppBackend("gemma-3-270m", context_window=1024)
 
 
 def test_scope_compresses_each_chunk_before_summarizing(tmp_path, scandal_text, small_window, store):

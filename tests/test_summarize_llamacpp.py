@@ -15,7 +15,7 @@ pytestmark = pytest.mark.llm
 @pytest.fixture(scope="module")
 def small_window(gemma):
     # Same loaded model as `gemma`, budgets computed for a 768-token window.
-    return LlamaCppBackend(None, context_window=768)
+    return LlamaCppBackend("gemma-3-270m", context_window=768)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_prefix_reuse_is_reported(gemma):
     first = gemma.complete(CompletionRequest(messages=(shared, {"role": "user", "content": "One?"}), max_tokens=4))
     second = gemma.complete(CompletionRequest(messages=(shared, {"role": "user", "content": "Two?"}), max_tokens=4))
     assert second.cached_input_tokens >= 0.8 * first.input_tokens
-    cold = LlamaCppBackend(None, reuse_prefix=False)
+    cold = LlamaCppBackend("gemma-3-270m", reuse_prefix=False)
     third = cold.complete(CompletionRequest(messages=(shared, {"role": "user", "content": "Three?"}), max_tokens=4))
     assert third.cached_input_tokens == 0
 
