@@ -22,7 +22,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from concurrent.futures import Future
 from pathlib import Path
 
-from flows.limits import configured_limit
+from flows.limits import configured_limit, held_slots
 from flows.redacting import flow
 from flows.runners import task_runner_for
 from flows.tasks import evaluate_document_task
@@ -86,9 +86,12 @@ def evaluate_corpus(
         chosen = run_configs(configs)
         if max_cost is not None:
             refuse_over_budget(estimate_corpus(items, chosen, batch=batch)[1], max_cost)
-        outcomes = evaluate_in_process(items, chosen, store, batch=batch, max_cost=max_cost,
-                                       metrics=list(metrics) if metrics is not None else ["rouge"],
-                                       concurrency=concurrency, source=_source_key(source))
+        # Synchronous calls made in this process occupy the global limit like tasks do (a batch waits instead).
+        api = set() if batch else {parse_spec(c.model)[0] for c in chosen if c.method != "extractive"}
+        with held_slots(api, concurrency * max(c.concurrency for c in chosen)) as held:
+            outcomes = evaluate_in_process(items, chosen, store, batch=batch, max_cost=max_cost,
+                                           metrics=list(metrics) if metrics is not None else ["rouge"],
+                                           concurrency=concurrency, source=_source_key(source), max_in_flight=held)
         return _report(store, items, configs, outcomes, export_dir, report)
     wanted = list(metrics) if metrics is not None else ["rouge"]
     with task_runner_for(dask_address, concurrency) as runner:

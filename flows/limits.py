@@ -2,9 +2,11 @@
 
 A limit per API backend (`longsum-openai`, `longsum-anthropic`) bounds the
 requests of every flow together. It is configured once, by `summarize
-limits BACKEND N` or by `summarize serve --concurrency N`; flows only read
-it and occupy its slots, never change it. Without a configured limit a flow
-is bounded by its own `concurrency` alone.
+limits BACKEND N` or by `summarize serve --api-limit N` (for every API
+backend its configurations use); flows only read it and occupy its slots,
+never change it: a document task holds its calls' slots, a corpus run in the
+flow's process (`--max-cost`) holds its documents' (`held_slots`). Without a
+configured limit a flow is bounded by its own `concurrency` alone.
 """
 
 from __future__ import annotations
@@ -61,4 +63,19 @@ def api_slots(name: str | None, wanted: int):
         allowed = client.read_global_concurrency_limit_by_name(name).limit
     held = max(1, min(wanted, allowed))
     with concurrency(name, occupy=held):
+        yield held
+
+
+@contextlib.contextmanager
+def held_slots(backends, wanted: int):
+    """Slots of every configured limit among these API backends, for calls
+    made in this process (not in tasks); yields how many calls may be in
+    flight at once in all (None: no limit configured)."""
+    with contextlib.ExitStack() as stack:
+        held = None
+        for backend in sorted(set(backends) & set(API_BACKENDS)):
+            name = configured_limit(backend)
+            if name is not None:
+                got = stack.enter_context(api_slots(name, wanted))
+                held = got if held is None else min(held, got)
         yield held

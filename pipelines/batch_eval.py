@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 from pipelines.budget import Budget, BudgetedBackend
 from pipelines.corpus import CorpusItem
 from pipelines.evaluate import BASELINE, Outcome, evaluate
+from pipelines.llm.base import BoundedBackend
 from pipelines.llm.batch import DEFAULT_POLL_S, DEFAULT_SETTLE_S, BatchingBackend
 from pipelines.runner import RunConfig, make_backend
 from pipelines.store import DuckDBBatchJournal, Store
@@ -40,12 +41,15 @@ def evaluate_in_process(
     poll_s: float = DEFAULT_POLL_S,
     on_outcome: Callable[[Outcome], None] | None = None,
     source: str | None = None,
+    max_in_flight: int | None = None,
 ) -> list[Outcome]:
     """Every document x configuration; with `batch`, every LLM request through
     the provider's batch API (half price); with `max_cost`, all of them
     stop once the recorded cost reaches it. `source` names the evaluation to
-    resume (see `pipelines.evaluate.evaluate`)."""
+    resume (see `pipelines.evaluate.evaluate`); `max_in_flight` bounds the
+    synchronous calls of all documents together (a global API limit's slots)."""
     budget = Budget(max_cost) if max_cost is not None else None
+    slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight and not batch else None
     backends: dict[tuple, object] = {}
     batchers: list[BatchingBackend] = []
     lock = threading.Lock()
@@ -62,6 +66,8 @@ def evaluate_in_process(
                 if batch:
                     backend = BatchingBackend(backend, DuckDBBatchJournal(store), settle_s=settle_s, poll_s=poll_s)
                     batchers.append(backend)
+                if slots is not None:
+                    backend = BoundedBackend(backend, slots)
                 backends[key] = backend
             shared = backends[key]
         if batch:

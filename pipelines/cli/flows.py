@@ -205,10 +205,12 @@ def serve_command(source, cron, interval, api_limit, methods, model, base_url, c
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if api_limit:
-        from flows.limits import set_limit
+        from flows.limits import API_BACKENDS, set_limit
         from pipelines.llm import parse_spec
 
-        set_limit(parse_spec(model)[0], api_limit)
+        for backend in sorted({parse_spec(c.get("model", DEFAULT_MODEL))[0] for c in configs
+                               if c.get("method", "hierarchical") != "extractive"} & set(API_BACKENDS)):
+            set_limit(backend, api_limit)
     serve_deployments(deployments, policy)
 
 

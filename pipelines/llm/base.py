@@ -130,3 +130,22 @@ class WrappedBackend:
         # The wrapped model's answer is the model's answer: both share the journal's cache.
         return self.inner.identity()
 
+
+
+class BoundedBackend(WrappedBackend):
+    """At most the semaphore's count of calls in flight, whoever asks: the
+    slots of a global API limit that one process holds for all its documents."""
+
+    def __init__(self, inner, semaphore):
+        super().__init__(inner)
+        self.semaphore = semaphore
+
+    def describe(self) -> dict:
+        return self.inner.describe()
+
+    def request_params(self, request: CompletionRequest) -> dict:
+        return self.inner.request_params(request)
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        with self.semaphore:
+            return self.inner.complete(request)
