@@ -28,7 +28,8 @@ from flows.runners import task_runner_for
 from flows.tasks import evaluate_document_task
 from pipelines.corpus import CorpusItem, load_corpus
 from pipelines.evaluate import Outcome, evaluate, failures, load_item, summary_table
-from pipelines.llm import parse_spec
+from pipelines.defaults import DEFAULT_MODEL
+from pipelines.llm import is_tiny_model, parse_spec
 from pipelines.runner import RunConfig
 from pipelines.store import Store, add_run_tables, document_calls, export_parquet
 
@@ -64,6 +65,8 @@ def evaluate_corpus(
     batch: bool = False,
     max_cost: float | None = None,
     report: str | None = None,
+    judge_model: str | None = None,
+    judge_concurrency: int = 1,
 ) -> list[dict]:
     """Summarize every document with every configuration, `concurrency`
     documents at a time; score, tabulate, attach the table.
@@ -76,9 +79,12 @@ def evaluate_corpus(
     flow only waits while a batch is out, holding no task worker.
 
     `report`: where the HTML report goes (default: beside the database,
-    `longsum-report-ID.html`); the flow run links to it."""
+    `longsum-report-ID.html`); the flow run links to it. `judge_model`:
+    the LLM judging BooookScore and faithfulness (default: the embedded
+    instruct model), `judge_concurrency` of its calls in flight."""
     items = load_corpus(source, limit)
     store = Store(db)
+    options = judge_options(judge_model, judge_concurrency)
     if batch or max_cost is not None:
         from pipelines.batch_eval import evaluate_in_process
         from pipelines.plan import estimate_corpus, refuse_over_budget
@@ -89,16 +95,28 @@ def evaluate_corpus(
         # Synchronous calls made in this process occupy the global limit like tasks do (a batch waits instead).
         api = set() if batch else {parse_spec(c.model)[0] for c in chosen if c.method != "extractive"}
         with held_slots(api, concurrency * max(c.concurrency for c in chosen)) as held:
-            outcomes = evaluate_in_process(items, chosen, store, batch=batch, max_cost=max_cost,
+            outcomes = evaluate_in_process(items, chosen, store, batch=batch, max_cost=max_cost, options=options,
                                            metrics=list(metrics) if metrics is not None else ["rouge"],
                                            concurrency=concurrency, source=_source_key(source), max_in_flight=held)
         return _report(store, items, configs, outcomes, export_dir, report)
     wanted = list(metrics) if metrics is not None else ["rouge"]
     with task_runner_for(dask_address, concurrency) as runner:
-        launcher = PrefectLauncher(runner, store, wanted, in_process=dask_address is None)
+        launcher = PrefectLauncher(runner, store, wanted, options, in_process=dask_address is None)
         outcomes = evaluate(items, run_configs(configs), store, metrics=wanted, concurrency=concurrency,
                             launcher=launcher, source=_source_key(source))
     return _report(store, items, configs, outcomes, export_dir, report)
+
+
+def judge_options(judge_model: str | None, judge_concurrency: int = 1):
+    """The scorers' options for a flow's judge (the user's choice, stored with every judged score)."""
+    from scoring import ScoringOptions
+
+    chosen = judge_model or DEFAULT_MODEL
+    if is_tiny_model(chosen):
+        get_run_logger().warning("BooookScore and faithfulness are judged by %s, a tiny base model that "
+                                 "cannot judge", chosen)
+    return ScoringOptions(judge_model=chosen, booookscore_concurrency=judge_concurrency,
+                          faithfulness_concurrency=judge_concurrency)
 
 
 def _source_key(source: str) -> str:
@@ -155,8 +173,8 @@ class PrefectLauncher:
     text and earlier calls as data, and its rows are written here when it
     finishes."""
 
-    def __init__(self, runner, store: Store, metrics: list[str], *, in_process: bool):
-        self.runner, self.store, self.metrics, self.in_process = runner, store, metrics, in_process
+    def __init__(self, runner, store: Store, metrics: list[str], options, *, in_process: bool):
+        self.runner, self.store, self.metrics, self.options, self.in_process = runner, store, metrics, options, in_process
         self._limits: dict[str | None, str | None] = {}
         self._last: tuple[tuple, CorpusItem | Outcome] | None = None  # its other configurations come next
 
@@ -171,7 +189,7 @@ class PrefectLauncher:
             self._limits[backend] = configured_limit(backend) if backend in ("openai", "anthropic") else None
         replay = None if self.in_process else document_calls(self.store, loaded.document.doc_id)
         return self.runner.submit(evaluate_document_task, dict(
-            item=loaded, config=config, metrics=self.metrics, options=None, corpus=corpus, replay=replay,
+            item=loaded, config=config, metrics=self.metrics, options=self.options, corpus=corpus, replay=replay,
             limit=self._limits[backend], db=str(self.store.path) if self.in_process else None))
 
     def _read(self, item: CorpusItem, config: RunConfig, corpus: str) -> CorpusItem | Outcome:

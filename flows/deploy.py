@@ -37,6 +37,8 @@ def build_deployments(
     name: str = "nightly-evaluation",
     batch: bool = False,
     max_cost: float | None = None,
+    judge_model: str | None = None,
+    judge_concurrency: int = 1,
 ):
     from flows.corpus import evaluate_corpus
     from flows.summarize_flow import summarize_document
@@ -47,7 +49,8 @@ def build_deployments(
     parameters = {
         "source": str(Path(source).expanduser().resolve()), "configs": configs, "metrics": metrics, "db": db,
         "dask_address": dask_address, "limit": limit, "export_dir": export_dir, "concurrency": concurrency,
-        "batch": batch or None, "max_cost": max_cost,
+        "batch": batch or None, "max_cost": max_cost, "judge_model": judge_model,
+        "judge_concurrency": judge_concurrency,
     }
     refuse_credentials(parameters)
     schedule = {"cron": cron} if cron else {"interval": interval}

@@ -50,8 +50,11 @@ def summarize_document(
     base_url: str | None = None,
     context_window: int | None = None,
     dask_address: str | None = None,
+    judge_model: str | None = None,
+    judge_concurrency: int = 1,
 ) -> dict:
-    """Summarize one document and store everything in DuckDB; returns the run's JSON."""
+    """Summarize one document and store everything in DuckDB; returns the run's JSON.
+    `judge_model` judges BooookScore and faithfulness (default: the embedded instruct model)."""
     config = RunConfig(
         method=method, model=model, base_url=base_url, context_window=context_window, chunk_size=chunk_size,
         summary_words=summary_words, concurrency=concurrency, compress=compress, compress_ratio=compress_ratio,
@@ -70,18 +73,21 @@ def summarize_document(
                               extra_params={"prefect_flow_run_id": str(flow_run.id)})
     summary = result.as_json()
     if metrics:
-        summary["scores"] = score_task(store, result.run_id, metrics, references)
+        from flows.corpus import judge_options
+
+        summary["scores"] = score_task(store, result.run_id, metrics, references,
+                                       judge_options(judge_model, judge_concurrency))
     _attach_run(summary, store)
     get_run_logger().info("run %s %s: %d chunks, %d LLM calls (%d cached)", result.run_id, result.status,
                           result.n_chunks, result.usage.calls, result.usage.cache_hits)
     return summary
 
 
-def score_task(store: Store, run_id: str, metrics: list[str], references: list[str] | None) -> dict:
+def score_task(store: Store, run_id: str, metrics: list[str], references: list[str] | None, options) -> dict:
     """Scores are written by the flow process, the database's one writer."""
-    from scoring import score_run
+    from scoring import ScoreJob, score_runs
 
-    rows = score_run(store, run_id, metrics, references=references)
+    rows = score_runs(store, [ScoreJob(run_id, list(references) if references else None)], metrics, options=options)
     return {f"{r['metric']}_{r['variant']}": r["value"] for r in rows if r.get("aggregate") in (None, "max") and r.get("reference_id") is None}
 
 

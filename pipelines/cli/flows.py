@@ -70,6 +70,11 @@ corpus_options = [
     click.option("--batch", is_flag=True,
                  help="Send the LLM requests through the provider's batch API (OpenAI Batch, Anthropic Message "
                       "Batches): half price, answers within 24 h; the corpus runs in this process."),
+    click.option("--judge-model", default=None, metavar="SPEC",
+                 help="LLM judging BooookScore and faithfulness (default: the embedded instruct model; "
+                      "same specs as --model)."),
+    click.option("--judge-concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Judge calls in flight at once per document (API judges)."),
     click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
                  help="Refuse to start when the preflight's upper bound exceeds USD; stop (runs failed with reason "
                       "budget, resumable) when the recorded cost reaches it."),
@@ -131,7 +136,8 @@ def _preflight(source: Path, configs: list[dict], limit: int | None, batch: bool
 @click.option("--dry-run", is_flag=True, help="Print the corpus's plan and cost preflight; call no LLM, start no flow.")
 @db_option
 def corpus_command(source, methods, model, base_url, chunk_size, summary_words, configs_json, metrics, limit,
-                   dask_address, concurrency, call_concurrency, export_dir, batch, max_cost, dry_run, db_path) -> None:
+                   dask_address, concurrency, call_concurrency, export_dir, batch, judge_model, judge_concurrency,
+                   max_cost, dry_run, db_path) -> None:
     """Run the evaluate-corpus flow once over a folder or a SQuALITY file.
 
     Every document of SOURCE (a folder, or a SQuALITY .jsonl) with every configuration."""
@@ -143,12 +149,17 @@ def corpus_command(source, methods, model, base_url, chunk_size, summary_words, 
             return
     _prefect_environment()
     from flows.corpus import evaluate_corpus
+    from pipelines.cli.scoring import judge_notice
     from pipelines.sql import render
+    from scoring import ScoringOptions, parse_metrics
+
+    judge_notice(parse_metrics(metrics), ScoringOptions(judge_model=judge_model or DEFAULT_MODEL))
 
     table = evaluate_corpus(
         source=str(source), configs=configs,
         metrics=metrics.split(",") if metrics else None, limit=limit, db=str(db_path) if db_path else None,
         dask_address=dask_address, concurrency=concurrency, export_dir=export_dir, batch=batch, max_cost=max_cost,
+        judge_model=judge_model, judge_concurrency=judge_concurrency,
     )
     columns = list(table[0]) if table else []
     click.echo(render(columns, [tuple(row[c] for c in columns) for row in table]))
@@ -170,7 +181,7 @@ def corpus_command(source, methods, model, base_url, chunk_size, summary_words, 
 @db_option
 def serve_command(source, cron, interval, api_limit, methods, model, base_url, chunk_size, summary_words,
                   configs_json, metrics, limit, dask_address, concurrency, call_concurrency, export_dir, batch,
-                  max_cost, read_roots, allowed_urls, write_dir, db_path) -> None:
+                  judge_model, judge_concurrency, max_cost, read_roots, allowed_urls, write_dir, db_path) -> None:
     """Serve the flows as Prefect deployments with a schedule.
 
     SOURCE (a folder, or a SQuALITY .jsonl) is evaluated on the schedule.
@@ -197,7 +208,7 @@ def serve_command(source, cron, interval, api_limit, methods, model, base_url, c
             str(source), cron=cron, interval=interval, configs=configs,
             metrics=metrics.split(",") if metrics else None, db=str(db_path) if db_path else None,
             dask_address=dask_address, limit=limit, export_dir=export_dir, concurrency=concurrency, batch=batch,
-            max_cost=max_cost,
+            max_cost=max_cost, judge_model=judge_model, judge_concurrency=judge_concurrency,
         )
         policy = serve_policy(str(source), configs, str(db_path) if db_path else None, dask_address,
                               [str(r) for r in read_roots], allowed_urls, str(write_dir) if write_dir else None)

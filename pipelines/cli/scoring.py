@@ -38,7 +38,7 @@ JUDGE_NOTICE = (
 )
 
 
-def _judge_notice(metrics, options) -> None:
+def judge_notice(metrics, options) -> None:
     from pipelines.llm import is_tiny_model
 
     judged = [name for name, metric in (("BooookScore", "booookscore"), ("faithfulness", "faithfulness"))
@@ -78,7 +78,7 @@ def prepare_scoring(references, score_spec: str | None, **option_values):
     options = options_from(**option_values)
 
     def score(store, run_id: str) -> list[dict]:
-        _judge_notice(metrics, options)
+        judge_notice(metrics, options)
         return _score_and_warn(store, run_id, metrics, texts, ids, options)
 
     return score
@@ -134,7 +134,7 @@ def score_command(run_id, references, score_spec, as_json, db_path, **kwargs) ->
         store = Store(db_path)
     except _scoring_errors() as exc:
         raise UserError(str(exc)) from None
-    _judge_notice(metrics, options)
+    judge_notice(metrics, options)
     rows = _score_and_warn(store, run_id, metrics, texts, ids, options)
     if as_json:
         click.echo(json.dumps(rows, default=str, ensure_ascii=False))
@@ -187,7 +187,7 @@ def eval_squality_command(path, limit, methods, model, base_url, score_spec, sum
         metrics = parse_metrics(score_spec)
         options = options_from(label=f"squality:{path.name}", **kwargs)
         if not quiet:
-            _judge_notice(metrics, options)
+            judge_notice(metrics, options)
         store = Store(db_path)
         outcomes = evaluate(
             items, configs, store, metrics=metrics, options=options, concurrency=concurrency,
