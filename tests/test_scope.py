@@ -201,6 +201,33 @@ def test_keywords_are_names_numbers_and_salient_terms(story):
     assert kw.present("Strike", "Strike's ship was old.") and not kw.present("Strike", "Strikes were rare.")
 
 
+def test_list_markers_and_section_numbers_are_not_keywords():
+    """A paper's enumerators ("provides 1) the stem ... and 2) ...") and section
+    numbers ("3 Methods", a heading the rewrite is told not to write) are not
+    facts a rewrite must repeat; the passage's quantities, years and names are.
+    (Text from the ACL paper in ../shared/data/pdf; with the embedded Qwen,
+    SCOPE rewrites failed on "keywords lost: 1, 2" for such markers.)"""
+    abstract = ("Kelvi provides 1) the stem of any input word alongside its definition, and 2) non-technical "
+                "descriptions of any suffixes that are part of this input, so that learners will gradually start "
+                "to recognize these suffixes. Tamil has 73.4 million speakers in India.")
+    methods = ("3 Methods\n\nIn accordance with principles behind collaborative community based research "
+               "(Bucholtz, 2021), we involved target users early on in our explorations of the problem space to "
+               "ensure we were solving a real issue faced by Tamil learners.")
+    review = ("2.1 Literature Review\n\nOne instance known to these authors is a dictionary for Wendat "
+              "(Lukaniec, 2023) that offers (1) stems and (2) their affixes; it has 12 entries.")
+    text = "\n\n".join([abstract, methods, review])
+    vocab = kw.vocabulary(text, [abstract, methods, review])
+    assert kw.candidates(abstract, vocab)[1] == ["73.4"]
+    assert kw.candidates(methods, vocab)[1] == ["2021"]
+    assert kw.candidates(review, vocab)[1] == ["2023", "12"]
+    assert "Review" not in kw.candidates(review, vocab)[0] and "Wendat" in kw.candidates(review, vocab)[0]
+    assert "1" not in kw.pick(abstract, vocab, 8) and "2" not in kw.pick(abstract, vocab, 8)
+    # what a number in running text says is still required
+    rewrite = "Kelvi gives each word's stem and definition, and plain descriptions of its suffixes, for Tamil's 73.4 million speakers in India."
+    assert check_rewrite(rewrite, 40, kw.pick(abstract, vocab, 3), lambda t: len(t.split()), 0.1).problems == []
+    assert kw.missing(["73.4"], "Tamil has many speakers.") == ["73.4"]
+
+
 def test_a_rewrite_that_drops_keywords_is_retried_then_falls_back(story_part):
     llm, backend = scripted_llm(lambda request: "Nothing much happens in this part of the story.")
     settings = ScopeSettings(max_attempts=3)

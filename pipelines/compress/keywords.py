@@ -5,7 +5,8 @@ Three kinds, found with plain rules (no NER model is available offline):
 - named entities: words written capitalised in the middle of sentences
   throughout the document and rarely in lower case (names, places, ships,
   titles) — sentence-initial capitals alone do not count;
-- numbers: digit runs, with decimals, thousands separators or a percent sign;
+- numbers: digit runs, with decimals, thousands separators or a percent sign
+  (not a numbered heading's line or an enumerator such as "1)" or "(2)");
 - salient terms: the chunk's content words weighted by tf-idf over the
   document's chunks (frequent here, rare elsewhere).
 
@@ -43,6 +44,16 @@ STOPWORDS = frozenset(
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’\-]*[A-Za-z]|[A-Za-z]")
 _NUMBER = re.compile(r"(?<![\w.,])\d[\d,]*(?:\.\d+)?%?(?![\w])")
+# Not facts a rewrite must repeat: a numbered heading's line ("3 Methods", "2.1
+# Related Work": the rewrite is told to write no title) and an enumerator
+# ("provides 1) the stem and 2) ...", "(1) stems"), which a rewrite in prose drops.
+_NUMBERED_HEADING = re.compile(r"^[ \t]*\d+(?:\.\d+)*\.?[ \t]+[A-Z][^\n.!?]{0,80}$", re.MULTILINE)
+_ENUMERATOR = re.compile(r"\(\d{1,2}\)|(?<![\w(.,])\d{1,2}\)")
+
+
+def _without_markers(chunk: str) -> str:
+    """The chunk with its numbered headings and enumerators blanked out (for keyword candidates)."""
+    return _ENUMERATOR.sub(" ", _NUMBERED_HEADING.sub(" ", chunk))
 
 
 @dataclass
@@ -83,7 +94,9 @@ def vocabulary(text: str, chunks: Sequence[str]) -> DocumentVocabulary:
 
 
 def candidates(chunk: str, vocab: DocumentVocabulary) -> tuple[list[str], list[str], list[str]]:
-    """(entities, numbers, salient terms) of a chunk, each best first."""
+    """(entities, numbers, salient terms) of a chunk, each best first (numbered
+    headings and enumerators left out)."""
+    chunk = _without_markers(chunk)
     words = [_key(w) for w in _WORD.findall(chunk)]
     counts = Counter(words)
     first_seen = {w: i for i, w in reversed(list(enumerate(words)))}
