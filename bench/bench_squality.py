@@ -79,9 +79,14 @@ def run_longsum(method: str, path: Path, base_url: str, args, store) -> dict:
     from pipelines.runner import RunConfig, summarize_file
 
     config = RunConfig(method=method, model=f"openai:{MODEL}", base_url=base_url, context_window=args.n_ctx,
-                       chunk_size=args.chunk_size, summary_words=args.words)
+                       chunk_size=args.chunk_size, summary_words=args.words, timeout_s=args.call_timeout)
     started = time.perf_counter()
-    result = summarize_file(path, config, store)
+    try:
+        result = summarize_file(path, config, store)
+    except Exception as exc:  # a failed run is a row, like a peer's failure
+        return {"summary": "", "calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                "wall_s": time.perf_counter() - started, "chunks": 0, "status": "failed",
+                "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     wall = time.perf_counter() - started
     return {"summary": result.summary, "calls": result.usage.calls, "prompt_tokens": result.usage.input_tokens,
             "completion_tokens": result.usage.output_tokens, "wall_s": wall, "chunks": result.n_chunks,
@@ -118,13 +123,15 @@ def run_peer(method: str, chunks: list[str], base_url: str, args, python: Path) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stories", type=int, default=2, help="the first N stories of SQuALITY dev")
-    parser.add_argument("--methods", default=",".join(LONGSUM + PEERS))
+    parser.add_argument("--methods", default=",".join(LONGSUM + PEERS), help="comma-separated, run in this order")
     parser.add_argument("--chunk-size", type=int, default=2048)
     parser.add_argument("--words", type=int, default=585, help="the summary's word budget")
     parser.add_argument("--max-tokens", type=int, default=900, help="the peers' max_tokens on every call")
     parser.add_argument("--n-ctx", type=int, default=8192, help="the server's context window")
     parser.add_argument("--peers-venv", default=str(ROOT / ".venv-peers"))
     parser.add_argument("--peer-timeout", type=float, default=3600)
+    parser.add_argument("--call-timeout", type=float, default=1800,
+                        help="longsum's per-request timeout (its 120 s default is too short for a loaded CPU)")
     parser.add_argument("--results", default=None, help="JSON-lines file of finished rows: kept and resumed")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
