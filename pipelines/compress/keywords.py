@@ -6,7 +6,8 @@ Three kinds, found with plain rules (no NER model is available offline):
   throughout the document and rarely in lower case (names, places, ships,
   titles) — sentence-initial capitals alone do not count;
 - numbers: digit runs, with decimals, thousands separators or a percent sign
-  (not a numbered heading's line or an enumerator such as "1)" or "(2)");
+  (not a numbered heading's line, an enumerator such as "1)" or "(2)", or a
+  citation key such as "(Littell et al., 2017)");
 - salient terms: the chunk's content words weighted by tf-idf over the
   document's chunks (frequent here, rare elsewhere).
 
@@ -49,11 +50,15 @@ _NUMBER = re.compile(r"(?<![\w.,])\d[\d,]*(?:\.\d+)?%?(?![\w])")
 # ("provides 1) the stem and 2) ...", "(1) stems"), which a rewrite in prose drops.
 _NUMBERED_HEADING = re.compile(r"^[ \t]*\d+(?:\.\d+)*\.?[ \t]+[A-Z][^\n.!?]{0,80}$", re.MULTILINE)
 _ENUMERATOR = re.compile(r"\(\d{1,2}\)|(?<![\w(.,])\d{1,2}\)")
+# ... nor a citation key: a parenthesis of author-year references ("(Bucholtz,
+# 2021)", "(Littell et al., 2017; Qi, 2020)", "(2017)" after a name in the text).
+_YEAR = r"(?:1[5-9]|20)\d\d[a-z]?"
+_CITATION = re.compile(r"\((?:[^()\n]{0,80}?,\s*)?" + _YEAR + r"(?:\s*[;,]\s*[^()\n]{0,80}?" + _YEAR + r")*\)")
 
 
 def _without_markers(chunk: str) -> str:
-    """The chunk with its numbered headings and enumerators blanked out (for keyword candidates)."""
-    return _ENUMERATOR.sub(" ", _NUMBERED_HEADING.sub(" ", chunk))
+    """The chunk with its numbered headings, enumerators and citation keys blanked out (for keyword candidates)."""
+    return _CITATION.sub(" ", _ENUMERATOR.sub(" ", _NUMBERED_HEADING.sub(" ", chunk)))
 
 
 @dataclass
@@ -95,7 +100,7 @@ def vocabulary(text: str, chunks: Sequence[str]) -> DocumentVocabulary:
 
 def candidates(chunk: str, vocab: DocumentVocabulary) -> tuple[list[str], list[str], list[str]]:
     """(entities, numbers, salient terms) of a chunk, each best first (numbered
-    headings and enumerators left out)."""
+    headings, enumerators and citation keys left out)."""
     chunk = _without_markers(chunk)
     words = [_key(w) for w in _WORD.findall(chunk)]
     counts = Counter(words)
