@@ -90,7 +90,11 @@ class OpenAIBackend:
         return server_identity(self.backend, self.model, self.base_url, OFFICIAL_HOST)
 
     def describe(self) -> dict:
-        return {**describe_api(self), "tokenizer": self.tokenizer_name()}
+        try:
+            tokenizer = self.tokenizer_name()
+        except LLMCallError:  # the server is not reached (yet): the run's first count says why, in the run
+            tokenizer = "server /tokenize (not reached)"
+        return {**describe_api(self), "tokenizer": tokenizer}
 
     def tokenizer_name(self) -> str:
         self._choose_counter()
