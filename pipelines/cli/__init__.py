@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
 def _run(argv: list[str] | None) -> int:
     """The CLI's exit status; every message it prints goes to (redacted) stderr."""
     try:
-        cli.main(args=argv, prog_name="summarize", standalone_mode=False)
+        # Not standalone: click returns the code of a ctx.exit(n) instead of exiting.
+        code = cli.main(args=argv, prog_name="summarize", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("summarize: interrupted", err=True)
         return EXIT_INTERRUPTED
@@ -105,4 +106,4 @@ def _run(argv: list[str] | None) -> int:
             err=True,
         )
         return 70
-    return 0
+    return code if isinstance(code, int) else 0
