@@ -13,11 +13,26 @@ def db(tmp_path):
     return str(tmp_path / "cli.duckdb")
 
 
+COMMANDS = ("run", "runs", "show", "sql", "check", "db-path", "vacuum", "chunks", "compress", "score", "eval",
+            "import-booookscore", "import-fables", "corpus", "serve", "limits", "text", "report")
+
+
 def test_help_lists_commands(cli_env):
+    """Every command is listed, with its one-line help, and answers its own --help;
+    a command added to the CLI must be added here too."""
+    from pipelines.cli import cli
+
+    assert sorted(cli.commands) == sorted(COMMANDS)
     result = run(["--help"], cli_env)
-    assert result.returncode == 0
-    for command in ("runs", "show", "sql", "db-path"):
-        assert command in result.stdout
+    assert result.returncode == 0, result.stderr
+    listed = {line.split()[0].rstrip("*") for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()}
+    assert listed == set(COMMANDS)
+    for command in COMMANDS:
+        own = run([command, "--help"], cli_env)
+        assert own.returncode == 0 and f"Usage: summarize {command}" in own.stdout, (command, own.stderr)
+    for sub in ("squality", "fables"):
+        own = run(["eval", sub, "--help"], cli_env)
+        assert own.returncode == 0 and f"Usage: summarize eval {sub}" in own.stdout, (sub, own.stderr)
 
 
 def test_extractive_run_json_output_file_and_queries(tmp_path, cli_env, db, scandal_text):

@@ -56,17 +56,56 @@ def test_one_failure_rule_bad_documents_are_recorded_the_others_complete(store, 
     assert refs == [(8,)]
 
 
+class Overlapping(ScriptedBackend):
+    """Counts the documents asking at once (each document runs in a thread of
+    its own, its steps one after another). Its first call waits for a call
+    from another document: one comes at once when documents run side by side,
+    never when they take turns (then the wait times out) -- no timing race."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+
+        self.overlap = threading.Condition()
+        self.asking: dict[int, int] = {}
+        self.most = 0
+        self.waited = False
+
+    def complete(self, request):
+        import threading
+
+        me = threading.get_ident()
+        with self.overlap:
+            self.asking[me] = self.asking.get(me, 0) + 1
+            self.most = max(self.most, len(self.asking))
+            self.overlap.notify_all()
+            if not self.waited:
+                self.waited = True
+                self.overlap.wait_for(lambda: len(self.asking) > 1, timeout=10)
+        try:
+            return super().complete(request)
+        finally:
+            with self.overlap:
+                self.asking[me] -= 1
+                if not self.asking[me]:
+                    del self.asking[me]
+
+
 def test_documents_run_concurrently_with_the_same_results(store, tmp_path):
     from pipelines.store import Store
 
     stories = squality_items(SQUALITY, limit=3)
     configs = [RunConfig(method="hierarchical", model="scripted", summary_words=60)]
-    one = evaluate(stories, configs, store, backend=ScriptedBackend())
+    alone = Overlapping()
+    one = evaluate(stories, configs, store, backend=alone)
     other = Store(tmp_path / "other.duckdb")
-    many = evaluate(stories, configs, other, backend=ScriptedBackend(), concurrency=3)
+    together = Overlapping()
+    many = evaluate(stories, configs, other, backend=together, concurrency=3)
     finals = lambda s: sorted(t for (t,) in s.execute("SELECT final_summary FROM runs"))  # noqa: E731
     assert [o.document for o in many] == [o.document for o in one]
     assert finals(store) == finals(other) and len(finals(other)) == 3
+    assert alone.most == 1  # concurrency 1: one document at a time
+    assert 1 < together.most <= 3  # concurrency 3: documents side by side, never more than 3
 
 
 def test_a_folder_corpus_pairs_documents_with_their_references(tmp_path):

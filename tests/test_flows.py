@@ -184,21 +184,54 @@ def test_flows_occupy_the_configured_limit_and_never_change_it(small_story, tmp_
             client.delete_global_concurrency_limit_by_name("longsum-openai")
 
 
-def test_a_flow_holds_no_more_slots_than_the_limit_allows():
+def test_a_flow_holds_no_more_slots_than_the_limit_allows(small_story, tmp_path):
+    """Observed from inside a flow's calls: with the limit at 1 and the flow
+    asking for 3 calls at once, every request the server gets arrives while the
+    flow holds exactly 1 slot of the limit (each request waits at the server
+    until the slots were read, so the reading cannot miss it), one at a time;
+    afterwards the slot is given back."""
+    import contextvars
+    import queue
+    import threading
+
     from prefect.client.orchestration import get_client
 
-    from flows.limits import api_slots
+    from flows.limits import set_limit
+    from flows.summarize_flow import summarize_document
 
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name("longsum-test-limit", 1)
-    with api_slots("longsum-test-limit", 3) as held:
-        assert held == 1
+    def active_slots() -> int:
         with get_client(sync_client=True) as client:
-            assert client.read_global_concurrency_limit_by_name("longsum-test-limit").active_slots == 1
-    with get_client(sync_client=True) as client:
-        assert client.read_global_concurrency_limit_by_name("longsum-test-limit").active_slots == 0
-    with api_slots(None, 3) as held:
-        assert held == 3
+            return client.read_global_concurrency_limit_by_name("longsum-openai").active_slots
+
+    arrived, seen = queue.Queue(), []
+
+    def answer(messages):
+        read = threading.Event()
+        arrived.put(read)
+        read.wait(60)
+        return None  # the server's ordinary summary
+
+    def reader():  # in the test's context, where the Prefect API is the harness's
+        while (read := arrived.get()) is not None:
+            seen.append(active_slots())
+            read.set()
+
+    set_limit("openai", 1)
+    watcher = threading.Thread(target=contextvars.copy_context().run, args=(reader,))
+    watcher.start()
+    try:
+        with FakeOpenAIServer(answer=answer) as server:
+            result = summarize_document(path=str(small_story), db=str(tmp_path / "slots.duckdb"),
+                                        base_url=server.base_url, concurrency=3, **API)
+        assert result["n_chunks"] >= 6 and len(seen) == result["usage"]["calls"] > 0
+        assert set(seen) == {1}  # every call made while the flow held one slot, never more
+        assert server.max_in_flight == 1
+        assert active_slots() == 0
+    finally:
+        arrived.put(None)
+        watcher.join(60)
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name("longsum-openai")
 
 
 def test_an_edited_prompt_is_asked_again_an_unedited_one_is_replayed(small_story, tmp_path, monkeypatch):

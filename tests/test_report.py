@@ -15,7 +15,6 @@ from report_runs import fill_store
 
 from pipelines.report import ReportError, build_report, count_nodes, select_runs, write_report, _tree
 from pipelines.store import Store
-from pipelines.text import split_sentences
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -27,16 +26,58 @@ def filled(tmp_path_factory):
 
 
 def expected_marks(store, run_ids):
-    """Sentences of the final summaries, and how many carry a coherence error or a claim label."""
-    sentences = flagged = labelled = 0
+    """What the judges stored, not what the report's own code would split: per run,
+    every sentence BooookScore judged (number -> its text), the flagged ones, and
+    the ones with a claim label (number -> the sentence text the claims were made from)."""
+    expected = {}
     for run_id in run_ids:
-        (text,) = store.execute("SELECT text FROM summaries WHERE run_id = ? AND is_final", [run_id])[0]
-        sentences += sum(1 for s in split_sentences(text) if s.strip())
-        flagged += store.execute("SELECT count(DISTINCT sentence_num) FROM booookscore_annotations "
-                                 "WHERE run_id = ? AND flagged", [run_id])[0][0]
-        labelled += store.execute("SELECT count(DISTINCT sentence_num) FROM claims WHERE run_id = ? "
-                                  "AND label IN ('Yes', 'No', 'PartialSupport')", [run_id])[0][0]
-    return sentences, flagged, labelled
+        final = "(SELECT summary_id FROM summaries WHERE run_id = $run AND is_final)"
+        judged = dict(store.execute("SELECT DISTINCT sentence_num, sentence FROM booookscore_annotations "
+                                    f"WHERE run_id = $run AND summary_id = {final}", {"run": run_id}))
+        flagged = {n for (n,) in store.execute("SELECT DISTINCT sentence_num FROM booookscore_annotations "
+                                               f"WHERE run_id = $run AND summary_id = {final} AND flagged",
+                                               {"run": run_id})}
+        labelled = dict(store.execute("SELECT DISTINCT sentence_num, sentence FROM claims WHERE run_id = $run "
+                                      f"AND summary_id = {final} AND label IN ('Yes', 'No', 'PartialSupport')",
+                                      {"run": run_id}))
+        expected[run_id] = (judged, flagged, labelled)
+    return expected
+
+
+def own_text(sentence) -> str:
+    """A sentence element's own text, without its note."""
+    return " ".join(sentence.evaluate("e => { const c = e.cloneNode(true); c.querySelectorAll('.note')"
+                                      ".forEach(n => n.remove()); return c.textContent; }").split())
+
+
+def expected_best(store, run_ids) -> list[tuple[str, str]]:
+    """Cells the comparison must mark best, as (score, value shown): per ranked score,
+    every configuration whose mean equals the highest (from scores_wide, not by the report)."""
+    from pipelines.report import SCORE_COLUMNS, UNRANKED
+
+    columns = {c for (c,) in store.execute("SELECT column_name FROM information_schema.columns "
+                                            "WHERE table_name = 'scores_wide'")}
+    cells = []
+    for column, name in SCORE_COLUMNS:
+        if name in UNRANKED or column not in columns:
+            continue
+        means = [v for (v,) in store.execute(
+            f"SELECT avg(w.{column}) FROM runs r LEFT JOIN scores_wide w USING (run_id) WHERE list_contains(?, r.run_id) "
+            "GROUP BY r.method, r.model, r.chunk_size, coalesce(r.compression, 'none')", [list(run_ids)])
+            if v is not None]
+        cells += [(name, f"{v:.4f}") for v in means if v == max(means)] if means else []
+    return sorted(cells)
+
+
+def marked_best(page: str) -> list[tuple[str, str]]:
+    """The (score, value) of every cell the report's comparison marks best."""
+    import lxml.html
+
+    table = lxml.html.fromstring(page).find_class("comparison")[0]
+    rows = table.findall(".//tr")
+    header = [th.text_content() for th in rows[0].findall("th")]
+    return sorted((header[i], td.text_content().strip()) for row in rows[1:]
+                  for i, td in enumerate(row.findall("td")) if "best" in td.get("class", "").split())
 
 
 def tree_size(store, run_ids):
@@ -83,7 +124,8 @@ def test_the_baseline_is_marked_and_the_best_scores_highlighted(filled):
     store, run_ids = filled
     page = build_report(store, run_ids)
     assert 'class="baseline"' in page and "extractive (baseline)" in page
-    assert page.count('class="num best"') >= 4  # one per ranked score at least
+    best = expected_best(store, run_ids)
+    assert marked_best(page) == best and len({score for score, _ in best}) >= 4
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/", "")
 
 
@@ -93,8 +135,8 @@ def test_the_report_in_a_real_browser(filled, tmp_path):
 
     store, run_ids = filled
     path = write_report(store, run_ids, tmp_path / "report.html")
-    sentences, flagged, labelled = expected_marks(store, run_ids)
-    assert flagged and labelled  # the store has something to mark
+    expected = expected_marks(store, run_ids)
+    assert all(flagged and labelled for _, flagged, labelled in expected.values())  # something to mark
     errors, requests = [], []
     started = time.perf_counter()
     with sync_playwright() as p:
@@ -107,9 +149,17 @@ def test_the_report_in_a_real_browser(filled, tmp_path):
         page.on("request", lambda r: requests.append(r.url))
         page.goto(path.as_uri())
         page.wait_for_load_state("networkidle")
-        assert page.locator(".sentence").count() == sentences
-        assert page.locator(".sentence.coherence").count() == flagged
-        assert page.locator(".sentence.unfaithful, .sentence.partial, .sentence.faithful").count() == labelled
+        for run_id, (judged, flagged, labelled) in expected.items():
+            # every sentence the judge saw, under its number and with its text; the marks on exactly
+            # the sentences the judges flagged or labelled
+            shown = {int(s.get_attribute("data-num")): own_text(s)
+                     for s in page.locator(f"#run-{run_id} .sentence").all()}
+            assert shown == judged
+            marked = page.locator(f"#run-{run_id} .sentence.coherence").all()
+            assert {int(s.get_attribute("data-num")) for s in marked} == flagged
+            marked = page.locator(f"#run-{run_id} .sentence.unfaithful, #run-{run_id} .sentence.partial, "
+                                  f"#run-{run_id} .sentence.faithful").all()
+            assert {int(s.get_attribute("data-num")): own_text(s) for s in marked} == labelled
         assert page.locator("details.node").count() == tree_size(store, run_ids)
         assert page.locator(".chart svg").count() >= 2  # the comparison, and a coverage profile
         marked = page.locator(".sentence.coherence").first
@@ -118,11 +168,12 @@ def test_the_report_in_a_real_browser(filled, tmp_path):
         marked.hover()
         assert note.is_visible() and "Coherence:" in note.inner_text()
         # a faithfulness label shows the claim, its quoted evidence and the chunk it came from, as stored
-        num, label, claim, evidence, chunk_ids = store.execute(
-            "SELECT sentence_num, label, claim, evidence, chunk_ids FROM claims WHERE list_contains(?, run_id) "
-            "AND label IN ('Yes', 'No', 'PartialSupport') AND json_array_length(evidence) > 0 "
-            "ORDER BY run_id, claim_num LIMIT 1", [list(run_ids)])[0]
-        labelled_sentence = page.locator(f'.sentence[data-num="{num}"]', has_text=claim).first
+        run_id, num, sentence, label, claim, evidence, chunk_ids = store.execute(
+            "SELECT run_id, sentence_num, sentence, label, claim, evidence, chunk_ids FROM claims "
+            "WHERE list_contains(?, run_id) AND label IN ('Yes', 'No', 'PartialSupport') "
+            "AND json_array_length(evidence) > 0 ORDER BY run_id, claim_num LIMIT 1", [list(run_ids)])[0]
+        labelled_sentence = page.locator(f'#run-{run_id} .sentence[data-num="{num}"]')
+        assert labelled_sentence.count() == 1 and own_text(labelled_sentence) == sentence  # the claim's own sentence
         labelled_sentence.hover()
         claim_note = labelled_sentence.locator(".note")
         shown = claim_note.inner_text()

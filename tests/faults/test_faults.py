@@ -122,11 +122,35 @@ def test_sigkill_at_random_points_then_rerun(story, cli_env, tmp_path, reference
     assert sum(1 for killed, made, _ in trials if killed and made > 0) >= 8, trials
 
 
+def both_asking():
+    """A server answer that holds the first request until a second one is in
+    flight: the two processes are then both mid-run on the database at once
+    (each answer they get next is journaled while the other also writes)."""
+    import threading
+
+    state = {"waiting": 0, "released": threading.Event()}
+    lock = threading.Lock()
+
+    def answer(messages):
+        with lock:
+            state["waiting"] += 1
+            if state["waiting"] >= 2:
+                state["released"].set()
+        state["released"].wait(30)  # no second process within 30 s: they are taking turns
+        return None  # the server's ordinary summary
+
+    return answer, state["released"]
+
+
 def test_two_processes_share_one_database(story, cli_env, tmp_path, scandal_text):
+    """Both processes are mid-run on the one file at once, and their writes
+    interleave (each holds it only for a unit of work): contention happens, and
+    both runs finish whole."""
     other = tmp_path / "other.txt"
     other.write_text(excerpt(scandal_text[len(scandal_text) // 2:], 700))
     db = tmp_path / "shared.duckdb"
-    with FakeOpenAIServer(delay=0.05) as server:
+    answer, together = both_asking()
+    with FakeOpenAIServer(delay=0.05, answer=answer) as server:
         procs = [
             subprocess.Popen(["summarize", str(path), "--model", "openai:fake", "--base-url", server.base_url,
                               "--db", str(db), "--json", "-q", *FAST], env=cli_env, stdout=subprocess.PIPE,
@@ -142,6 +166,12 @@ def test_two_processes_share_one_database(story, cli_env, tmp_path, scandal_text
     calls = store.execute("SELECT count(*) FROM llm_calls WHERE status = 'ok' AND NOT cached")[0][0]
     assert calls == sum(json.loads(stdout)["usage"]["calls"] for stdout, _ in outputs)
     assert verify(store) == []
+    # They contended: both asked at once, their runs overlap, and their journaled calls alternate.
+    assert together.is_set(), "the second process never asked while the first waited"
+    (overlap,) = store.execute("SELECT max(started_at) < min(finished_at) FROM runs")[0]
+    order = [r for (r,) in store.execute("SELECT run_id FROM llm_calls WHERE NOT cached ORDER BY created_at")]
+    switches = sum(1 for a, b in zip(order, order[1:]) if a != b)
+    assert overlap and switches >= 2, (overlap, order)
 
 
 @pytest.mark.llm
