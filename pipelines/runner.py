@@ -25,7 +25,7 @@ from pipelines.llm import DEFAULT_SPEC, LLMConfigError, resolve
 from pipelines.llm.base import CONTEXT_SAFETY_TOKENS, LLMBackend
 from pipelines.llm.recording import RecordingLLM, Usage, new_id
 from pipelines.secrets import redact
-from pipelines.store import DuckDBJournal, Store, utc
+from pipelines.store import DuckDBJournal, Store, StoreBusy, utc
 from pipelines.summarize.common import (
     DEFAULT_CHUNK_TOKENS,
     DEFAULT_SUMMARY_WORDS,
@@ -218,12 +218,15 @@ def summarize_document(
         # Any step that kept no valid answer degrades the run (a discarded compression does not).
         status = "degraded" if any(r.degraded and r.kept for r in records) else "ok"
         store.insert_rows("summaries", [summary_row(run_id, r) for r in records])
-        usage = run_usage(store, run_id)
         seconds = time.time() - started
-        finish_run(store, run_id, status, seconds, len(chunks), records, usage, final.text)
+        finish_run(store, run_id, status, seconds, len(chunks), records, final.text)
     except BaseException as exc:
         fail_run(store, run_id, exc, time.time() - started)
         raise
+    try:
+        usage = run_usage(store, run_id)
+    except StoreBusy:  # finished and stored (or spooled); this process's own count stands in
+        usage = llm.usage if backend is not None else Usage()
     return RunResult(
         run_id=run_id, status=status, summary=final.text, method=config.method, model=_model_name(config, backend),
         seconds=seconds, n_chunks=len(chunks), usage=usage, records=records, document=document,
@@ -318,12 +321,17 @@ INTERRUPTED = "interrupted: the process died before the run finished"
 
 def reap_dead_runs(store: Store) -> int:
     """Mark `running` runs whose process on this host is gone (killed) as
-    `interrupted`: a re-run resumes their work from the journal."""
-    rows = store.execute("SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ?", [socket.gethostname()])
-    dead = [run_id for run_id, pid in rows if not alive(pid)]
-    if dead:
-        store.execute("UPDATE runs SET status = 'interrupted', error = ? WHERE list_contains(?, run_id)",
-                      [INTERRUPTED, dead])
+    `interrupted` (a re-run resumes their work from the journal); bookkeeping
+    that waits for the next run when the file is held."""
+    try:
+        rows = store.execute("SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ?",
+                             [socket.gethostname()])
+        dead = [run_id for run_id, pid in rows if not alive(pid)]
+        if dead:
+            store.execute("UPDATE runs SET status = 'interrupted', error = ? WHERE list_contains(?, run_id)",
+                          [INTERRUPTED, dead])
+    except StoreBusy:
+        return 0
     return len(dead)
 
 
@@ -358,37 +366,40 @@ def summary_row(run_id: str, record: SummaryRecord) -> dict:
     }
 
 
-_USAGE_COLUMNS = (
-    "llm_calls = ?, cache_hits = ?, llm_errors = ?, input_tokens = ?, cached_input_tokens = ?, "
-    "output_tokens = ?, cost_usd = ?, llm_seconds = ?"
+_FRESH = "status = 'ok' AND NOT cached"
+# What a run's calls cost, from the journal (whoever made the calls), as the columns of `runs`.
+# (llm_call_rows: the rows of llm_calls without their texts, which these sums do not need.)
+_USAGE_SELECT = (
+    f"SELECT count(*) FILTER ({_FRESH}) AS calls, count(*) FILTER (status = 'ok' AND cached) AS hits, "
+    f"count(*) FILTER (status <> 'ok') AS errors, coalesce(sum(input_tokens) FILTER ({_FRESH}), 0) AS input_tokens, "
+    f"coalesce(sum(cached_input_tokens) FILTER ({_FRESH}), 0) AS cached_input, "
+    f"coalesce(sum(output_tokens) FILTER ({_FRESH}), 0) AS output_tokens, "
+    f"coalesce(sum(cost_usd) FILTER ({_FRESH}), 0) AS cost, coalesce(sum(latency_s) FILTER ({_FRESH}), 0) AS seconds "
+    "FROM llm_call_rows WHERE run_id = ?"
 )
-
-
-def _usage_values(usage: Usage) -> list:
-    return [usage.calls, usage.cache_hits, usage.errors, usage.input_tokens, usage.cached_input_tokens,
-            usage.output_tokens, usage.cost_usd, usage.llm_seconds]
+# An UPDATE of `runs` sets these from `_USAGE_SELECT` (as `u`) when it is applied, so an update that
+# waited in the spool counts the calls that waited before it.
+_USAGE_FROM_JOURNAL = (
+    "llm_calls = u.calls, cache_hits = u.hits, llm_errors = u.errors, input_tokens = u.input_tokens, "
+    "cached_input_tokens = u.cached_input, output_tokens = u.output_tokens, cost_usd = u.cost, llm_seconds = u.seconds"
+)
 
 
 def run_usage(store: Store, run_id: str) -> Usage:
     """What the run's calls cost, from the journal (whoever made the calls)."""
-    fresh = "status = 'ok' AND NOT cached"
     ((calls, hits, errors, input_tokens, cached_input, output_tokens, cost, seconds),) = store.execute(
-        f"SELECT count(*) FILTER ({fresh}), count(*) FILTER (status = 'ok' AND cached), "
-        f"count(*) FILTER (status <> 'ok'), sum(input_tokens) FILTER ({fresh}), "
-        f"sum(cached_input_tokens) FILTER ({fresh}), sum(output_tokens) FILTER ({fresh}), "
-        f"sum(cost_usd) FILTER ({fresh}), sum(latency_s) FILTER ({fresh}) FROM llm_calls WHERE run_id = ?",
-        [run_id],
-    )
-    return Usage(calls, hits, errors, input_tokens or 0, cached_input or 0, output_tokens or 0, cost or 0.0,
-                 seconds or 0.0)
+        _USAGE_SELECT, [run_id])
+    return Usage(calls, hits, errors, input_tokens, cached_input, output_tokens, cost, seconds)
 
 
-def finish_run(store, run_id, status, seconds, n_chunks, records, usage: Usage, final_text: str) -> None:
+def finish_run(store, run_id, status, seconds, n_chunks, records, final_text: str) -> None:
+    """The run's row as it ended, its usage summed from the journal."""
     store.execute(
         f"UPDATE runs SET status = ?, finished_at = ?, seconds = ?, n_chunks = ?, n_summaries = ?, "
-        f"degraded_summaries = ?, final_summary = ?, {_USAGE_COLUMNS} WHERE run_id = ?",
-        [status, utc(), seconds, n_chunks, len(records), sum(r.degraded for r in records), final_text,
-         *_usage_values(usage), run_id],
+        f"degraded_summaries = ?, final_summary = ?, {_USAGE_FROM_JOURNAL} FROM ({_USAGE_SELECT}) u "
+        f"WHERE runs.run_id = ?",
+        [status, utc(), seconds, n_chunks, len(records), sum(r.degraded for r in records), final_text, run_id,
+         run_id],
     )
 
 
@@ -401,11 +412,11 @@ def fail_run(store: Store, run_id: str, exc: BaseException, seconds: float) -> N
         reason = str(exc)
     else:
         reason = f"{type(exc).__name__}: {exc}"
-    try:
+    try:  # spooled when the file is held: the run never stays `running`
         store.execute(
-            f"UPDATE runs SET status = 'failed', error = ?, finished_at = ?, seconds = ?, {_USAGE_COLUMNS} "
-            f"WHERE run_id = ?",
-            [redact(reason)[:1000], utc(), seconds, *_usage_values(run_usage(store, run_id)), run_id],
+            f"UPDATE runs SET status = 'failed', error = ?, finished_at = ?, seconds = ?, {_USAGE_FROM_JOURNAL} "
+            f"FROM ({_USAGE_SELECT}) u WHERE runs.run_id = ?",
+            [redact(reason)[:1000], utc(), seconds, run_id, run_id],
         )
     except Exception:  # the original error matters more than the bookkeeping
         pass

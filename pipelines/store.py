@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import random
@@ -30,7 +31,64 @@ DEFAULT_TIMEOUT_S = 60.0
 # A change SCHEMA cannot express (a backfill, a rename, a changed meaning)
 # bumps the version and adds a step to MIGRATIONS. A file of a newer version
 # than this code knows is refused, never written.
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
+
+# Content-addressed storage (version 3). Every distinct text (an LLM request or
+# response, a chunk, a summary) is stored once in `texts`, keyed by the SHA-256
+# of its UTF-8 bytes; the rows of `llm_calls`, `chunks` and `summaries` live in
+# row tables that name their texts by hash, and those three public names are
+# views that join the texts back (same columns, same order as before). A
+# re-run that replays every call adds rows of ids and numbers, not text.
+# Writes go through `write_table`, the one writer of every table; it adds a
+# text only when its hash is not there yet (an anti-join: no index to load,
+# and no key constraint, which a DuckLake would not have). Long strings are
+# compressed with zstd: DuckDB leaves them uncompressed otherwise (duckdb#20664),
+# and texts are mostly long (a request carries its chunk).
+ADDRESSED_TABLES = """
+CREATE TABLE IF NOT EXISTS texts (hash VARCHAR, text VARCHAR{text_compression});
+CREATE TABLE IF NOT EXISTS llm_call_rows (
+    call_id VARCHAR, run_id VARCHAR, request_hash VARCHAR, backend VARCHAR, model VARCHAR,
+    template VARCHAR, template_hash VARCHAR, step VARCHAR, request_sha VARCHAR, response_sha VARCHAR,
+    finish_reason VARCHAR, input_tokens INTEGER, cached_input_tokens INTEGER, output_tokens INTEGER,
+    latency_s DOUBLE, cost_usd DOUBLE, cached BOOLEAN, status VARCHAR, error VARCHAR,
+    created_at TIMESTAMP, cache_write_tokens INTEGER, batch_id VARCHAR
+);
+CREATE INDEX IF NOT EXISTS llm_call_rows_request_hash ON llm_call_rows (request_hash);
+CREATE TABLE IF NOT EXISTS chunk_rows (
+    run_id VARCHAR, idx INTEGER, start_char BIGINT, end_char BIGINT, n_tokens INTEGER,
+    section VARCHAR, text_sha VARCHAR
+);
+CREATE TABLE IF NOT EXISTS summary_rows (
+    summary_id VARCHAR, run_id VARCHAR, level INTEGER, idx INTEGER, kind VARCHAR, text_sha VARCHAR,
+    n_words INTEGER, n_tokens INTEGER, token_limit INTEGER, word_limit INTEGER, attempts INTEGER,
+    degraded BOOLEAN, salvaged BOOLEAN, note VARCHAR, first_chunk INTEGER, last_chunk INTEGER,
+    request_hash VARCHAR, is_final BOOLEAN, created_at TIMESTAMP
+);
+"""
+# The public views' SELECTs, over row and text tables named by `rows` and `texts`
+# (the store's own, or registered Arrow tables: see `_calls_with_texts`).
+CALLS_SELECT = """SELECT c.call_id, c.run_id, c.request_hash, c.backend, c.model, c.template, c.template_hash, c.step,
+    CAST(q.text AS JSON) AS request, a.text AS response, c.finish_reason, c.input_tokens, c.cached_input_tokens,
+    c.output_tokens, c.latency_s, c.cost_usd, c.cached, c.status, c.error, c.created_at, c.cache_write_tokens,
+    c.batch_id
+FROM {rows} c LEFT JOIN {texts} q ON q.hash = c.request_sha LEFT JOIN {texts} a ON a.hash = c.response_sha"""
+CHUNKS_SELECT = """SELECT c.run_id, c.idx, c.start_char, c.end_char, c.n_tokens, c.section, t.text
+FROM {rows} c LEFT JOIN {texts} t ON t.hash = c.text_sha"""
+SUMMARIES_SELECT = """SELECT s.summary_id, s.run_id, s.level, s.idx, s.kind, t.text, s.n_words, s.n_tokens,
+    s.token_limit, s.word_limit, s.attempts, s.degraded, s.salvaged, s.note, s.first_chunk, s.last_chunk,
+    s.request_hash, s.is_final, s.created_at
+FROM {rows} s LEFT JOIN {texts} t ON t.hash = s.text_sha"""
+# public name -> (row table, {text column: its hash column}, the view's SELECT)
+ADDRESSED: dict[str, tuple[str, dict[str, str], str]] = {
+    "llm_calls": ("llm_call_rows", {"request": "request_sha", "response": "response_sha"}, CALLS_SELECT),
+    "chunks": ("chunk_rows", {"text": "text_sha"}, CHUNKS_SELECT),
+    "summaries": ("summary_rows", {"text": "text_sha"}, SUMMARIES_SELECT),
+}
+ADDRESSED_VIEWS = "".join(
+    f"CREATE OR REPLACE VIEW {name} AS\n{select.format(rows=rows, texts='texts')};\n"
+    for name, (rows, _, select) in ADDRESSED.items()
+)
+
 # from version -> statements that take a file of that version to the next one;
 # they run before SCHEMA, in one transaction with the version update.
 MIGRATIONS: dict[int, str] = {
@@ -40,9 +98,29 @@ MIGRATIONS: dict[int, str] = {
         ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cache_write_tokens INTEGER;
         UPDATE llm_calls SET cache_write_tokens = 0 WHERE cache_write_tokens IS NULL;
     """,
+    # 3: texts stored once (ADDRESSED_TABLES); the old tables' rows move to the
+    # row tables and the tables make way for the views SCHEMA creates. Columns
+    # that SCHEMA added to llm_calls during version 2 are made sure of first.
+    2: """
+        ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cache_write_tokens INTEGER;
+        ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS batch_id VARCHAR;
+    """ + ADDRESSED_TABLES + """
+        INSERT INTO texts SELECT sha256(v), v FROM (
+            SELECT CAST(request AS VARCHAR) AS v FROM llm_calls UNION SELECT response FROM llm_calls
+            UNION SELECT text FROM chunks UNION SELECT text FROM summaries
+        ) WHERE v IS NOT NULL;
+        INSERT INTO llm_call_rows BY NAME SELECT * EXCLUDE (request, response),
+            sha256(CAST(request AS VARCHAR)) AS request_sha, sha256(response) AS response_sha FROM llm_calls;
+        INSERT INTO chunk_rows BY NAME SELECT * EXCLUDE (text), sha256(text) AS text_sha FROM chunks;
+        INSERT INTO summary_rows BY NAME SELECT * EXCLUDE (text), sha256(text) AS text_sha FROM summaries;
+        DROP INDEX IF EXISTS llm_calls_request_hash;
+        DROP TABLE llm_calls;
+        DROP TABLE chunks;
+        DROP TABLE summaries;
+    """,
 }
 
-SCHEMA = """
+SCHEMA = ADDRESSED_TABLES + """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS documents (
     doc_id VARCHAR PRIMARY KEY, path VARCHAR, title VARCHAR, kind VARCHAR, language VARCHAR,
@@ -64,27 +142,8 @@ CREATE TABLE IF NOT EXISTS runs (
     cached_input_tokens BIGINT, output_tokens BIGINT, cost_usd DOUBLE, llm_seconds DOUBLE,
     final_summary VARCHAR, pid INTEGER, host VARCHAR
 );
-CREATE TABLE IF NOT EXISTS chunks (
-    run_id VARCHAR, idx INTEGER, start_char BIGINT, end_char BIGINT, n_tokens INTEGER,
-    section VARCHAR, text VARCHAR
-);
-CREATE TABLE IF NOT EXISTS summaries (
-    summary_id VARCHAR, run_id VARCHAR, level INTEGER, idx INTEGER, kind VARCHAR, text VARCHAR,
-    n_words INTEGER, n_tokens INTEGER, token_limit INTEGER, word_limit INTEGER, attempts INTEGER,
-    degraded BOOLEAN, salvaged BOOLEAN, note VARCHAR, first_chunk INTEGER, last_chunk INTEGER,
-    request_hash VARCHAR, is_final BOOLEAN, created_at TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS llm_calls (
-    call_id VARCHAR, run_id VARCHAR, request_hash VARCHAR, backend VARCHAR, model VARCHAR,
-    template VARCHAR, template_hash VARCHAR, step VARCHAR, request JSON, response VARCHAR,
-    finish_reason VARCHAR, input_tokens INTEGER, cached_input_tokens INTEGER, output_tokens INTEGER,
-    latency_s DOUBLE, cost_usd DOUBLE, cached BOOLEAN, status VARCHAR, error VARCHAR,
-    created_at TIMESTAMP
-);
-CREATE INDEX IF NOT EXISTS llm_calls_request_hash ON llm_calls (request_hash);
-ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cache_write_tokens INTEGER;
--- batch mode (pipelines/llm/batch.py): the provider batch that answered a call (NULL: a synchronous call)
-ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS batch_id VARCHAR;
+-- chunks, summaries and llm_calls: views over the row tables and `texts` (ADDRESSED_TABLES, created below)
+-- llm_calls.batch_id: the provider batch that answered a call in batch mode (NULL: a synchronous call)
 -- one row per provider batch submitted; request_hashes (the batch's custom ids) let a restarted
 -- process wait on a batch still pending instead of submitting its requests again
 CREATE TABLE IF NOT EXISTS llm_batches (
@@ -194,19 +253,30 @@ SELECT
     max(created_at) AS scored_at
 FROM latest
 GROUP BY run_id;
-"""
+-- the write spool's entries already applied (see `merge_spool`): an entry is applied once, even when the
+-- process dies between applying it and emptying the spool
+CREATE TABLE IF NOT EXISTS spool_applied (entry_id VARCHAR PRIMARY KEY, applied_at TIMESTAMP);
+""" + ADDRESSED_VIEWS
 
 TABLES = (
     "documents", "runs", "chunks", "compressed_chunks", "summaries", "llm_calls", "scores", "booookscore_annotations",
     "claims", "claim_summaries", "coverage", "llm_batches", "corpora", "corpus_results",
 )
+ROW_TABLES = tuple(rows for rows, _, _ in ADDRESSED.values())
 _LOCKED = re.compile(r"lock|being used by another process", re.IGNORECASE)
 _PROCESS_LOCKS: dict[str, threading.RLock] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
+# path -> monotonic time until which writes try the file once and go to the
+# spool when it is still held, instead of waiting the whole timeout each
+_BUSY_UNTIL: dict[str, float] = {}
 
 
 class StoreError(RuntimeError):
     """A database problem, described in one line for the user."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the file past the timeout."""
 
 
 def utc(timestamp: float | None = None) -> dt.datetime:
@@ -230,8 +300,10 @@ class Store:
     # -- connections -------------------------------------------------------
 
     @contextlib.contextmanager
-    def connect(self, config: dict | None = None) -> Iterator["duckdb.DuckDBPyConnection"]:  # noqa: F821
-        """A connection held only for the block; waits (bounded) for other processes."""
+    def connect(self, config: dict | None = None, timeout_s: float | None = None
+                ) -> Iterator["duckdb.DuckDBPyConnection"]:  # noqa: F821
+        """A connection held only for the block; waits (bounded) for other
+        processes. A writing connection first applies what the spool holds."""
         with self._lock:
             if self._held is not None:
                 cursor = self._held.cursor()  # a connection of its own to the open database: no file open
@@ -240,7 +312,7 @@ class Store:
                 finally:
                     cursor.close()
                 return
-            con = self._open(config or {})
+            con = self._open(config or {}, self.timeout_s if timeout_s is None else timeout_s)
             try:
                 if not self._schema_ready:
                     if self.read_only:
@@ -252,7 +324,8 @@ class Store:
                         self._prepare_schema(con)
                     self._schema_ready = True
                 if not self.read_only:
-                    merge_side_journal(self, con)
+                    merge_spool(self, con)
+                con.complete()  # no result of the checks left unread: the caller may use con.sql at once
                 yield con
             finally:
                 con.close()
@@ -263,7 +336,7 @@ class Store:
         (each open costs ~25 ms): for a file no other process uses, such as a
         worker's private store. Threads still take turns on it."""
         with self.connect() as con:
-            pass  # schema ready, side journal merged
+            pass  # schema ready, spool merged
         with self._lock:
             self._held = self._open({})
         try:
@@ -284,8 +357,8 @@ class Store:
             if found is not None:
                 for version in range(found, current):
                     if version in MIGRATIONS:
-                        con.execute(MIGRATIONS[version])
-            con.execute(SCHEMA)
+                        con.execute(_schema_sql(MIGRATIONS[version]))
+            con.execute(_schema_sql(SCHEMA))
             con.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO UPDATE SET value = excluded.value",
                 [SCHEMA_VERSION],
@@ -314,14 +387,14 @@ class Store:
                 f"and cannot be migrated: {exc}"
             ) from None
 
-    def _open(self, config: dict):
+    def _open(self, config: dict, timeout_s: float | None = None):
         import duckdb
 
         if self.read_only and not self.path.exists():
             raise StoreError(f"no database at {self.path} yet (run summarize first, or pass --db)")
         if not self.read_only:
             self._check_writable()
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         delay = 0.02
         while True:
             try:
@@ -330,7 +403,7 @@ class Store:
                 message = str(exc)
                 if _LOCKED.search(message) and "not a valid" not in message:
                     if time.monotonic() >= deadline:
-                        raise StoreError(
+                        raise StoreBusy(
                             f"database {self.path} is in use by another process{_holder(message)}; "
                             f"gave up after {self.timeout_s:g} s (set LONGSUM_DB_TIMEOUT to wait longer, "
                             f"or use --db with another file)"
@@ -355,27 +428,56 @@ class Store:
             raise StoreError(f"database {self.path} is not writable (read-only file or folder)")
 
     # -- writes ------------------------------------------------------------
+    #
+    # Every write is a list of operations (`insert_op`, `sql_op`) applied in
+    # one transaction by `write`. When another process holds the file past the
+    # timeout, the operations go to the spool beside the database instead
+    # (`FILE.duckdb.spool.jsonl`, flushed to disk before `write` returns) and
+    # the next writing connection, in this process or any other, applies them
+    # first, in order. So no writer path loses what it was given to keep (a
+    # paid answer, a run row, a failure, a score) to a busy file.
+
+    def write(self, ops: Sequence[dict]) -> bool:
+        """Apply the operations in one transaction: True when they are in the
+        database, False when the file was held and they were spooled."""
+        ops = [op for op in ops if not _empty(op)]
+        if not ops:
+            return True
+        if self.read_only:
+            raise StoreError(f"database {self.path} was opened read-only")
+        key = str(self.path)
+        wait = 0.0 if time.monotonic() < _BUSY_UNTIL.get(key, 0.0) else None
+        try:
+            with self.connect(timeout_s=wait) as con:
+                _BUSY_UNTIL.pop(key, None)
+                apply_ops(con, ops)
+        except StoreBusy:
+            # Writes in the next timeout's span try the file once instead of waiting it out again.
+            _BUSY_UNTIL[key] = time.monotonic() + self.timeout_s
+            append_spool(self, ops)
+            return False
+        return True
 
     def insert_rows(self, table: str, rows: Sequence[dict], con=None, ignore_conflicts: bool = False) -> int:
-        """Bulk insert (Arrow) of dict rows whose keys are column names."""
+        """Bulk insert (Arrow) of dict rows whose keys are column names; without
+        `con`, through `write` (spooled when the file is held)."""
         if table not in TABLES and not table.startswith(("scores", "booookscore_")):
             raise ValueError(f"unknown table {table}")
         if not rows:
             return 0
-        import pyarrow as pa
-
-        batch = pa.Table.from_pylist([_jsonable(r) for r in rows])
-        with contextlib.ExitStack() as stack:
-            con = con or stack.enter_context(self.connect())
-            con.register("_longsum_rows", batch)
-            try:
-                conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _longsum_rows{conflict}")
-            finally:
-                con.unregister("_longsum_rows")
+        op = insert_op(table, rows, ignore_conflicts=ignore_conflicts)
+        if con is not None:
+            apply_op(con, op)
+        else:
+            self.write([op])
         return len(rows)
 
     def execute(self, sql: str, params: Sequence | None = None) -> list[tuple]:
+        """Run SQL; a statement that only writes (INSERT, UPDATE, DELETE) goes
+        through `write`, so it is spooled when the file is held (and returns [])."""
+        if not self.read_only and _writes_only(sql):
+            self.write([sql_op(sql, params)])
+            return []
         with self.connect() as con:
             cursor = con.execute(sql, params or [])
             return cursor.fetchall() if cursor.description else []
@@ -385,6 +487,110 @@ class Store:
             cursor = con.execute(sql, params or [])
             columns = [d[0] for d in cursor.description or []]
             return columns, cursor.fetchall() if cursor.description else []
+
+
+def insert_op(table: str, rows: Sequence[dict] | None = None, *, arrow=None, ignore_conflicts: bool = False,
+              known_calls: str | None = None) -> dict:
+    """An insert for `Store.write`: dict rows, or an Arrow table. `known_calls`
+    (llm_calls only) says what becomes of a row whose call_id is stored already:
+    'skip' it, or 'replay' it (a new call_id, marked cached)."""
+    op = {"insert": table, "ignore_conflicts": ignore_conflicts, "known_calls": known_calls}
+    if arrow is not None:
+        op["arrow"] = arrow
+    else:
+        op["rows"] = [_jsonable(r) for r in rows or []]
+    return op
+
+
+def sql_op(sql: str, params: Sequence | None = None) -> dict:
+    """A statement for `Store.write` (INSERT, UPDATE or DELETE)."""
+    return {"sql": sql, "params": list(params or [])}
+
+
+def _empty(op: dict) -> bool:
+    if "sql" in op:
+        return False
+    return op["arrow"].num_rows == 0 if "arrow" in op else not op["rows"]
+
+
+def apply_ops(con, ops: Sequence[dict]) -> None:
+    """The operations in one transaction."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for op in ops:
+            apply_op(con, op)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def apply_op(con, op: dict) -> None:
+    if "sql" in op:
+        con.execute(op["sql"], op["params"])
+        return
+    import pyarrow as pa
+
+    table = op["arrow"] if "arrow" in op else pa.Table.from_pylist(op["rows"])
+    write_table(con, op["insert"], table, ignore_conflicts=op.get("ignore_conflicts", False),
+                known_calls=op.get("known_calls"))
+
+
+def write_table(con, name: str, table, *, ignore_conflicts: bool = False, known_calls: str | None = None) -> None:
+    """The one writer of every table: Arrow rows into `name`. For `llm_calls`,
+    `chunks` and `summaries` the texts go to `texts` (each distinct one once)
+    and the rows, naming them by hash, to the row table behind the view."""
+    conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    con.register("_longsum_rows", table)
+    try:
+        if name not in ADDRESSED:
+            con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM _longsum_rows{conflict}')
+            return
+        rows, hashed, _ = ADDRESSED[name]
+        columns = list(table.column_names)
+        texts = [c for c in hashed if c in columns]
+        if texts:
+            union = " UNION ALL ".join(f'SELECT CAST("{c}" AS VARCHAR) AS v FROM _longsum_rows' for c in texts)
+            con.execute(f"INSERT INTO texts SELECT sha256(v) AS h, v FROM (SELECT DISTINCT v FROM ({union})) "
+                        "WHERE v IS NOT NULL AND h NOT IN (SELECT hash FROM texts)")
+        select = [f'"{c}"' for c in columns if c not in hashed]
+        select += [f'sha256(CAST("{c}" AS VARCHAR)) AS "{hashed[c]}"' for c in texts]
+        where = ""
+        if name == "llm_calls" and known_calls == "skip":
+            where = " WHERE call_id NOT IN (SELECT call_id FROM llm_call_rows WHERE call_id IS NOT NULL)"
+        elif name == "llm_calls" and known_calls == "replay":
+            known = "call_id IN (SELECT call_id FROM llm_call_rows WHERE call_id IS NOT NULL)"
+            select = [
+                f"CASE WHEN {known} THEN replace(CAST(gen_random_uuid() AS VARCHAR), '-', '') ELSE call_id END "
+                "AS call_id" if c == '"call_id"' else f"cached OR {known} AS cached" if c == '"cached"' else c
+                for c in select
+            ]
+        con.execute(f'INSERT INTO {rows} BY NAME SELECT {", ".join(select)} FROM _longsum_rows{where}{conflict}')
+    finally:
+        con.unregister("_longsum_rows")
+
+
+def _writes_only(sql: str) -> bool:
+    """True when every statement of `sql` is an INSERT, UPDATE or DELETE."""
+    return _statement_kinds(sql) <= {"INSERT", "UPDATE", "DELETE"} and bool(_statement_kinds(sql))
+
+
+@functools.lru_cache(maxsize=512)
+def _statement_kinds(sql: str) -> frozenset:
+    import duckdb
+
+    try:
+        return frozenset(s.type.name for s in duckdb.extract_statements(sql))
+    except duckdb.Error:
+        return frozenset()
+
+
+def _schema_sql(sql: str) -> str:
+    """Schema statements for the DuckDB at hand: zstd for long texts where it compresses strings (1.2 on)."""
+    import duckdb
+
+    version = tuple(int(part) for part in re.findall(r"\d+", duckdb.__version__)[:2])
+    return sql.replace("{text_compression}", " USING COMPRESSION zstd" if version >= (1, 2) else "")
 
 
 def stored_schema_version(con) -> int | None:
@@ -405,7 +611,7 @@ def stored_schema_version(con) -> int | None:
 
 # What each version added that SCHEMA's IF NOT EXISTS cannot tell apart from
 # an older file: version -> (table, column) first written by it.
-LAYOUT_MARKERS: dict[int, tuple[str, str]] = {2: ("llm_calls", "cache_write_tokens")}
+LAYOUT_MARKERS: dict[int, tuple[str, str]] = {2: ("llm_calls", "cache_write_tokens"), 3: ("llm_call_rows", "request_sha")}
 
 
 def layout_version(con) -> int | None:
@@ -456,13 +662,26 @@ def _describe_open_error(path: Path, message: str) -> str:
     return f"cannot open database {path}: {message.splitlines()[0][:200]}"
 
 
-def side_journal_path(store: Store) -> Path:
+def spool_path(store: Store) -> Path:
+    """The write spool beside the database: what a held file could not take."""
+    return store.path.with_name(store.path.name + ".spool.jsonl")
+
+
+side_journal_path = spool_path  # its name before every writer used it
+
+
+def _legacy_side_journal_path(store: Store) -> Path:
+    """Where longsum before schema 3 kept paid answers for a held file (call records, one per line)."""
     return store.path.with_name(store.path.name + ".calls.jsonl")
 
 
+def _rejected_path(store: Store) -> Path:
+    return store.path.with_name(store.path.name + ".spool.rejected.jsonl")
+
+
 @contextlib.contextmanager
-def _locked_side_journal(path: Path, mode: str):
-    """The side journal, under an exclusive flock: appends and the merge that
+def _locked_file(path: Path, mode: str):
+    """A spool file under an exclusive flock: appends and the merge that
     empties it never interleave, across threads and processes."""
     import fcntl
 
@@ -474,50 +693,186 @@ def _locked_side_journal(path: Path, mode: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def append_side_journal(store: Store, record) -> None:
-    """Keep a paid answer that the database could not take (held by another
-    process past the timeout): one JSON line, flushed to disk before returning."""
-    with _locked_side_journal(side_journal_path(store), "a") as fh:
-        fh.write(json.dumps(dict(record.__dict__), ensure_ascii=False) + "\n")
+def _encode(value):
+    if isinstance(value, dt.datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"$date": value.isoformat()}
+    raise TypeError(f"cannot spool a {type(value).__name__}")
+
+
+def _decode(obj: dict):
+    if len(obj) == 1 and "$datetime" in obj:
+        return dt.datetime.fromisoformat(obj["$datetime"])
+    if len(obj) == 1 and "$date" in obj:
+        return dt.date.fromisoformat(obj["$date"])
+    return obj
+
+
+def _spoolable(op: dict) -> dict:
+    """An operation as plain data: Arrow rows become dict rows."""
+    if "arrow" not in op:
+        return op
+    return {k: v for k, v in op.items() if k != "arrow"} | {"rows": op["arrow"].to_pylist()}
+
+
+def append_spool(store: Store, ops: Sequence[dict]) -> None:
+    """Keep a write the database could not take (held by another process past
+    the timeout): one JSON line, flushed and fsync'd before returning."""
+    import uuid
+
+    path = spool_path(store)
+    new = not path.exists()
+    line = json.dumps({"id": uuid.uuid4().hex, "at": utc().isoformat(), "pid": os.getpid(),
+                       "ops": [_spoolable(op) for op in ops]}, ensure_ascii=False, default=_encode)
+    with _locked_file(path, "a") as fh:
+        fh.write(line + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+    if new:  # the file's name is durable too
+        _fsync_folder(path.parent)
 
 
-def read_side_journal(store: Store) -> list:
-    from pipelines.llm.recording import CallRecord
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
-    path = side_journal_path(store)
+
+def _entries(text: str) -> tuple[list[dict], list[str]]:
+    """The spool's entries, and the lines that are not one (a write torn by a
+    crash: its `write` never returned)."""
+    entries, torn = [], []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line, object_hook=_decode))
+        except ValueError:
+            torn.append(line)
+    return entries, torn
+
+
+def read_spool(store: Store) -> list[dict]:
+    path = spool_path(store)
     if not path.exists() or path.stat().st_size == 0:
         return []
-    with _locked_side_journal(path, "r") as fh:
-        lines = fh.read().splitlines()
-    return [CallRecord(**json.loads(line)) for line in lines if line.strip()]
+    with _locked_file(path, "r") as fh:
+        return _entries(fh.read())[0]
 
 
-def merge_side_journal(store: Store, con) -> int:
-    """Move the side journal's records into llm_calls (those not there yet, by
-    call_id), then empty it; runs at every writing connection while it has lines."""
-    path = side_journal_path(store)
+def merge_spool(store: Store, con) -> int:
+    """Apply the spool's entries in order, each once (`spool_applied`), then
+    empty it; runs at every writing connection while it has lines. An entry
+    the database refuses is kept in `FILE.duckdb.spool.rejected.jsonl`."""
+    merged = _merge_legacy_side_journal(store, con)
+    path = spool_path(store)
+    try:
+        if path.stat().st_size == 0:
+            return merged
+    except FileNotFoundError:
+        return merged
+    import duckdb
+
+    with _locked_file(path, "r+") as fh:
+        entries, torn = _entries(fh.read())
+        ids = [e["id"] for e in entries]
+        done = {i for (i,) in con.execute(
+            "SELECT entry_id FROM spool_applied WHERE list_contains(?, entry_id)", [ids]).fetchall()}
+        for entry in entries:
+            if entry["id"] in done:
+                continue
+            try:
+                apply_ops(con, [*entry["ops"], sql_op("INSERT INTO spool_applied VALUES (?, ?)", [entry["id"], utc()])])
+                merged += 1
+            except (duckdb.Error, ValueError, TypeError, KeyError) as exc:
+                _reject(store, entry, f"{type(exc).__name__}: {exc}")
+        for line in torn:
+            _reject(store, {"line": line}, "not a complete spool entry")
+        _truncate(fh)  # a process that dies before this leaves entries `spool_applied` knows
+    con.execute("DELETE FROM spool_applied WHERE list_contains(?, entry_id)", [ids]).fetchall()
+    return merged
+
+
+def _truncate(fh) -> None:
+    fh.seek(0)
+    fh.truncate()
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def _reject(store: Store, entry: dict, reason: str) -> None:
+    import sys
+
+    path = _rejected_path(store)
+    with _locked_file(path, "a") as fh:
+        fh.write(json.dumps({**entry, "rejected": reason}, ensure_ascii=False, default=_encode) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    print(f"longsum: a spooled write could not be applied to {store.path} ({reason[:200]}); kept in {path}",
+          file=sys.stderr)
+
+
+def _merge_legacy_side_journal(store: Store, con) -> int:
+    """Paid answers an older longsum kept in `FILE.duckdb.calls.jsonl`: into llm_calls (those not there yet)."""
+    path = _legacy_side_journal_path(store)
     try:
         if path.stat().st_size == 0:
             return 0
     except FileNotFoundError:
         return 0
+    with _locked_file(path, "r+") as fh:
+        rows = [json.loads(line) for line in fh.read().splitlines() if line.strip()]
+        for row in rows:
+            row["created_at"] = utc(row["created_at"])
+        if rows:
+            apply_ops(con, [insert_op("llm_calls", rows, known_calls="skip")])
+        _truncate(fh)
+    return len(rows)
+
+
+def _call_record(row: dict):
+    """A CallRecord from a row of llm_calls (created_at a datetime in UTC)."""
     from pipelines.llm.recording import CallRecord
 
-    with _locked_side_journal(path, "r+") as fh:
-        records = [CallRecord(**json.loads(line)) for line in fh.read().splitlines() if line.strip()]
-        if records:
-            known = {row[0] for row in con.execute(
-                "SELECT call_id FROM llm_calls WHERE list_contains(?, call_id)", [[r.call_id for r in records]]
-            ).fetchall()}
-            rows = [{**r.__dict__, "created_at": utc(r.created_at)} for r in records if r.call_id not in known]
-            store.insert_rows("llm_calls", rows, con=con)
-        fh.seek(0)
-        fh.truncate()
-        fh.flush()
-        os.fsync(fh.fileno())
-    return len(records)
+    names = CallRecord.__dataclass_fields__
+    values = {k: v for k, v in row.items() if k in names}
+    created = values.get("created_at")
+    if isinstance(created, dt.datetime):
+        values["created_at"] = created.replace(tzinfo=dt.timezone.utc).timestamp()
+    return CallRecord(**values)
+
+
+def spooled_call(store: Store, request_hash: str):
+    """A successful, fresh call for this request that waits in the spool, or None."""
+    for entry in read_spool(store):
+        for op in entry["ops"]:
+            if op.get("insert") != "llm_calls":
+                continue
+            for row in op["rows"]:
+                if row.get("request_hash") == request_hash and row.get("status") == "ok" and not row.get("cached"):
+                    return _call_record(row)
+    return None
+
+
+def _calls_with_texts(con, where: str, params: Sequence, tail: str = ""):
+    """Rows of llm_calls (all its columns, as Arrow) without joining every
+    text in the store: the rows first, then only the texts they name."""
+    import pyarrow as pa
+
+    rows = con.sql(f"SELECT * FROM llm_call_rows WHERE {where} {tail}", params=list(params)).to_arrow_table()
+    hashes = sorted({h for column in ("request_sha", "response_sha") for h in rows.column(column).to_pylist() if h})
+    texts = con.sql("SELECT hash, text FROM texts WHERE list_contains(?, hash)", params=[hashes]).to_arrow_table() \
+        if hashes else pa.table({"hash": pa.array([], pa.string()), "text": pa.array([], pa.string())})
+    con.register("_longsum_call_rows", rows)
+    con.register("_longsum_texts", texts)
+    try:
+        return con.sql(CALLS_SELECT.format(rows="_longsum_call_rows", texts="_longsum_texts")).to_arrow_table()
+    finally:
+        con.unregister("_longsum_call_rows")
+        con.unregister("_longsum_texts")
 
 
 class DuckDBJournal:
@@ -525,60 +880,45 @@ class DuckDBJournal:
     committed as soon as the call returns, so nothing finished is ever lost.
 
     When another process holds the file past the store's timeout (a long SQL
-    query, a second writer), a paid answer goes to the side journal next to
-    the database (`FILE.duckdb.calls.jsonl`) and the run goes on; the next
+    query, a second writer), a paid answer goes to the store's spool next to
+    the database (`FILE.duckdb.spool.jsonl`) and the run goes on; the next
     writing connection, in this process or any other, merges it. Lookups see
-    the side journal too, so nothing it holds is requested again."""
+    the spool too, so nothing it holds is requested again."""
 
     def __init__(self, store: Store):
         self.store = store
-        self._pending: dict[str, object] = {}  # request_hash -> record kept in the side journal
+        self._pending: dict[str, object] = {}  # request_hash -> record kept in the spool
         self._pending_lock = threading.Lock()
 
     def lookup(self, request_hash: str):
         with self._pending_lock:
             if request_hash in self._pending:
                 return self._pending[request_hash]
+        found = spooled_call(self.store, request_hash)  # answers that wait for the file (any process's)
+        if found is not None:
+            return found
         try:
             with self.store.connect() as con:
-                found = self._lookup(con, request_hash)
+                return self._lookup(con, request_hash)
         except StoreError:
             if not self.store.path.exists():
                 raise
             # Held by a reader: a read-only connection still sees what is committed.
             with Store(self.store.path, timeout_s=0, read_only=True).connect() as con:
-                found = self._lookup(con, request_hash)
-        if found is None:
-            found = next((r for r in read_side_journal(self.store)
-                          if r.request_hash == request_hash and r.status == "ok" and not r.cached), None)
-        return found
+                return self._lookup(con, request_hash)
 
     @staticmethod
     def _lookup(con, request_hash: str):
-        from pipelines.llm.recording import CallRecord
-
-        cursor = con.execute(
-            "SELECT * EXCLUDE (created_at), epoch(created_at) AS created_at FROM llm_calls "
-            "WHERE request_hash = ? AND status = 'ok' AND NOT cached ORDER BY created_at LIMIT 1",
-            [request_hash],
-        )
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        return CallRecord(**dict(zip([d[0] for d in cursor.description], row)))
+        rows = _calls_with_texts(con, "request_hash = ? AND status = 'ok' AND NOT cached", [request_hash],
+                                 "ORDER BY created_at LIMIT 1").to_pylist()
+        return _call_record(rows[0]) if rows else None
 
     def record(self, record) -> None:
         row = dict(record.__dict__)
         row["created_at"] = utc(row["created_at"])
-        try:
-            self.store.insert_rows("llm_calls", [row])
-        except StoreError as exc:
-            if "in use by another process" not in str(exc):
-                raise
-            append_side_journal(self.store, record)
-            if record.status == "ok" and not record.cached:
-                with self._pending_lock:
-                    self._pending.setdefault(record.request_hash, record)
+        if not self.store.write([insert_op("llm_calls", [row])]) and record.status == "ok" and not record.cached:
+            with self._pending_lock:
+                self._pending.setdefault(record.request_hash, record)
 
 
 class DuckDBBatchJournal:
@@ -613,44 +953,22 @@ class DuckDBBatchJournal:
         return {batch_id: json.loads(hashes) if isinstance(hashes, str) else list(hashes) for batch_id, hashes in rows}
 
 
-def record_calls(store: Store, run_id: str, records: list) -> list:
-    """Write call records returned by workers, in bulk; returns them as written.
-    A record whose call_id is already stored (a task result replayed by the
-    orchestrator's cache) becomes a cached replay for this run, so a call is
-    never counted twice."""
-    import dataclasses
-
-    if not records:
-        return []
-    ids = [r.call_id for r in records]
-    with store.connect() as con:
-        known = {row[0] for row in con.execute("SELECT call_id FROM llm_calls WHERE list_contains(?, call_id)", [ids]).fetchall()}
-        written, rows = [], []
-        for record in records:
-            if record.call_id in known:
-                record = dataclasses.replace(record, call_id=_new_call_id(), cached=True)
-            record = dataclasses.replace(record, run_id=run_id)
-            written.append(record)
-            rows.append({**record.__dict__, "created_at": utc(record.created_at)})
-        store.insert_rows("llm_calls", rows, con=con)
-    return written
-
-
-def _new_call_id() -> str:
-    import uuid
-
-    return uuid.uuid4().hex
+def record_calls(store: Store, run_id: str, records: list) -> None:
+    """Write call records returned by workers, in bulk, under this run (spooled
+    when the file is held). A record whose call_id is already stored (a task
+    result replayed by the orchestrator's cache) becomes a cached replay for
+    this run, so a call is never counted twice."""
+    if records:
+        rows = [{**r.__dict__, "run_id": run_id, "created_at": utc(r.created_at)} for r in records]
+        store.write([insert_op("llm_calls", rows, known_calls="replay")])
 
 
 def document_calls(store: Store, doc_id: str):
     """The successful, fresh LLM calls of every earlier run of one document, as
     an Arrow table: what a worker on another machine needs to replay them."""
     with store.connect() as con:
-        return con.sql(
-            "SELECT * FROM llm_calls WHERE status = 'ok' AND NOT cached "
-            "AND run_id IN (SELECT run_id FROM runs WHERE doc_id = ?)",
-            params=[doc_id],
-        ).to_arrow_table()
+        return _calls_with_texts(
+            con, "status = 'ok' AND NOT cached AND run_id IN (SELECT run_id FROM runs WHERE doc_id = ?)", [doc_id])
 
 
 def call_records(table) -> dict:
@@ -666,13 +984,15 @@ def call_records(table) -> dict:
 
 
 def run_tables(store: Store, run_id: str) -> dict:
-    """Every row of one run, table by table (Arrow): what a worker that ran it
-    in a store of its own hands back to the flow's writer."""
+    """Every row of one run, table by table (Arrow, by public name: `llm_calls`,
+    `chunks` and `summaries` with their texts): what a worker that ran it in a
+    store of its own hands back to the flow's writer."""
     with store.connect() as con:
         tables = [t for (t,) in con.execute(
             "SELECT DISTINCT table_name FROM information_schema.columns WHERE column_name = 'run_id' "
-            "AND table_name IN (SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE')"
-        ).fetchall()]
+            "AND table_name IN (SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE') "
+            "AND NOT list_contains(?, table_name)", [list(ROW_TABLES)]
+        ).fetchall()] + list(ADDRESSED)
         rows = {t: con.sql(f'SELECT * FROM "{t}" WHERE run_id = ?', params=[run_id]).to_arrow_table() for t in tables}
         rows["documents"] = con.sql(
             "SELECT * FROM documents WHERE doc_id IN (SELECT doc_id FROM runs WHERE run_id = ?)", params=[run_id]
@@ -681,19 +1001,9 @@ def run_tables(store: Store, run_id: str) -> dict:
 
 
 def add_run_tables(store: Store, tables: dict) -> None:
-    """Write what `run_tables` returned, in one transaction (a document seen before is kept)."""
-    with store.connect() as con:
-        con.execute("BEGIN")
-        for name, table in tables.items():
-            if table.num_rows == 0:
-                continue
-            con.register("_longsum_rows", table)
-            try:
-                conflict = " ON CONFLICT DO NOTHING" if name == "documents" else ""
-                con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM _longsum_rows{conflict}')
-            finally:
-                con.unregister("_longsum_rows")
-        con.execute("COMMIT")
+    """Write what `run_tables` returned, in one transaction (a document seen
+    before is kept); spooled when the file is held."""
+    store.write([insert_op(name, arrow=table, ignore_conflicts=name == "documents") for name, table in tables.items()])
 
 
 def add_calls(store: Store, table) -> None:
@@ -726,3 +1036,91 @@ def export_parquet(store: Store, run_ids: list[str], folder: str | Path) -> Path
             params=[list(run_ids)],
         ).write_parquet(str(batch / "documents.parquet"))
     return batch
+
+
+# What no run references: (label, DELETE). A paid answer stays even when its run is gone: it is
+# what a later run replays instead of paying again. Texts go last, once no row names them.
+VACUUM_DELETES = (
+    ("chunk rows of runs that are gone", "DELETE FROM chunk_rows WHERE run_id NOT IN (SELECT run_id FROM runs)"),
+    ("summary rows of runs that are gone", "DELETE FROM summary_rows WHERE run_id NOT IN (SELECT run_id FROM runs)"),
+    ("compressed chunks of runs that are gone",
+     "DELETE FROM compressed_chunks WHERE run_id NOT IN (SELECT run_id FROM runs)"),
+    ("replayed and failed calls of runs that are gone",
+     "DELETE FROM llm_call_rows WHERE run_id IS NOT NULL AND run_id NOT IN (SELECT run_id FROM runs) "
+     "AND (cached OR status IS DISTINCT FROM 'ok')"),
+    ("texts stored twice (a writer that met another: a lake)",
+     "DELETE FROM texts WHERE rowid NOT IN (SELECT min(rowid) FROM texts GROUP BY hash)"),
+    ("texts no row names",
+     "DELETE FROM texts WHERE hash NOT IN (SELECT request_sha FROM llm_call_rows WHERE request_sha IS NOT NULL "
+     "UNION ALL SELECT response_sha FROM llm_call_rows WHERE response_sha IS NOT NULL "
+     "UNION ALL SELECT text_sha FROM chunk_rows WHERE text_sha IS NOT NULL "
+     "UNION ALL SELECT text_sha FROM summary_rows WHERE text_sha IS NOT NULL)"),
+)
+
+
+def file_size(path: Path) -> int:
+    """Bytes of a database file and its write-ahead log."""
+    return sum(p.stat().st_size for p in (path, path.with_name(path.name + ".wal")) if p.exists())
+
+
+def vacuum(store: Store, compact: bool = True) -> dict:
+    """Drop what no run references (VACUUM_DELETES), then give the space back:
+    CHECKPOINT, and (`compact`) a copy-and-swap: every table copied into a new
+    file, which replaces this one when it is smaller (DuckDB reuses free blocks
+    but never shrinks a file around them, and a fresh copy packs its segments
+    tighter), while this process holds the lock, so no other process can write
+    the old file after the copy. Returns sizes before and after and what was
+    dropped."""
+    import duckdb
+
+    before = file_size(store.path) if store.path.exists() else 0
+    dropped = {}
+    swapped = False
+    with store.connect() as con:  # a writing connection: the spool is applied first
+        con.execute("BEGIN TRANSACTION")
+        for label, sql in VACUUM_DELETES:
+            dropped[label] = con.execute(sql).fetchall()[0][0]
+        con.execute("DELETE FROM spool_applied").fetchall()
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")
+        if compact:
+            swapped = _copy_and_swap(store, con)
+    after = file_size(store.path)
+    return {"path": str(store.path), "before": before, "after": after, "dropped": dropped, "swapped": swapped}
+
+
+def _copy_and_swap(store: Store, con) -> bool:
+    """Copy the open database into FILE.vacuum; when that is smaller, it
+    replaces FILE (`con` still holds the old file's lock). True when swapped."""
+    copy = store.path.with_name(store.path.name + ".vacuum")
+    for stale in (copy, copy.with_name(copy.name + ".wal")):
+        stale.unlink(missing_ok=True)
+    name = con.execute("SELECT current_database()").fetchall()[0][0]
+    con.execute(f"ATTACH '{_sql_quote(str(copy))}' AS longsum_vacuum")
+    try:
+        con.execute(f'COPY FROM DATABASE "{name}" TO longsum_vacuum')
+        tables = [t for (t,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND NOT internal", [name]).fetchall()]
+        for table in tables:  # the copy has every row before it replaces anything
+            counts = con.execute(f'SELECT (SELECT count(*) FROM "{name}".main."{table}"), '
+                                 f'(SELECT count(*) FROM longsum_vacuum.main."{table}")').fetchall()[0]
+            if counts[0] != counts[1]:
+                raise StoreError(f"vacuum: the copy of {table} has {counts[1]} rows, not {counts[0]}; {store.path} kept")
+        con.execute("CHECKPOINT longsum_vacuum")
+    except BaseException:
+        con.execute("DETACH longsum_vacuum")
+        copy.unlink(missing_ok=True)
+        raise
+    con.execute("DETACH longsum_vacuum")
+    if copy.stat().st_size >= store.path.stat().st_size:
+        copy.unlink()
+        return False
+    with open(copy, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(copy, store.path)
+    _fsync_folder(store.path.parent)
+    return True
+
+
+def _sql_quote(text: str) -> str:
+    return text.replace("'", "''")

@@ -241,21 +241,17 @@ def _progress(callback, what: str) -> None:
 
 def write(store, rows: list[dict], annotations: list[dict] = (), replace_run: str | None = None, *,
           claims: list[dict] = (), coverage: list[dict] = ()) -> None:
-    """Bulk-write score, annotation, claim and coverage rows in one connection (one transaction)."""
-    with store.connect() as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            if replace_run is not None:
-                con.execute("DELETE FROM scores WHERE run_id = ?", [replace_run])
-                con.execute("DELETE FROM booookscore_annotations WHERE run_id = ?", [replace_run])
-            store.insert_rows("scores", rows, con=con)
-            store.insert_rows("booookscore_annotations", list(annotations), con=con)
-            store.insert_rows("claims", list(claims), con=con)
-            store.insert_rows("coverage", list(coverage), con=con)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+    """Bulk-write score, annotation, claim and coverage rows in one transaction
+    (spooled by the store when another process holds the file)."""
+    from pipelines.store import insert_op, sql_op
+
+    ops = []
+    if replace_run is not None:
+        ops += [sql_op("DELETE FROM scores WHERE run_id = ?", [replace_run]),
+                sql_op("DELETE FROM booookscore_annotations WHERE run_id = ?", [replace_run])]
+    ops += [insert_op("scores", rows), insert_op("booookscore_annotations", list(annotations)),
+            insert_op("claims", list(claims)), insert_op("coverage", list(coverage))]
+    store.write(ops)
 
 
 def score_row(job_run_id, summary_id, metric, variant, value, config, created, *, aggregate=None,

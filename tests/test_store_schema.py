@@ -100,7 +100,7 @@ def test_a_current_file_without_a_version_row_is_read_as_current(tmp_path):
 
     db = tmp_path / "current.duckdb"
     store = Store(db)
-    store.execute("INSERT INTO llm_calls (call_id, cache_write_tokens) VALUES ('now', NULL)")
+    store.insert_rows("llm_calls", [{"call_id": "now", "cache_write_tokens": None}])  # a view: rows go in through the store
     store.execute("DELETE FROM meta")
     con = duckdb.connect(str(db), read_only=True)
     assert layout_version(con) == int(SCHEMA_VERSION)

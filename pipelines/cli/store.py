@@ -1,4 +1,4 @@
-"""Commands that read the store: `runs`, `show`, `sql`, `check`, `db-path`."""
+"""Commands over the store: `runs`, `show`, `sql`, `check`, `db-path` read it; `vacuum` compacts it."""
 
 from __future__ import annotations
 
@@ -107,3 +107,32 @@ def check_command(db_path) -> None:
 def db_path_command(db_path) -> None:
     """Print the path of the DuckDB file commands use."""
     click.echo(str(db_path or default_db_path()))
+
+
+@click.command("vacuum")
+@click.option("--no-compact", is_flag=True,
+              help="Only drop what no run references and CHECKPOINT; do not rewrite the file to shrink it.")
+@db_option
+def vacuum_command(no_compact, db_path) -> None:
+    """Drop what no run references and give the space back.
+
+    Drops the chunks, summaries, compressed chunks, replays and failed calls of
+    runs that are gone (deleted from `runs`) and every stored text no row names
+    any more; keeps every paid answer (a later run replays it). Then CHECKPOINT,
+    and where DuckDB left free blocks inside the file, a compacting copy that
+    replaces it (the file stays locked meanwhile)."""
+    from pipelines.store import vacuum
+
+    store = open_store(db_path)
+    if not store.path.exists():
+        raise UserError(f"no database at {store.path}")
+    result = vacuum(store, compact=not no_compact)
+    how = "compacted" if result["swapped"] else "checkpointed"
+    click.echo(f"{store.path}: {_mb(result['before'])} -> {_mb(result['after'])} ({how})")
+    for label, count in result["dropped"].items():
+        if count:
+            click.echo(f"dropped {count} {label}")
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.2f} MB"
