@@ -32,6 +32,11 @@ os.environ["PREFECT_HOME"] = str(PREFECT_TEST_HOME)
 
 sys.path.insert(0, str(ROOT / "tests"))
 
+# Prefect configures logging when first imported and closes every handler it
+# finds; absl's (rouge-score imports absl) closes its stream, which under
+# pytest is the capture file, and the session loses stderr. Configure first.
+import prefect.main  # noqa: E402,F401
+
 from textdata import excerpt  # noqa: E402,F401 (tests import it from here)
 
 

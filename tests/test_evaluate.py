@@ -166,7 +166,7 @@ def test_serve_passes_base_url_and_concurrency_to_its_deployment_and_sets_the_li
     from pipelines.cli import cli
 
     served = []
-    monkeypatch.setattr(flows.deploy, "serve_deployments", served.extend)
+    monkeypatch.setattr(flows.deploy, "serve_deployments", lambda deployments, policy: served.extend(deployments))
     (tmp_path / "a.txt").write_text("A story.", encoding="utf-8")
     out = CliRunner().invoke(cli, ["serve", str(tmp_path), "--interval", "3600", "--method", "hierarchical",
                                    "--model", "openai:served", "--base-url", "http://gpu-box:8000/v1",
