@@ -2,9 +2,10 @@
 
 Runs `summarize FILE` once into a new database, then `--reruns` more times
 (each replays every call), and prints the file's size after a CHECKPOINT
-after each run, its used and free 256 KiB blocks, the texts stored, the call
-rows and the text those rows show through `llm_calls`; then the size after
-`summarize vacuum` (CHECKPOINT plus a compacting copy).
+after each run, its used and free 256 KiB blocks, the size the same tables
+take in a fresh file (a copy, as `summarize vacuum` would leave it), the texts
+stored, the call rows and the text those rows show through `llm_calls`; then
+what `summarize vacuum` does to the file.
 
     .venv/bin/python bench/bench_store_size.py examples/doyle_scandal_in_bohemia.txt --model llamacpp:gemma-3-270m
     .venv/bin/python bench/bench_store_size.py tests/data/books/austen_persuasion.txt --fake-server -- --chunk-size 400
@@ -41,10 +42,19 @@ def measure(db: Path) -> dict:
             if has_texts else (None, None)
         calls, shown = con.execute("SELECT count(*), coalesce(sum(strlen(CAST(request AS VARCHAR))), 0) "
                                    "+ coalesce(sum(strlen(response)), 0) FROM llm_calls").fetchone()
+        # What the same tables take in a fresh file (what `summarize vacuum` leaves), measured on a copy.
+        copy = db.with_name("compacted.duckdb")
+        copy.unlink(missing_ok=True)
+        name = con.execute("SELECT current_database()").fetchone()[0]
+        con.execute(f"ATTACH '{copy}' AS compacted")
+        con.execute(f'COPY FROM DATABASE "{name}" TO compacted')
+        con.execute("DETACH compacted")
+        compacted = copy.stat().st_size
+        copy.unlink()
     finally:
         con.close()
     return {"bytes": db.stat().st_size, "used": used, "free": free, "texts": texts[0], "text_chars": texts[1],
-            "call_rows": calls, "call_chars": shown}
+            "call_rows": calls, "call_chars": shown, "compacted": compacted}
 
 
 def main() -> None:
@@ -81,11 +91,12 @@ def main() -> None:
         if server is not None:
             server.__exit__(None, None, None)
     vacuumed = summarize(["vacuum", "--db", str(db)])
-    first = rows[0][1]["bytes"]
-    print(f"{'':10} {'bytes':>10} {'x first':>8} {'used':>5} {'free':>5} {'texts':>6} {'text chars':>11} "
-          f"{'call rows':>9} {'call chars':>11}")
+    first, first_compacted = rows[0][1]["bytes"], rows[0][1]["compacted"]
+    print(f"{'':10} {'bytes':>10} {'x first':>8} {'used':>5} {'free':>5} {'compacted':>10} {'x first':>8} "
+          f"{'texts':>6} {'text chars':>11} {'call rows':>9} {'call chars':>11}")
     for name, m in rows:
         print(f"{name:10} {m['bytes']:>10,} {m['bytes'] / first:>8.2f} {m['used']:>5} {m['free']:>5} "
+              f"{m['compacted']:>10,} {m['compacted'] / first_compacted:>8.2f} "
               f"{m['texts'] if m['texts'] is not None else '-':>6} "
               f"{m['text_chars'] if m['text_chars'] is not None else '-':>11} {m['call_rows']:>9} "
               f"{m['call_chars']:>11,}")
