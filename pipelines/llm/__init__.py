@@ -48,10 +48,10 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 def is_tiny_model(spec: str) -> bool:
     """True for the embedded Gemma 270M base model: it can run every step but
     cannot summarize or judge, so the faces say so when it is chosen."""
-    from pipelines.llm import embedded
+    from pipelines.llm.embedded import GEMMA, lookup
 
     backend, model = parse_spec(spec)
-    return backend == "llamacpp" and model is not None and embedded.lookup(model) is embedded.GEMMA
+    return backend == "llamacpp" and model is not None and lookup(model) is GEMMA
 
 
 def resolve(

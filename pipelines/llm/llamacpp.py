@@ -18,7 +18,7 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 
-from pipelines.llm import embedded
+import pipelines.llm.embedded as embedded
 from pipelines.llm.base import Completion, CompletionRequest, LLMCallError, LLMConfigError
 
 DEFAULT_CONTEXT_WINDOW = 8192
