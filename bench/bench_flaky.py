@@ -36,6 +36,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+from peak_rss import PeakThreads  # noqa: E402
+
+
 def _journal(db: Path) -> tuple[int, int, int, float]:
     from pipelines.store import Store
 
@@ -94,25 +97,6 @@ def matrix() -> None:
                           f"{len(server.injected) - injected} | {wall:.1f} |", flush=True)
 
 
-class Peak:
-    def __init__(self):
-        self.threads, self._stop = threading.active_count(), threading.Event()
-
-    def __enter__(self):
-        self._sampler = threading.Thread(target=self._sample, daemon=True)
-        self._sampler.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.threads = max(self.threads, threading.active_count())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._sampler.join()
-
-
 def threads(sizes: list[int]) -> None:
     from fake_openai_server import FakeOpenAIServer
     from pipelines.batch_eval import evaluate_in_process
@@ -138,12 +122,12 @@ def threads(sizes: list[int]) -> None:
                     config = RunConfig(method="hierarchical", model="openai:served", base_url=server.base_url,
                                        chunk_size=64, summary_words=10, concurrency=4)
                     started = time.perf_counter()
-                    with Peak() as peak:
+                    with PeakThreads() as peak:
                         outcomes = evaluate_in_process(load_corpus(str(corpus)), [config],
                                                        Store(Path(folder) / f"{n}-{batch}.duckdb"), batch=batch,
                                                        metrics=[], concurrency=4, settle_s=0.05, poll_s=0.01)
                     ok = sum(o.status == "ok" for o in outcomes)
-                    print(f"| {'batch' if batch else 'synchronous'} | {n} | {ok} | {peak.threads} | "
+                    print(f"| {'batch' if batch else 'synchronous'} | {n} | {ok} | {peak.peak} | "
                           f"{server.max_open_connections} | {server.max_in_flight} | {time.perf_counter() - started:.1f} |",
                           flush=True)
 

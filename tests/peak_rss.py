@@ -12,3 +12,27 @@ PEAK_KIB_SOURCE = (
     "        if line.startswith('VmHWM:'):\n"
     "            return int(line.split()[1])\n"
 )
+
+
+class PeakThreads:
+    """The most threads this process had at once while the block ran (sampled every 2 ms)."""
+
+    def __enter__(self):
+        import threading
+
+        self.peak, self._stop = threading.active_count(), threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        return self
+
+    def _sample(self):
+        import threading
+        import time
+
+        while not self._stop.is_set():
+            self.peak = max(self.peak, threading.active_count())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._sampler.join()

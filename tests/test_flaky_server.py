@@ -11,11 +11,11 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from fake_openai_server import FakeOpenAIServer, Flaky
+from peak_rss import PeakThreads
 
 from pipelines.corpus import squality_items
 from pipelines.llm.tokenizers import ServerTokenizer, cl100k, count_cl100k
@@ -136,25 +136,6 @@ def test_a_document_that_fails_after_retries_says_why_and_the_others_complete(tm
     assert "lost the connection to http://127.0.0.1:" in error and "(3 attempts over " in error, error
     ((stored,),) = store.execute("SELECT error FROM runs WHERE status = 'failed'")
     assert "(3 attempts over " in stored
-
-
-class PeakThreads:
-    """The most threads this process had at once while the block ran (sampled every 2 ms)."""
-
-    def __enter__(self):
-        self.peak, self._stop = threading.active_count(), threading.Event()
-        self._sampler = threading.Thread(target=self._sample, daemon=True)
-        self._sampler.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, threading.active_count())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._sampler.join()
 
 
 def small_corpus(folder: Path, n: int) -> Path:
