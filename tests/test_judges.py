@@ -18,7 +18,8 @@ def test_corpus_judges_with_the_model_it_is_given(tmp_path, books, cli_env, pref
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "opening.txt").write_text(excerpt(text, 400), encoding="utf-8")
     db = tmp_path / "judged.duckdb"
-    env = {**cli_env, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    # The default judge is the instruct model here, so a judge taken from the default would show.
+    env = {**cli_env, "PREFECT_API_URL": PREFECT_API_URL.value(), "LONGSUM_MODEL": "llamacpp"}
     done = run(["corpus", tmp_path / "corpus", "--method", "extractive", "--summary-words", "40",
                 "--metrics", "booookscore", "--judge-model", "llamacpp:gemma", "--db", db], env, timeout=900)
     assert done.returncode == 0, done.stderr
@@ -26,4 +27,4 @@ def test_corpus_judges_with_the_model_it_is_given(tmp_path, books, cli_env, pref
     assert len(notes) == 1 and "tiny base model" in notes[0]
     judges = Store(db, read_only=True).execute(
         "SELECT DISTINCT config->>'model' FROM scores WHERE metric = 'booookscore'")
-    assert judges == [("llamacpp:gemma",)]  # as given, not the default (the tests default to this model too)
+    assert judges == [("llamacpp:gemma-3-270m",)]
