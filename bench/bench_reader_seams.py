@@ -19,8 +19,9 @@ floats, citations and command names stripped); a token of longsum's text
 - glued footnote mark: not in the source, ends in 1-2 digits or a footnote
   symbol after a word the source has (`conferences1`, `symbols.3`);
 - lowercase paragraph start: a paragraph (text between blank lines) that
-  begins with a lower-case letter, i.e. a sentence resumed after a float or
-  break cut it. Some are real (a table cell such as `natbib`), so this is
+  begins with a lower-case letter (not a URL or e-mail address, which a
+  footnote may start with), i.e. a sentence resumed after a float or break
+  cut it. Some are real (a table cell such as `natbib`), so this is
   an upper bound on sentences split by a footnote, table or caption.
 
 Words the source itself never has (macro output such as \\LaTeX) cannot be
@@ -75,7 +76,8 @@ def seam_counts(text: str, vocabulary: set[str]) -> dict[str, list[str]]:
         if f"{head}-{tail}" in vocabulary or head + tail in vocabulary:
             found["hyphen spaced"].append(match.group(0))
     for paragraph in text.split("\n\n"):
-        if paragraph.strip()[:1].islower():
+        first = paragraph.split(maxsplit=1)[0] if paragraph.strip() else ""
+        if first[:1].islower() and not re.match(r"(?:https?://|www\.|\S+@\S+)", first):  # a URL or address may start one
             found["lowercase start"].append(paragraph.strip()[:40])
     return found
 

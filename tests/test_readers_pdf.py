@@ -180,3 +180,72 @@ def test_summarize_opens_an_encrypted_pdf_with_password_and_stores_it_nowhere(tm
     dumped = " ".join(str(row) for table in ("runs", "documents", "chunks", "summaries")
                       for row in store.execute(f"SELECT * FROM {table}"))
     assert "sesame" not in dumped
+
+
+# --- seams on real papers: the ACL 2017 / NAACL 2016 and 2018 author instructions ---------
+
+ACL_PAPERS = FIXTURES / "acl"
+
+
+@pytest.fixture(scope="module")
+def acl_papers():
+    return {name: load_document(ACL_PAPERS / f"{name}.pdf").text for name in ("acl2017", "naaclhlt2016", "naaclhlt2018")}
+
+
+def _paragraph_with(text: str, fragment: str) -> str:
+    found = [p for p in text.split("\n\n") if fragment in p]
+    assert len(found) == 1, (fragment, found)
+    return found[0]
+
+
+def test_a_hyphen_before_a_number_is_a_real_hyphen(acl_papers):
+    text = acl_papers["acl2017"]
+    assert "those for ACL-2008 by Johanna D. Moore" in text  # "ACL-" ends a line, "2008" starts the next
+    assert "those for ACL-2002 by Eugene Charniak" in text
+    assert not re.search(r"[A-Za-z]- \d", text)
+
+
+def test_compounds_broken_at_a_line_end_keep_their_hyphen(acl_papers):
+    naacl2018 = acl_papers["naaclhlt2018"]
+    assert "to precisely characterize state-of-the-art methods" in naacl2018  # broken after "state-of-"
+    assert "Furthermore, self-references that reveal" in naacl2018  # "self-" before a line end
+    assert "self-references" in acl_papers["acl2017"]
+    assert "ACL-related workshops" in acl_papers["naaclhlt2016"]  # an acronym's compound
+    for text in acl_papers.values():
+        assert not re.search(r"\bofthe\b|selfref|ACLrelated", text)
+
+
+def test_footnote_marks_are_not_glued_to_words(acl_papers):
+    naacl2016 = acl_papers["naaclhlt2016"]
+    assert "standard abbreviations for conferences and journals" in naacl2016
+    assert not re.search(r"conferences1|journals2|symbols\.\d|line\.\d", naacl2016)
+    assert not re.search(r"symbols\.\d|line\.\d", acl_papers["acl2017"] + acl_papers["naaclhlt2018"])
+    # the footnotes themselves are paragraphs after the one they interrupted, their marks gone too
+    assert "\n\nThis is how a footnote should appear." in naacl2016.replace("http://www.abbreviations.com/jas.php ", "\n\n")
+
+
+def test_a_footnote_and_a_table_do_not_split_a_sentence(acl_papers):
+    # NAACL 2016: the sentence runs from the foot of the left column (footnotes below it) to the
+    # right column, which opens with a table and its caption
+    paragraph = _paragraph_with(acl_papers["naaclhlt2016"], "Footnotes: Put footnotes")
+    assert paragraph.endswith("other symbols. Footnotes should be separated from the text by a line. "
+                              "Footnotes should be in 9 point font.")
+    assert "Type of Text" not in paragraph and "Table 2" not in paragraph
+    # ACL 2017: a full-width table above both columns, whose cells fall on both sides of the gutter
+    paragraph = _paragraph_with(acl_papers["acl2017"], "We suggest that instead of")
+    assert paragraph == "We suggest that instead of “(Gusfield, 1997) showed that ...” you use “Gusfield (1997) showed that ...”"
+    rows = _paragraph_with(acl_papers["acl2017"], "\\citeyearpar")
+    assert rows.startswith("output natbib previous ACL style files")
+
+
+def test_a_line_left_of_the_bullets_ends_the_list(acl_papers):
+    text = acl_papers["acl2017"]
+    assert "\n\n• Gap between columns: 0.6 cm\n\nPapers should not be submitted on any other paper size. If you" in text
+
+
+def test_characters_beyond_the_bmp_are_whole():
+    from pipelines.readers.pdf import _join_surrogates
+
+    # PDFium hands a mathematical italic A (U+1D434) over as two UTF-16 halves
+    assert _join_surrogates("x \ud835\udc34 y") == "x \U0001d434 y"
+    assert _join_surrogates("lone \ud835 half") == "lone \ufffd half"

@@ -84,6 +84,7 @@ class _Builder:
     bold: int = 0
     chars: int = 0
     first_size: float = 0.0
+    glyphs: list = field(default_factory=list)  # (size, baseline) of each entry of text; None for a space
 
     def add(self, ch: str, left: float, right: float, bottom: float, top: float, base: float, size: float, bold: bool) -> None:
         if not self.chars:
@@ -91,18 +92,76 @@ class _Builder:
         if size > self.base_size * 1.15 or not self.chars:
             self.base, self.base_size = base, size
         self.text.append(ch)
+        self.glyphs.append((size, base))
         self.x0, self.x1 = min(self.x0, left), max(self.x1, right)
         self.top, self.bottom = max(self.top, top), min(self.bottom, bottom)
         self.sizes[round(size * 2) / 2] += 1
         self.bold += bold
         self.chars += 1
 
+    def space(self) -> None:
+        if self.text and self.text[-1] != " ":
+            self.text.append(" ")
+            self.glyphs.append(None)
+
     def line(self) -> _Line:
         size = self.sizes.most_common(1)[0][0]
         return _Line(
-            page=self.page, text="".join(self.text).strip(), x0=self.x0, x1=self.x1, top=self.top, bottom=self.bottom,
-            size=size, bold=self.bold / self.chars, first_small=self.first_size < 0.8 * size,
+            page=self.page, text=_without_marks(self.text, self.glyphs, size).strip(), x0=self.x0, x1=self.x1,
+            top=self.top, bottom=self.bottom, size=size, bold=self.bold / self.chars,
+            first_small=self.first_size < 0.8 * size,
         )
+
+
+_MARK_CHARS = set("0123456789*\u2020\u2021\u00a7\u00b6,")
+_MARK_AFTER = set(".,;:!?)\u201d\u2019\"'")
+
+
+def _without_marks(chars: list[str], glyphs: list, size: float) -> str:
+    """The line's text without footnote marks: a raised, smaller run of digits
+    or footnote symbols right after a word of two or more letters or after
+    closing punctuation (`conferences1`, `symbols.3`), or opening the line
+    (the mark in front of a footnote). Exponents stay: after a digit or a
+    one-letter variable (`10^3`, `n^2`) a raised number is mathematics."""
+    base = _line_base(glyphs, size)
+    raised = [g is not None and g[0] < 0.8 * size and g[1] > base + 0.15 * size for g in glyphs]
+    out: list[str] = []
+    i = 0
+    while i < len(chars):
+        if not raised[i]:
+            out.append(chars[i])
+            i += 1
+            continue
+        j = i
+        while j < len(chars) and raised[j]:
+            j += 1
+        run = "".join(chars[i:j])
+        before = "".join(out).rstrip(" ") if not out or out[-1] == " " else "".join(out)
+        glued = bool(out) and out[-1] != " "
+        word = re.search(r"([^\W\d_]+)$", before) if glued else None
+        mark = set(run) <= _MARK_CHARS and run.strip(",")
+        if mark and (not before.strip() or (glued and ((word and len(word.group(1)) >= 2) or before[-1:] in _MARK_AFTER))):
+            i = j  # dropped
+            continue
+        out.extend(chars[i:j])
+        i = j
+    return _join_surrogates("".join(out))
+
+
+def _line_base(glyphs: list, size: float) -> float:
+    """The baseline of the line's body-size characters."""
+    bases = Counter(round(g[1], 1) for g in glyphs if g is not None and abs(g[0] - size) <= 0.15 * size)
+    if not bases:
+        bases = Counter(round(g[1], 1) for g in glyphs if g is not None)
+    return bases.most_common(1)[0][0] if bases else 0.0
+
+
+def _join_surrogates(text: str) -> str:
+    """PDFium gives a character beyond the BMP (mathematical letters) as two
+    UTF-16 halves; a lone half becomes U+FFFD."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def read_pdf(path: Path, password: str | None = None) -> Extracted:
@@ -233,7 +292,10 @@ def _page_lines(textpage, page_index: int, box: tuple[float, float, float, float
         if current is not None and current.chars:
             ref = max(current.base_size, 1.0)
             small = size < 0.85 * ref and abs(base - current.base) < 0.75 * ref
-            same_line = abs(base - current.base) <= 0.45 * max(ref, size) or small
+            # a footnote's own mark, raised in front of its first word: the line goes on after it
+            after_mark = (current.chars <= 3 and size > 1.15 * ref and 0 < current.base - base < 0.75 * size
+                          and -0.5 * size < x0 - last_right < size)
+            same_line = abs(base - current.base) <= 0.45 * max(ref, size) or small or after_mark
             if not same_line or x0 < last_right - max(size, ref) * 1.5:
                 current = None
             elif x0 - last_right > 1.1 * max(ref, size):
@@ -242,8 +304,8 @@ def _page_lines(textpage, page_index: int, box: tuple[float, float, float, float
             current = _Builder(page=page_index)
             builders.append(current)
             space = False
-        elif space and current.text and current.text[-1] != " ":
-            current.text.append(" ")
+        elif space:
+            current.space()
         space = False
         current.add(ch, x0, x1, bottom.value - offset_y, top.value - offset_y, base, size, bold)
         last_right = x1
@@ -268,8 +330,7 @@ def _layout(lines: list[_Line], sizes: list[tuple[float, float]]) -> tuple[list[
     _mark_headings(ordered, body_size)
     blocks = _blocks(ordered)
     _mark_floats(blocks, body_size)
-    hyphenated = _hyphenated_words(ordered)
-    return _paragraphs(blocks, hyphenated), title
+    return _paragraphs(blocks, _vocabulary(ordered)), title
 
 
 def _drop_line_numbers(lines: list[_Line]) -> None:
@@ -302,8 +363,11 @@ def _drop_furniture(lines: list[_Line], sizes: list[tuple[float, float]]) -> Non
     pages_with = Counter()
     for key in {(line.page, key) for line, key in candidates}:
         pages_with[key[1]] += 1
+    # even- and odd-page headers each recur on half the pages: from five pages on, two pages
+    # are not enough (a table's top row, "output", can open two pages)
+    needed = max(2 if n_pages < 5 else 3, 0.3 * n_pages)
     for line, key in candidates:
-        repeated = n_pages >= 2 and pages_with[key] >= max(2, 0.3 * n_pages)
+        repeated = n_pages >= 2 and pages_with[key] >= needed
         if repeated or _PAGE_NUMBER.match(line.text):
             line.kind = "furniture"
 
@@ -327,6 +391,23 @@ def _reading_order(lines: list[_Line], width: float) -> list[_Line]:
             left.append(line)
         else:
             right.append(line)
+    # A full-width table's cells fall on both sides of the gutter: rows of three or more
+    # pieces, several in a row, are one spanning line each.
+    # (Its cells are short, and its rows stand clear of the text's outer edges, as a centred table's do.)
+    text_left, text_right = min(ln.x0 for ln in lines), max(ln.x1 for ln in lines)
+    column_width = gutter - text_left
+    table_rows = [row for row in _visual_rows(lines) if len(row) >= 3
+                  and all(ln.x1 - ln.x0 < 0.6 * column_width for ln in row)
+                  and row[0].x0 > text_left + 3 * row[0].size and row[-1].x1 < text_right - 3 * row[-1].size
+                  and min(ln.x0 + ln.x1 for ln in row) < 2 * gutter < max(ln.x0 + ln.x1 for ln in row)]
+    for row in table_rows:
+        size = max(ln.size for ln in row)
+        if any(other is not row and abs(other[0].top - row[0].top) < 2.5 * size for other in table_rows):
+            for ln in row:
+                for side in (left, right, spanning):
+                    if any(ln is other for other in side):
+                        side[:] = [other for other in side if other is not ln]
+            spanning.append(_merge_row(row))
     # The short last line of a full-width caption sits in one column: it still spans.
     for line in sorted(left + right, key=lambda ln: -ln.top):
         above = [sp for sp in spanning if 0 <= sp.bottom - line.top < 0.75 * line.size
@@ -370,35 +451,45 @@ def _gutter(lines: list[_Line], width: float) -> float | None:
     return best[1] if best else None
 
 
-def _rows(lines: list[_Line], column: str) -> list[_Line]:
-    """Lines of one column top to bottom; pieces of one visual row (table
-    cells, words split at a wide space) joined left to right."""
+def _visual_rows(lines: list[_Line]) -> list[list[_Line]]:
+    """Lines that share a visual row (they overlap vertically), top to bottom, each row left to right."""
     rows: list[list[_Line]] = []
     for line in sorted(lines, key=lambda ln: (-ln.top, ln.x0)):
         if rows:
-            last = rows[-1]
-            ref = last[0]
+            ref = rows[-1][0]
             overlap = min(ref.top, line.top) - max(ref.bottom, line.bottom)
             if overlap > 0.5 * min(ref.top - ref.bottom, line.top - line.bottom):
-                last.append(line)
+                rows[-1].append(line)
                 continue
         rows.append([line])
-    merged = []
     for row in rows:
         row.sort(key=lambda ln: ln.x0)
-        first = row[0]
-        if len(row) > 1:
-            sizes = Counter()
-            for ln in row:
-                sizes[ln.size] += len(ln.text)
-            first = _Line(
-                page=first.page, text=" ".join(ln.text for ln in row), x0=first.x0, x1=max(ln.x1 for ln in row),
-                top=max(ln.top for ln in row), bottom=min(ln.bottom for ln in row), size=sizes.most_common(1)[0][0],
-                bold=sum(ln.bold * len(ln.text) for ln in row) / max(1, sum(len(ln.text) for ln in row)),
-                first_small=first.first_small, segments=sum(ln.segments for ln in row),
-            )
-        first.column = column
-        merged.append(first)
+    return rows
+
+
+def _merge_row(row: list[_Line]) -> _Line:
+    first = row[0]
+    if len(row) == 1:
+        return first
+    sizes = Counter()
+    for ln in row:
+        sizes[ln.size] += len(ln.text)
+    return _Line(
+        page=first.page, text=" ".join(ln.text for ln in row), x0=first.x0, x1=max(ln.x1 for ln in row),
+        top=max(ln.top for ln in row), bottom=min(ln.bottom for ln in row), size=sizes.most_common(1)[0][0],
+        bold=sum(ln.bold * len(ln.text) for ln in row) / max(1, sum(len(ln.text) for ln in row)),
+        first_small=first.first_small, segments=sum(ln.segments for ln in row),
+    )
+
+
+def _rows(lines: list[_Line], column: str) -> list[_Line]:
+    """Lines of one column top to bottom; pieces of one visual row (table
+    cells, words split at a wide space) joined left to right."""
+    merged = []
+    for row in _visual_rows(lines):
+        line = _merge_row(row)
+        line.column = column
+        merged.append(line)
     return merged
 
 
@@ -491,8 +582,10 @@ def _mark_floats(blocks: list[_Block], body_size: float) -> None:
         if _CAPTION.match(first.text):
             block.kind = "caption"
 
-        elif sum(1 for ln in block.lines if ln.segments >= 3) >= max(2, 0.6 * len(block.lines)):
-            block.kind = "table"
+        elif sum(1 for ln in block.lines if ln.segments >= 3) >= max(2, 0.6 * len(block.lines)) or (
+                sum(1 for ln in block.lines if ln.segments >= 2) >= max(3, 0.6 * len(block.lines))
+                and any(ln.segments >= 3 for ln in block.lines)):
+            block.kind = "table"  # cells: several pieces a row
         elif first.size < body_size * 0.93 and (first.first_small or first.text[:1] in "*\u2020\u2021\u00a7\u00b6"):
             # a footnote sits below the body text of its column on the same page
             above = [b for b in blocks[:i] if b.first.page == first.page and b.first.column == first.column
@@ -511,17 +604,41 @@ def _mark_floats(blocks: list[_Block], body_size: float) -> None:
             block.kind = "footnote"
 
 
-def _hyphenated_words(lines: list[_Line]) -> set[str]:
-    """Words the document writes with a hyphen inside a line: a line-end break
-    of one of these keeps its hyphen (web-based), any other is joined."""
-    found = set()
+_WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
+# English hyphenates these prefixes whatever word follows (self-references, quasi-linear)
+_HYPHEN_PREFIXES = {"self", "quasi"}
+
+
+@dataclass
+class _Vocabulary:
+    """What the document itself says about its words, for deciding a line-end
+    hyphen: compounds it writes with a hyphen inside a line (web-based), and
+    words it writes whole (attention), neither counting the pieces of a word
+    broken at a line end."""
+    hyphenated: set = field(default_factory=set)
+    words: set = field(default_factory=set)
+
+
+def _vocabulary(lines: list[_Line]) -> _Vocabulary:
+    vocabulary = _Vocabulary()
+    broken = False  # the previous line ended in a hyphen: this one starts with the rest of a word
     for line in lines:
-        for match in re.finditer(r"\b([^\W\d_]+)-([^\W\d_]+)\b", line.text[:-1]):
-            found.add(f"{match.group(1)}-{match.group(2)}".lower())
-    return found
+        tokens = _WORD.findall(line.text)
+        ends_broken = line.text.endswith((HYPHEN_MARK, "-", "\u2010"))
+        for index, token in enumerate(tokens):
+            if (index == 0 and broken) or (index == len(tokens) - 1 and ends_broken):
+                continue
+            token = token.lower()
+            if "-" in token:
+                parts = token.split("-")
+                vocabulary.hyphenated.update(f"{a}-{b}" for a, b in zip(parts, parts[1:]))
+            else:
+                vocabulary.words.add(token)
+        broken = ends_broken
+    return vocabulary
 
 
-def _paragraphs(blocks: list[_Block], hyphenated: set[str]) -> list[tuple[str, str, int]]:
+def _paragraphs(blocks: list[_Block], vocabulary: _Vocabulary) -> list[tuple[str, str, int]]:
     out: list[tuple[str, str, int]] = []
     floats: list[tuple[str, str, int]] = []
     para: list[_Line] = []
@@ -530,23 +647,23 @@ def _paragraphs(blocks: list[_Block], hyphenated: set[str]) -> list[tuple[str, s
 
     def close() -> None:
         if para:
-            out.append(("text", _join_lines(para, hyphenated), 0))
+            out.append(("text", _join_lines(para, vocabulary), 0))
             para.clear()
         out.extend(floats)
         floats.clear()
 
     for block in blocks:
         if block.kind in ("caption", "footnote", "table", "figure"):
-            floats.append(("text", _join_lines(block.lines, hyphenated), 0))
+            floats.append(("text", _join_lines(block.lines, vocabulary), 0))
             continue
         if block.kind == "heading":
             close()
             references = _REFERENCES.match(block.first.text) is not None
-            out.append(("heading", _join_lines(block.lines, hyphenated), block.first.level))
+            out.append(("heading", _join_lines(block.lines, vocabulary), block.first.level))
             continue
         if block.kind == "title":
             close()
-            out.append(("text", _join_lines(block.lines, hyphenated), 0))
+            out.append(("text", _join_lines(block.lines, vocabulary), 0))
             continue
         left, right = _block_edges(block, edges)
         hanging = references or _hanging(block, left)
@@ -558,8 +675,11 @@ def _paragraphs(blocks: list[_Block], hyphenated: set[str]) -> list[tuple[str, s
                 column_left, column_right = edges.get((line.page, line.column), (line.x0, line.x1))
                 if hanging:
                     starts = not _indented(line, column_left)
-                elif not _TERMINAL.search(prev.text):
-                    starts = False  # the sentence goes on
+                elif _BULLET.match(para[0].text) and line.page == para[0].page and line.column == para[0].column \
+                        and line.x0 < para[0].x0 - 0.3 * line.size:
+                    starts = True  # a line left of the bullet ends the list, whatever the item ended with
+                elif not _TERMINAL.search(prev.text) or line.text[:1].islower():
+                    starts = False  # the sentence goes on (a sentence never starts in lower case)
                 else:
                     prev_right = edges.get((prev.page, prev.column), (prev.x0, prev.x1))[1]
                     starts = prev.x1 < prev_right - 2.5 * prev.size or _indented(line, column_left)
@@ -570,6 +690,8 @@ def _paragraphs(blocks: list[_Block], hyphenated: set[str]) -> list[tuple[str, s
                 elif _BULLET.match(para[0].text):
                     # the wrapped lines of a list item sit right of its bullet; a line left of it ends the list
                     starts = line.x0 < para[0].x0 - 0.3 * line.size
+                elif line.text[:1].islower():
+                    starts = False  # a sentence never starts in lower case, indented or not
                 else:
                     short = prev.x1 < right - 2.5 * prev.size and _TERMINAL.search(prev.text)
                     # a first-line indent after a flush line
@@ -627,21 +749,47 @@ def _hanging(block: _Block, left: float) -> bool:
     return all(_indented(ln, left) for ln in rest) and max(ln.x0 for ln in rest) - min(ln.x0 for ln in rest) < 2
 
 
-def _join_lines(lines: list[_Line], hyphenated: set[str]) -> str:
+def _join_lines(lines: list[_Line], vocabulary: _Vocabulary) -> str:
     text = ""
     for line in lines:
         piece = line.text
         if not text:
             text = piece
             continue
-        if text.endswith((HYPHEN_MARK, "-", "\u2010")) and piece[:1].isalpha():
-            head = re.search(r"([^\W\d_]+)[\x02\-\u2010]$", text)
-            tail = re.match(r"[^\W\d_]+", piece)
-            if head and tail and f"{head.group(1)}-{tail.group(0)}".lower() not in hyphenated and piece[0].islower():
-                text = text[:-1] + piece
-            else:
+        if text.endswith((HYPHEN_MARK, "-", "\u2010")) and piece[:1].isalnum():
+            if text[-2:-1] in (" ", ""):
+                text = f"{text[:-1]}- {piece}"  # a dash standing alone
+            elif _keeps_hyphen(text[:-1], piece, vocabulary):
                 text = text[:-1] + "-" + piece
+            else:
+                text = text[:-1] + piece
         else:
             text = f"{text} {piece}"
     text = text.replace(HYPHEN_MARK, "-")
     return " ".join(clean_inline(text).split())
+
+
+def _keeps_hyphen(before: str, after: str, vocabulary: _Vocabulary) -> bool:
+    """Whether the hyphen that ends `before` (the text up to it) belongs to the
+    word, or only broke it at the line end.
+
+    A number after it keeps it (ACL-2008). Then the document decides: a
+    compound it writes with the hyphen inside a line keeps it, a word it
+    writes whole is joined. Undecided, the hyphen stays in a word that is
+    already a compound (state-of-the-art), after an acronym or a capital
+    (ACL-related, Anglo-Saxon) and after prefixes English always hyphenates
+    (self-); else the word is joined (instruc-tions)."""
+    if after[:1].isdigit():
+        return True
+    head = re.search(r"([^\W\d_]+)$", before)
+    tail = re.match(r"[^\W\d_]+", after)
+    if not head or not tail:
+        return True
+    first, second = head.group(1), tail.group(0)
+    if f"{first}-{second}".lower() in vocabulary.hyphenated:
+        return True
+    if (first + second).lower() in vocabulary.words:
+        return False
+    in_compound = before[:head.start()].endswith(("-", HYPHEN_MARK)) or after[tail.end():tail.end() + 1] in ("-", "\u2010")
+    acronym = any(ch.isupper() for ch in first[1:]) or not second[0].islower()
+    return in_compound or acronym or first.lower() in _HYPHEN_PREFIXES
