@@ -302,19 +302,83 @@ def find_sections(text: str, kind: str, language: str | None = None) -> list[Sec
     return chapter_sections(text)
 
 
+_NAMED_PART = re.compile(
+    r"^[ \t]*(?:Prologue|PROLOGUE|Epilogue|EPILOGUE|Preface|PREFACE|Foreword|FOREWORD|Afterword|AFTERWORD)\.?[ \t]*$",
+    re.MULTILINE,
+)
+_TERMINAL_END = re.compile(r"[.!?:;,\u2014-][\"'\u201d\u2019)\]]*$")
+
+
 def chapter_sections(text: str) -> list[Section]:
-    """Chapter headings: a short line that stands alone between blank lines."""
-    sections = []
-    matches = sorted([*_CHAPTER_WORD.finditer(text), *_CHAPTER_NUMBER.finditer(text)], key=lambda m: m.start())
+    """Chapter headings: a short line that stands alone between blank lines;
+    a chapter heading whose title wraps onto a second line ("CHAPTER 56. Of
+    the Less Erroneous Pictures of Whales, and the True / Pictures of Whaling
+    Scenes."), when the book spells its other headings the same way; and the
+    unnumbered parts (Prologue, Preface, Epilogue ...). A table of contents,
+    a run of headings with no text between them that the book repeats
+    later, is not a set of sections."""
+    found: list[Section] = []
+    standalone_words: dict[str, int] = {}
+    wrapped = []
+    matches = sorted([*_CHAPTER_WORD.finditer(text), *_CHAPTER_NUMBER.finditer(text), *_NAMED_PART.finditer(text)],
+                     key=lambda m: m.start())
     for match in matches:
         start = match.start()
         before = text[max(0, start - 2):start]
         after = text[match.end():match.end() + 2]
-        standalone = (start == 0 or before.endswith("\n\n") or before == "\n") and (after.startswith("\n\n") or after == "\n" or not after)
+        opens = start == 0 or before.endswith("\n\n") or before == "\n"
         title = match.group().strip()
-        if standalone and title and not (sections and sections[-1].start == start):
-            sections.append(Section(title=title, start=start, kind="chapter"))
-    return sections
+        if not title or (found and found[-1].start == start):
+            continue
+        if opens and (after.startswith("\n\n") or after == "\n" or not after):
+            found.append(Section(title=title, start=start, kind="chapter"))
+            standalone_words[title.split()[0]] = standalone_words.get(title.split()[0], 0) + 1
+        elif opens and match.re is _CHAPTER_WORD and after[:1] == "\n" and not _TERMINAL_END.search(title):
+            wrapped.append(match)
+    for match in wrapped:  # the heading's title goes on for one more line, then a blank line
+        keyword = match.group().split()[0]
+        rest = re.match(r"\n([^\n]{1,80})(?:\n[ \t]*\n|\n?\Z)", text[match.end():])
+        if rest and rest.group(1).strip() and standalone_words.get(keyword, 0) >= 2:
+            title = " ".join(f"{match.group()} {rest.group(1)}".split())
+            found.append(Section(title=title, start=match.start(), kind="chapter"))
+    found.sort(key=lambda s: s.start)
+    return _without_contents(text, found)
+
+
+def _without_contents(text: str, sections: list[Section]) -> list[Section]:
+    """Drop runs of headings with (nearly) no text between them: the book's
+    table of contents (three or more whose titles come again later, or six or
+    more whatever follows)."""
+    if len(sections) < 3:
+        return sections
+    ends = [match_end(text, s) for s in sections]
+    drop: set[int] = set()
+    run = [0]
+    for i in range(1, len(sections) + 1):
+        close = i < len(sections) and len(text[ends[i - 1]:sections[i].start].strip()) < 40
+        if close:
+            run.append(i)
+            continue
+        if len(run) >= 3:
+            later = {" ".join(s.title.split()).lower() for s in sections[run[-1] + 1:]}
+            repeated = [j for j in run if " ".join(sections[j].title.split()).lower() in later]
+            if len(run) >= 6:  # no book has six headings in a row with no text under them
+                drop.update(run)
+            elif len(repeated) >= 0.8 * len(run):
+                drop.update(repeated)
+        run = [i]
+    return [s for i, s in enumerate(sections) if i not in drop]
+
+
+def match_end(text: str, section: Section) -> int:
+    """Where a heading's own text ends (its title may wrap over lines)."""
+    end = section.start
+    for word in section.title.split():
+        found = text.find(word, end)
+        if found < 0:
+            break
+        end = found + len(word)
+    return end
 
 
 def paper_sections(text: str) -> list[Section]:

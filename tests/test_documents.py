@@ -23,6 +23,36 @@ def test_roman_numerals_and_chapter_words(tmp_path):
     assert titles == ["CHAPTER I", "CHAPTER II. The Storm", "XIV.", "Chapter Twenty-One"]
 
 
+def test_moby_dick_chapters_whose_titles_wrap_and_the_epilogue_are_sections(books):
+    document = load_document(books / "moby_dick_excerpt.txt")
+    titles = [s.title for s in document.sections]
+    assert titles == [
+        "CHAPTER 55. Of the Monstrous Pictures of Whales.",
+        "CHAPTER 56. Of the Less Erroneous Pictures of Whales, and the True Pictures of Whaling Scenes.",
+        "CHAPTER 57. Of Whales in Paint; in Teeth; in Wood; in Sheet-Iron; in Stone; in Mountains; in Stars.",
+        "CHAPTER 58. Brit.",
+        "CHAPTER 72. The Monkey-Rope.",
+        "CHAPTER 73. Stubb and Flask kill a Right Whale; and Then Have a Talk over Him.",
+        "CHAPTER 74. The Sperm Whale\u2019s Head\u2014Contrasted View.",
+        "CHAPTER 135. The Chase.\u2014Third Day.",
+        "Epilogue",
+    ]  # and not the 136 entries of the table of contents before them
+    for section in document.sections:
+        assert document.text[section.start:].startswith(section.title.split()[0])
+    assert document.text[document.sections[-1].start:].startswith("Epilogue\n\n\u201cAND I ONLY AM ESCAPED")
+
+
+def test_prologue_preface_and_epilogue_but_not_a_wrapped_sentence(tmp_path):
+    path = tmp_path / "novel.txt"
+    path.write_text("PREFACE\n\nA word first.\n\nPrologue.\n\nLong ago.\n\nCHAPTER I. The Start\n\nIt began.\n\n"
+                    "CHAPTER II. The Storm\n\nIt rained.\n\nChapter three of the plan\nfailed at once.\n\n"
+                    "CHAPTER III. A Title That Goes On\nOver Two Lines\n\nIt ended.\n\nEPILOGUE\n\nAfter.\n")
+    titles = [s.title for s in load_document(path).sections]
+    # a paragraph of prose that starts "Chapter three" is no heading: the book's headings say CHAPTER
+    assert titles == ["PREFACE", "Prologue.", "CHAPTER I. The Start", "CHAPTER II. The Storm",
+                      "CHAPTER III. A Title That Goes On Over Two Lines", "EPILOGUE"]
+
+
 def test_encodings_are_decoded_and_newlines_normalised(tmp_path):
     text = "Caf\u00e9 cr\u00e8me \u2014 na\u00efve\r\nsecond line\rthird\n"
     cases = {
