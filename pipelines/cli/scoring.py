@@ -32,19 +32,13 @@ def options_from(label=None, **kwargs):
     )
 
 
-JUDGE_NOTICE = (
-    "note: {what} judged by Gemma 3 270M, a tiny base model, which exercises the checker offline "
-    "but cannot judge; leave out --judge-model for the embedded instruct model, or pass openai:MODEL or anthropic:MODEL"
-)
-
-
 def judge_notice(metrics, options) -> None:
-    from pipelines.llm import is_tiny_model
+    from pipelines.llm import is_tiny_model, judge_notice_text
 
     judged = [name for name, metric in (("BooookScore", "booookscore"), ("faithfulness", "faithfulness"))
               if metric in metrics]
     if judged and is_tiny_model(options.judge_model):
-        click.echo(JUDGE_NOTICE.format(what=" and ".join(judged) + (" are" if len(judged) > 1 else " is")), err=True)
+        click.echo(judge_notice_text(judged), err=True)
 
 
 def read_references(paths) -> tuple[list[str], list[str]]:
@@ -282,7 +276,7 @@ def eval_fables_command(file, judge_model, judge_base_url, judge_concurrency, li
         if not summaries:
             raise UserError(f"no FABLES claims imported as {label!r} in {store.path}; "
                             "run summarize import-fables FABLES.json first, or pass the file")
-        from pipelines.llm import is_tiny_model
+        from pipelines.llm import JUDGE_NOTICE, is_tiny_model
 
         if is_tiny_model(judge_model) and not quiet:
             click.echo(JUDGE_NOTICE.format(what="FABLES claims are"), err=True)

@@ -29,6 +29,7 @@ SPEC_HELP = "llamacpp, llamacpp:gemma-3-270m, llamacpp:/path/model.gguf, openai:
 __all__ = [
     "Completion", "CompletionRequest", "LLMBackend", "LLMCallError", "LLMConfigError", "LLMError",
     "PromptTooLongError", "DEFAULT_SPEC", "parse_spec", "resolve", "token_counter", "is_tiny_model",
+    "JUDGE_NOTICE", "judge_notice_text",
 ]
 
 
@@ -52,6 +53,19 @@ def is_tiny_model(spec: str) -> bool:
 
     backend, model = parse_spec(spec)
     return backend == "llamacpp" and model is not None and lookup(model) is GEMMA
+
+
+JUDGE_NOTICE = (
+    "note: {what} judged by Gemma 3 270M, a tiny base model, which exercises the checker offline "
+    "but cannot judge; leave out --judge-model for the embedded instruct model, or pass openai:MODEL or anthropic:MODEL"
+)
+
+
+def judge_notice_text(judged) -> str:
+    """The one line that says these metrics (names, e.g. BooookScore, faithfulness) were judged by
+    the tiny model: the CLI prints it, the report shows it beside the scores."""
+    judged = list(judged)
+    return JUDGE_NOTICE.format(what=" and ".join(judged) + (" are" if len(judged) > 1 else " is"))
 
 
 def resolve(
