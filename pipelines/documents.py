@@ -35,7 +35,7 @@ CODE_LANGUAGES = {
     ".sql": "sql", ".hs": "haskell", ".ex": "elixir", ".erl": "erlang",
 }
 PAPER_SUFFIXES = {".md", ".markdown", ".tex", ".rst"}
-# Files with these extensions are read as text even if they start like HTML.
+# Files with these extensions are text (code files even if they start like HTML).
 TEXT_SUFFIXES = {".txt", ".text", *PAPER_SUFFIXES, *CODE_LANGUAGES}
 _SNIFF_BYTES = 8192
 PASSWORD_ENV = "LONGSUM_PDF_PASSWORD"
@@ -106,7 +106,7 @@ def load_document(path: str | Path, kind: str | None = None, *, password: str | 
         password = os.environ.get(PASSWORD_ENV) or None
     if kind is not None and kind not in KINDS:
         raise DocumentError(f"unknown document kind {kind!r}; choose one of {', '.join(KINDS)}")
-    fmt = sniff_format(path, _read_bytes(path, _SNIFF_BYTES), TEXT_SUFFIXES)
+    fmt = sniff_format(path, _read_bytes(path, _SNIFF_BYTES), set(CODE_LANGUAGES))
     if fmt != "text":
         return _load_extracted(path, fmt, kind, password)
     raw = _read_bytes(path)
@@ -138,10 +138,13 @@ def _load_extracted(path: Path, fmt: str, kind: str | None, password: str | None
         raise DocumentError(str(exc)) from None
     except MemoryError:
         raise DocumentError(f"{path}: too large to read into memory") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a parser raises, the user gets one line naming the file
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise DocumentError(f"{path}: cannot be read as {fmt.upper()} ({reason})") from None
     text = normalise_newlines(extracted.text)
     if not text.strip():
         raise DocumentError(f"{path}: no text could be extracted")
-    kind = kind or ("book" if fmt == "epub" else detect_kind(path, text))
+    kind = kind or _extracted_kind(path, fmt, text, extracted)
     section_kind = "chapter" if kind == "book" else "heading"
     sections = tuple(
         Section(title=h.title, start=h.start, level=h.level, kind=section_kind)
@@ -154,6 +157,19 @@ def _load_extracted(path: Path, fmt: str, kind: str | None, password: str | None
     )
 
 
+def _extracted_kind(path: Path, fmt: str, text: str, extracted) -> str:
+    """An EPUB is a book; a web page is a book when it is one (a Gutenberg
+    book, chapter headings), else a paper: a documentation page or an article
+    has sections, not chapters or characters."""
+    if fmt == "epub":
+        return "book"
+    if fmt == "html":
+        chapters = sum(1 for h in extracted.headings if _CHAPTER_WORD.match(h.title) or _CHAPTER_NUMBER.match(h.title)
+                       or _NAMED_PART.match(h.title))
+        return "book" if extracted.metadata.get("gutenberg") or chapters >= 2 else "paper"
+    return detect_kind(path, text)
+
+
 def is_document(path: Path) -> bool:
     """Whether a file of a folder is one longsum reads: a text, markup or code
     extension, or a PDF, EPUB or HTML file by its extension or its content."""
@@ -161,7 +177,7 @@ def is_document(path: Path) -> bool:
     if suffix in TEXT_SUFFIXES or suffix in SUFFIX_FORMATS:
         return True
     try:
-        return sniff_format(path, _read_bytes(path, _SNIFF_BYTES), TEXT_SUFFIXES) != "text"
+        return sniff_format(path, _read_bytes(path, _SNIFF_BYTES), set(CODE_LANGUAGES)) != "text"
     except DocumentError:  # unreadable or empty: not recognisably a document
         return False
 

@@ -157,3 +157,51 @@ def test_gutenberg_pride_and_prejudice_epub():
     assert "Gutenberg" not in document.text and "Produced by" not in document.text
     assert document.text.startswith("PRIDE AND PREJUDICE")
     assert document.metadata["gutenberg"]["ebook"] == 1342
+
+
+def _rewrite(source, target, change) -> None:
+    """A copy of an EPUB with change(name, data) -> data applied to each member."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as new:
+        for info in old.infolist():
+            new.writestr(info, change(info.filename, old.read(info.filename)))
+
+
+def test_gutenberg_ebook_number_comes_from_the_package_when_the_header_has_none(tmp_path):
+    """Gutenberg's newer headers ("The Project Gutenberg eBook of ...") need not
+    carry "[EBook #N]"; the package's identifier does."""
+    path = tmp_path / "pg1661.epub"
+
+    def change(name, data):
+        if name.endswith(".opf"):
+            return re.sub(rb"<dc:identifier([^>]*)>[^<]*<", rb"<dc:identifier\1>http://www.gutenberg.org/ebooks/1661<", data)
+        return data.replace(b"[EBook #1661]", b"")
+
+    _rewrite(FIXTURES / "scandal_epub3.epub", path, change)
+    assert b"#1661" not in b"".join(zipfile.ZipFile(path).read(n) for n in zipfile.ZipFile(path).namelist()
+                                    if not n.endswith(".opf"))
+    document = load_document(path)
+    assert document.metadata["gutenberg"]["ebook"] == 1661
+    assert load_document(FIXTURES / "scandal_epub3.epub").metadata["gutenberg"]["ebook"] == 1661
+
+
+def encrypted_copy(source, target) -> None:
+    """The EPUB with every entry flagged as encrypted (bit 0 of the general purpose
+    flags, in the local headers and the central directory), as a password-protected
+    zip has them; zipfile cannot write real ZipCrypto."""
+    data = bytearray(open(source, "rb").read())
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = 0
+        while (found := data.find(signature, start)) >= 0:
+            data[found + flags_at] |= 0x1
+            start = found + 4
+    open(target, "wb").write(bytes(data))
+
+
+def test_password_protected_epub_is_refused_with_one_line(tmp_path):
+    path = tmp_path / "locked.epub"
+    encrypted_copy(FIXTURES / "scandal_epub2.epub", path)
+    with pytest.raises(DocumentError) as error:
+        load_document(path)
+    message = str(error.value)
+    assert message.startswith(str(path)) and "password-protected" in message
+    assert "ZipInfo" not in message and "\n" not in message

@@ -21,7 +21,7 @@ STORY = (BOOKS / "doyle_scandal_in_bohemia.txt").read_text(encoding="utf-8")
 def test_article_main_text_without_page_chrome():
     document = load_document(FIXTURES / "article.html")
     assert document.format == "html" and document.extractor == "trafilatura"
-    assert document.title == "A Scandal in Bohemia | Example Press"
+    assert document.title == "A Scandal in Bohemia"  # "| Example Press", the site, is not the page's title
     for chrome in ("TRACKING-SCRIPT-MARKER", "hidden-style-marker", "cookies", "Subscribe to our newsletter",
                    "Related stories", "All rights reserved", "Red-Headed League"):
         assert chrome not in document.text, chrome
@@ -65,8 +65,19 @@ def test_html_is_recognised_by_content_without_an_extension(tmp_path):
     path.write_text((FIXTURES / "article.html").read_text(encoding="utf-8"), encoding="utf-8")
     document = load_document(path)
     assert document.format == "html" and "TRACKING-SCRIPT-MARKER" not in document.text
-    markdown = tmp_path / "notes.md"  # a text extension wins: Markdown may well start with a tag
-    markdown.write_text("<html>\n\n# Notes\n\nSome words.\n", encoding="utf-8")
+    for name in ("saved.txt", "notes.md"):  # a page saved under a text extension is still a page
+        saved = tmp_path / name
+        saved.write_text((FIXTURES / "article.html").read_text(encoding="utf-8"), encoding="utf-8")
+        document = load_document(saved)
+        assert document.format == "html" and "TRACKING-SCRIPT-MARKER" not in document.text, name
+    doctype = tmp_path / "page.txt"
+    doctype.write_text("<!DOCTYPE html><p>One paragraph of a page.</p>", encoding="utf-8")
+    assert load_document(doctype).format == "html"
+    template = tmp_path / "index.php"  # source code that starts like a page stays code
+    template.write_text("<html><body><?php echo $title; ?></body></html>\n", encoding="utf-8")
+    assert load_document(template).format == "text" and load_document(template).kind == "code"
+    markdown = tmp_path / "notes.md"  # text that merely mentions a tag is text
+    markdown.write_text("# Notes\n\nThe <html> element holds the page.\n", encoding="utf-8")
     assert load_document(markdown).format == "text"
 
 
@@ -131,3 +142,73 @@ def test_page_without_main_text_is_refused(tmp_path):
     path.write_text(path.read_text().replace("</nav>", f"</nav><p>{story}</p>"))
     text = load_document(path).text
     assert "Holmes read the note twice" in text and "Home" not in text and "var a" not in text
+
+
+def _documentation_page(generator: str) -> str:
+    """A page as a documentation generator writes it: a permalink beside each
+    heading, the site's name after the title."""
+    link = {
+        "sphinx": '<a class="headerlink" href="#{id}" title="Link to this heading">\u00b6</a>',
+        "mkdocs": '<a class="headerlink" href="#{id}" title="Permanent link">#</a>',
+        "github": '<a class="anchor" aria-hidden="true" href="#{id}"></a>',
+    }[generator]
+    body = "".join(
+        f'<section id="s{n}"><h2>{n}. Section {n}{link.format(id=f"s{n}")}</h2>'
+        + "".join(f"<p>Paragraph {k} of section {n} explains how the parser reads its input, "
+                  f"which options it takes and what it returns to the caller.</p>" for k in range(1, 6))
+        + "</section>" for n in range(1, 4))
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            "<title>3. Data model \u2014 Python 3.12.0 documentation</title></head><body>"
+            "<nav><a href='/'>Home</a> <a href='/library'>Library</a></nav>"
+            f'<div role="main"><h1>3. Data model{link.format(id="data-model")}</h1>{body}</div>'
+            "<footer>\u00a9 Copyright 2001-2024, Python Software Foundation.</footer></body></html>")
+
+
+@pytest.mark.parametrize("generator", ["sphinx", "mkdocs", "github"])
+def test_documentation_page_loses_permalinks_and_site_name_and_is_no_book(tmp_path, generator):
+    path = tmp_path / "datamodel.html"
+    path.write_text(_documentation_page(generator), encoding="utf-8")
+    document = load_document(path)
+    assert "\u00b6" not in document.text and not re.search(r"(?m)#$|\d#", document.text)
+    assert [s.title for s in document.sections] == ["3. Data model", "1. Section 1", "2. Section 2", "3. Section 3"]
+    assert document.title == "3. Data model"
+    assert document.kind == "paper"
+
+
+def test_site_suffix_is_cut_from_the_title_without_a_heading_to_match(tmp_path):
+    path = tmp_path / "post.html"
+    paragraphs = "".join(f"<p>{p}</p>" for p in STORY.split("\n\n")[2:12])
+    path.write_text(f"<html><head><title>Notes on a case | The Baker Street Blog</title>"
+                    f"<meta property='og:site_name' content='The Baker Street Blog'></head>"
+                    f"<body><article>{paragraphs}</article></body></html>", encoding="utf-8")
+    assert load_document(path).title == "Notes on a case"
+
+
+def test_binary_junk_named_html_is_refused_with_one_line(tmp_path):
+    import random
+
+    junk = tmp_path / "page.html"
+    junk.write_bytes(random.Random(27).randbytes(20_000))
+    with pytest.raises(DocumentError) as error:
+        load_document(junk)
+    message = str(error.value)
+    assert message.startswith(str(junk)) and "not HTML" in message and "\n" not in message
+    # control characters without NUL bytes: the same refusal, not lxml's "All strings must be XML compatible"
+    noise = tmp_path / "noise.html"
+    noise.write_bytes(bytes(random.Random(4).choice(range(1, 32)) for _ in range(5_000)))
+    with pytest.raises(DocumentError, match="not HTML"):
+        load_document(noise)
+
+
+def test_whatever_a_reader_raises_becomes_one_line_naming_the_file(tmp_path, monkeypatch):
+    import pipelines.documents as documents
+
+    def broken(path, fmt, password=None):
+        raise ValueError("All strings must be XML compatible:\nUnicode or ASCII")
+
+    monkeypatch.setattr(documents, "read_file", broken)
+    page = tmp_path / "page.html"
+    page.write_text("<html><body><p>Words.</p></body></html>", encoding="utf-8")
+    with pytest.raises(DocumentError) as error:
+        load_document(page)
+    assert str(error.value) == f"{page}: cannot be read as HTML (All strings must be XML compatible: Unicode or ASCII)"

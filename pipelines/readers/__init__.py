@@ -43,12 +43,13 @@ _HTML_START = re.compile(
 )
 
 
-def sniff_format(path: Path, head: bytes, text_suffixes: set[str]) -> str:
-    """The format by content first (magic bytes), then by extension.
+def sniff_format(path: Path, head: bytes, code_suffixes: set[str]) -> str:
+    """The format by content first (magic bytes, an HTML start), then by extension.
 
-    `head` is the first few KB of the file. Files with a text or code
-    extension are only sniffed for binary containers: a .php or .md file that
-    starts with `<html>` is still read as text."""
+    `head` is the first few KB of the file. Text that starts with
+    `<!DOCTYPE html` or `<html` is HTML whatever its extension (a page saved
+    as .txt), except source code: a .php template that starts with `<html>`
+    is code to summarize as code."""
     suffix = path.suffix.lower()
     if b"%PDF-" in head[:1024]:  # the PDF spec tolerates junk before the header
         return "pdf"
@@ -56,7 +57,7 @@ def sniff_format(path: Path, head: bytes, text_suffixes: set[str]) -> str:
         return "epub"
     if suffix in SUFFIX_FORMATS:
         return SUFFIX_FORMATS[suffix]
-    if suffix not in text_suffixes and _HTML_START.match(head[:4096]):
+    if suffix not in code_suffixes and _HTML_START.match(head[:4096]):
         return "html"
     return "text"
 

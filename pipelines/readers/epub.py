@@ -76,6 +76,9 @@ def read_epub(path: Path) -> Extracted:
     except (zipfile.BadZipFile, OSError) as exc:
         raise ReaderError(f"{path}: not a readable EPUB (the zip archive is corrupt or truncated: {exc})") from None
     with archive:
+        if any(info.flag_bits & 0x1 for info in archive.infolist()):
+            raise ReaderError(f"{path}: the EPUB is password-protected (its zip entries are encrypted); "
+                              "longsum cannot read it")
         budget = _Budget(path)
         _refuse_drm(archive, budget, path)
         opf_name = _package_path(archive, budget, path)
@@ -96,6 +99,7 @@ def read_epub(path: Path) -> Extracted:
         title = _text(next(_all(opf, "title"), None))
         creator = _text(next(_all(opf, "creator"), None))
         language = _text(next(_all(opf, "language"), None))
+        gutenberg_id = _gutenberg_id(" ".join(_text(el) for name in ("identifier", "source") for el in _all(opf, name)))
         front = {_resolve(base, ref.get("href", "")).split("#")[0]
                  for ref in _all(opf, "reference") if (ref.get("type") or "").lower() in _FRONT_MATTER}
         nav = next((m for m in manifest.values() if "nav" in m["properties"]), None)
@@ -150,8 +154,12 @@ def read_epub(path: Path) -> Extracted:
         sections = [Heading(s.title, s.start - shift, s.level, s.kind) for s in sections
                     if 0 <= s.start - shift < length - 1]
     if boilerplate:  # Gutenberg's header and licence, marked as such and left out while reading
-        marked = {"marked_chars": sum(map(len, boilerplate)), "ebook": ebook_number(" ".join(boilerplate))}
-        metadata["gutenberg"] = {**metadata.get("gutenberg", {}), **marked}
+        gutenberg = metadata.setdefault("gutenberg", {})
+        gutenberg["marked_chars"] = sum(map(len, boilerplate))
+        gutenberg["ebook"] = gutenberg.get("ebook") or ebook_number(" ".join(boilerplate))
+    if "gutenberg" in metadata and not metadata["gutenberg"].get("ebook"):
+        # the header may be in a skipped item or say no number: the package's identifier does
+        metadata["gutenberg"]["ebook"] = gutenberg_id
     if language:
         metadata["language"] = language
     if creator:
@@ -165,6 +173,13 @@ def read_epub(path: Path) -> Extracted:
 
 
 # --- package ------------------------------------------------------------------
+
+
+def _gutenberg_id(identifiers: str) -> int | None:
+    """The ebook number in a Gutenberg package's identifier or source
+    ("http://www.gutenberg.org/ebooks/1342", "http://www.gutenberg.org/2701")."""
+    match = re.search(r"gutenberg\.org/(?:ebooks/|files/)?(\d+)\b", identifiers, re.IGNORECASE)
+    return int(match.group(1)) if match else None
 
 
 def _package_path(archive: zipfile.ZipFile, budget: _Budget, path: Path) -> str:

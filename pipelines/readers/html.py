@@ -32,6 +32,10 @@ def read_html(path: Path) -> Extracted:
             f"{MAX_HTML_BYTES // 2**20} MiB (save the article's text, or split the page)"
         )
     markup = decode_html(path.read_bytes())
+    sample = markup[:65536]
+    if sample and sum(1 for ch in sample if ch == "\ufffd" or (ch < " " and ch not in "\t\n\r\f")) > 0.01 * len(sample):
+        raise ReaderError(f"{path}: not HTML: binary data (NUL and control bytes, or bytes of no encoding)")
+    markup = _CONTROL.sub("", markup)  # lxml refuses the odd control character a real page may carry
     import lxml.html
 
     parser = lxml.html.HTMLParser(remove_comments=True, remove_pis=True, no_network=True, recover=True,
@@ -42,6 +46,7 @@ def read_html(path: Path) -> Extracted:
         tree = None
     if tree is None:
         raise ReaderError(f"{path}: not readable HTML")
+    _drop_permalinks(tree)
     title = _title(tree)
     blocks: list[tuple[str, str, int]] = []
     metadata: dict = {}
@@ -50,6 +55,7 @@ def read_html(path: Path) -> Extracted:
         if not any(kind == "text" for kind, _, _ in blocks):
             # trafilatura may have pruned the tree in place: read the markup afresh
             tree = lxml.html.document_fromstring(markup, parser=parser)
+            _drop_permalinks(tree)
     else:
         metadata["note"] = (f"over {MAX_TRAFILATURA_BYTES // 2**20} MiB: read without trafilatura "
                             "(its time grows faster than the page), navigation and scripts dropped by tag")
@@ -94,12 +100,55 @@ def decode_html(raw: bytes) -> str:
     return _XML_DECLARATION.sub("", text, count=1)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+# What documentation generators put after a heading to link to it: Sphinx's ¶, MkDocs' and
+# GitHub's #, and the like.
+_PERMALINK_TEXT = {"\u00b6", "#", "\u00a7", "\U0001f517", "\u2693", "\u2042", ""}
+_PERMALINK_CLASS = re.compile(r"\b(?:headerlink|header-link|anchor(?:-link|js-link)?|permalink|heading-anchor)\b", re.I)
+_TITLE_SEPARATOR = re.compile(r"\s+(?:[|\u2014\u2013\u00b7\u2022\u00bb:]{1,2}|-{1,2})\s+")
+
+
+def _drop_permalinks(tree) -> None:
+    """Links a page puts beside its headings to point at them (`<a class="headerlink"
+    href="#intro">¶</a>`): marks, not text."""
+    for link in list(tree.iter("a")):
+        href = (link.get("href") or "").strip()
+        text = "".join(link.itertext()).strip()
+        marked = _PERMALINK_CLASS.search(link.get("class") or "")
+        if (marked and len(text) <= 2) or (href.startswith("#") and text in _PERMALINK_TEXT and len(href) > 1):
+            link.drop_tree()  # its tail stays
+
+
 def _title(tree) -> str | None:
     for xpath in ("//meta[@property='og:title']/@content", "//title//text()", "//h1//text()"):
         found = [t.strip() for t in tree.xpath(xpath) if t and t.strip()]
         if found:
-            return " ".join(" ".join(found).split())[:300]
+            return _without_site(" ".join(" ".join(found).split())[:300], tree)
     return None
+
+
+def _without_site(title: str, tree) -> str:
+    """The page's own title without the site's name ("Data model — Python 3.12
+    documentation", "Story | Example Press"): the part the page's heading
+    repeats, else all but a part that names the site, else all but a short
+    last part after a separator."""
+    parts = [p.strip() for p in _TITLE_SEPARATOR.split(title) if p.strip()]
+    if len(parts) < 2:
+        return title
+    key = lambda t: " ".join(t.split()).casefold()  # noqa: E731
+    headings = {key("".join(h.itertext())) for h in tree.iter("h1")}
+    for part in parts:
+        if key(part) in headings:
+            return part
+    sites = {key(v) for v in tree.xpath("//meta[@property='og:site_name' or @name='application-name']/@content")}
+    if sites:
+        kept = [p for p in parts if key(p) not in sites]
+        if kept and len(kept) < len(parts):
+            return _TITLE_SEPARATOR.search(title).group(0).join(kept) if len(kept) > 1 else kept[0]
+    if len(parts[-1].split()) <= 5:
+        match = list(_TITLE_SEPARATOR.finditer(title))[-1]
+        return title[:match.start()].strip()
+    return title
 
 
 def _trafilatura_blocks(tree) -> list[tuple[str, str, int]]:

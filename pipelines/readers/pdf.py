@@ -14,10 +14,14 @@ their boxes instead:
    page into columns; full-width lines (titles, wide figures) cut the page
    into bands, read top to bottom, left column before right;
 4. blocks of lines -> paragraphs (indents, short last lines, bullets,
-   hanging indents in reference lists); a word hyphenated at a line end is
-   joined unless the document spells it with a hyphen elsewhere;
-5. floats out of the flow: footnotes, captions and tables are emitted after
-   the paragraph they interrupt, so sentences stay whole;
+   hanging indents in reference lists; a line in lower case goes on a
+   sentence); a word hyphenated at a line end is joined or keeps its hyphen
+   as the document's own words decide (`_keeps_hyphen`: ACL-2008,
+   state-of-the-art, self-references, instructions); raised footnote marks
+   are dropped (`conferences1` -> `conferences`);
+5. floats out of the flow: footnotes, captions and tables (also a
+   full-width table whose cells fall on both sides of the gutter) are
+   emitted after the paragraph they interrupt, so sentences stay whole;
 6. numbered headings ("1 Introduction", "2.1 Data", "A Appendix") and the
    usual unnumbered ones (Abstract, References ...) become sections.
 """

@@ -69,7 +69,24 @@ def _bad_documents(tmp_path) -> dict:
                 block = b" " * 2**20
                 for _ in range(1 if path is no_spine else 100):
                     member.write(block)
+    # a password-protected EPUB: every entry flagged encrypted, as zip -e writes them
+    locked = tmp_path / "locked.epub"
+    data = bytearray((fixtures / "scandal_epub2.epub").read_bytes())
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = 0
+        while (found := data.find(signature, start)) >= 0:
+            data[found + flags_at] |= 0x1
+            start = found + 4
+    locked.write_bytes(bytes(data))
+    import random
+
+    junk_html, junk_epub = tmp_path / "junk.html", tmp_path / "junk.epub"
+    junk_html.write_bytes(random.Random(5).randbytes(20_000))
+    junk_epub.write_bytes(random.Random(6).randbytes(20_000))
     return {
+        "password epub": (locked, "password-protected"),
+        "binary html": (junk_html, "not HTML"),
+        "junk epub": (junk_epub, "not a readable EPUB"),
         "encrypted": (fixtures / "encrypted.pdf", "encrypted"),
         "scanned": (fixtures / "scanned.pdf", "no text layer; OCR is not supported"),
         "truncated": (truncated, "not a readable PDF"),
@@ -78,10 +95,12 @@ def _bad_documents(tmp_path) -> dict:
     }
 
 
-@pytest.mark.parametrize("case", ["encrypted", "scanned", "truncated", "zip bomb", "no spine"])
+@pytest.mark.parametrize("case", ["encrypted", "scanned", "truncated", "zip bomb", "no spine", "password epub",
+                                  "binary html", "junk epub"])
 def test_unusable_documents_fail_cleanly_and_write_nothing(tmp_path, cli_env, db, case):
     path, fragment = _bad_documents(tmp_path)[case]
-    assert_one_line_error(run([path, "--method", "extractive", "--db", db, "-q"], cli_env), fragment)
+    # the one line names the file and the problem
+    assert_one_line_error(run([path, "--method", "extractive", "--db", db, "-q"], cli_env), str(path), fragment)
     assert _rows(db) == 0 and _rows(db, "documents") == 0
     assert_one_line_error(run(["chunks", path], cli_env), fragment)
 
