@@ -264,7 +264,7 @@ def test_fine_stage_prunes_blocks_within_each_function_share():
         assert report.detail["blocks_kept"] < report.detail["blocks"]
         body_lines = set(original.lines)
         for line in split_lines(report.text):
-            assert line in body_lines or line.strip() == "# ..."
+            assert line in body_lines or line.strip() in ("# ...", "...")  # `...` where a body would be empty
     assert result.compressed_tokens <= 0.25 * result.original_tokens * (1 + settings.tolerance)
     assert result.ratio > 0.15  # the budget is used, not wasted
 

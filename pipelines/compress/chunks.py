@@ -95,9 +95,9 @@ def _contiguous(chunks: list[Chunk]) -> bool:
 def split_result(result, text: str, starts: list[int], language: str | None) -> list[tuple[str, list]]:
     """The compressed text of each span [starts[i], starts[i+1]) of `text`.
 
-    A function kept whole keeps its characters in whichever spans they lie;
-    a pruned function and the placeholder of a run of dropped ones go to the
-    span where they start. A span left with nothing but whitespace gets a
+    Code kept verbatim (`result.layout`) keeps its characters in whichever
+    spans they lie; a pruned function and the placeholder of a run of
+    dropped code go to the span where they start. A span left with nothing but whitespace gets a
     placeholder line, so that no chunk is empty."""
     from pipelines.compress.longcodezip import indentation, placeholder_line
 
@@ -110,24 +110,18 @@ def split_result(result, text: str, starts: list[int], language: str | None) -> 
 
         return max(0, bisect.bisect_right(starts, offset) - 1)
 
-    previous_dropped = False
-    for report in sorted(result.chunks, key=lambda r: r.start):
-        first = span_of(report.start)
-        reports[first].append(report)
-        if report.action == "kept":
-            for i in range(first, len(starts)):
-                lo, hi = max(report.start, bounds[i]), min(report.end, bounds[i + 1])
-                if lo >= hi:
-                    break
-                parts[i].append(text[lo:hi])
-            previous_dropped = False
-        elif report.action == "dropped":
-            if not previous_dropped:
-                parts[first].append(placeholder_line(indentation(text[report.start:report.end]), language))
-            previous_dropped = True
-        else:
-            parts[first].append(report.text)
-            previous_dropped = False
+    for report in result.chunks:
+        reports[span_of(report.start)].append(report)
+    for start, end, piece, verbatim in result.layout:
+        first = span_of(start)
+        if not verbatim:
+            parts[first].append(piece)
+            continue
+        for i in range(first, len(starts)):
+            lo, hi = max(start, bounds[i]), min(end, bounds[i + 1])
+            if lo >= hi:
+                break
+            parts[i].append(text[lo:hi])
     out = []
     for i in range(len(starts)):
         piece = "".join(parts[i])

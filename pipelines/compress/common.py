@@ -23,7 +23,7 @@ class ChunkReport:
     compressed_tokens: int
     target_ratio: float  # the share of its tokens this chunk was asked to keep
     importance: float  # the score that ranked it (SCOPE: similarity; LongCodeZip: PPL drop)
-    action: str  # verbatim | rewritten | extractive | kept | pruned | dropped
+    action: str  # verbatim | rewritten | extractive | kept | pruned | header (a class's header line alone) | dropped
     text: str  # what the chunk became ("" when dropped)
     attempts: int = 0  # LLM rewrites tried (SCOPE)
     fallback_reason: str | None = None  # why an LLM rewrite was not used
@@ -54,6 +54,9 @@ class CompressionResult:
     chunks: list[ChunkReport] = field(default_factory=list)
     seconds: float = 0.0
     stats: dict = field(default_factory=dict)
+    # LongCodeZip: the text as pieces (start, end, text, verbatim) of the input,
+    # in order; "".join(texts) == text (pipelines.compress.chunks.split_result)
+    layout: list = field(default_factory=list)
 
     @property
     def ratio(self) -> float:

@@ -160,3 +160,54 @@ def _strip_possessive(word: str) -> str:
         if word.endswith(suffix):
             return word[: -len(suffix)]
     return word.rstrip("'’-")
+
+
+# --- words of identifiers (LongCodeZip matches plain-English queries to code names) ---
+
+_NAME_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+# Longest first; each leaves a stem of at least three letters.
+_SUFFIXES = ("ations", "ation", "ings", "ing", "ers", "ies", "ied", "ed", "er", "es", "s", "e", "y")
+
+
+def name_parts(identifier: str) -> list[str]:
+    """An identifier's words, lower case: snake_case and camelCase split
+    (``_SubParsersAction`` -> sub, parsers, action; ``add_argument`` -> add, argument)."""
+    return [p.lower() for p in _NAME_PART.findall(identifier)]
+
+
+def stem(word: str) -> str:
+    """A light English stem, the same for a word's usual forms: ``add``,
+    ``added``, ``adding`` -> ``ad``; ``parser``, ``parse``, ``parsing`` ->
+    ``pars``; ``subparsers`` -> ``subpars``; ``formatter``, ``format`` ->
+    ``format``. A doubled final consonant is undoubled, so that a stripped
+    suffix and a bare word meet (``added`` -> ``add`` -> ``ad``, like ``add``)."""
+    word = word.lower()
+    if word.endswith("sses"):  # classes, processes
+        word = word[:-2]
+    elif not word.endswith("ss"):  # class, process: not plurals
+        for suffix in _SUFFIXES:
+            if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+                word = word[: -len(suffix)] + ("i" if suffix in ("ies", "ied", "y") else "")
+                break
+    if len(word) >= 3 and word[-1] == word[-2] and word[-1] not in "aeiou":
+        word = word[:-1]
+    return word
+
+
+def name_stems(identifier: str) -> set[str]:
+    """Stems of an identifier's words and of each pair of adjacent words
+    joined (``SubParsers`` meets ``subparsers``)."""
+    parts = name_parts(identifier)
+    joined = [a + b for a, b in zip(parts, parts[1:])]
+    return {stem(p) for p in parts + joined if len(p) > 1}
+
+
+def query_stems(text: str, stopwords: frozenset[str] = frozenset()) -> set[str]:
+    """Stems of a query's words (identifiers split into words), less
+    stopwords: what a plain-English question asks about."""
+    out = set()
+    for token in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text):
+        for part in name_parts(token) + ([token.lower()] if "_" not in token else []):
+            if len(part) > 2 and part not in STOPWORDS and part not in stopwords:
+                out.add(stem(part))
+    return out

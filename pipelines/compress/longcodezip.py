@@ -11,12 +11,17 @@ other languages (or Python that does not parse) at the definitions that
 ``"".join(chunk.text) == code``. Chunks are ranked, taken by rank while they
 fit the coarse budget, kept in their original order, and every run of
 dropped chunks becomes one placeholder line (``# ...`` in the language's
-comment syntax, at the dropped code's indentation).
+comment syntax, at the dropped code's indentation). A kept method brings
+the header line of its class (and of the classes around that), charged to
+the budget (`select_with_headers`): a method is never shown as a member of
+the class above it. Python that parses still parses compressed: where a
+placeholder would be a block's whole body it is the statement ``...``.
 
 Ranking signals (`LongCodeZipSettings.signals`):
 
 * **structure** (no model): what the query and the code around the target
-  say will be needed. A name weighs its reads in the target's neighbourhood
+  say will be needed (a query in plain words is matched to the words of
+  the definitions' names: `query_words`). A name weighs its reads in the target's neighbourhood
   (the other methods of the class the query's definition sits in, or the
   functions just before a top-level target), each weighted by idf, plus its
   mentions in the query (signature, docstring); a chunk scores the weights
@@ -47,7 +52,9 @@ neighbours' and rises above one of them by more than the adaptive threshold
 mean + k * std of the function's line perplexities starts a new block (the
 reference implementation's rule; a block still longer than
 `max_block_lines` is cut again at its strongest rise, so that the knapsack
-has pieces to choose from). Each block is scored like a chunk,
+has pieces to choose from; in Python a kept line brings the rest of its
+statement and the headers of the blocks around it, `python_line_rules`).
+Each block is scored like a chunk,
 PPL(q) - PPL(q | block). The final token budget (what the coarse stage did
 not spend on small chunks and placeholders) is shared among the kept
 functions by importance (`allocate_ratios`, the paper's importance-biased
@@ -157,6 +164,7 @@ class CodeChunk:
     kind: str  # function | method | class | module | tail | code
     name: str | None = None
     signature_lines: int = 0  # leading lines always kept by the fine stage
+    owner: str | None = None  # the class (qualified name) the chunk sits in, None at module level
 
     @property
     def lines(self) -> list[str]:
@@ -184,8 +192,155 @@ def indentation(text: str) -> str:
     return ""
 
 
-def placeholder_line(indent: str, language: str | None) -> str:
+def placeholder_line(indent: str, language: str | None, statement: bool = False) -> str:
+    """The line that stands for dropped code: a comment, or in Python, where
+    it is all a block's body would hold (`statement`), the statement ``...``
+    (a comment alone is no body: the code would not parse)."""
+    if statement and (language or "python").lower() == "python":
+        return f"{indent}{PLACEHOLDER}\n"
     return f"{indent}{comment_marker(language)} {PLACEHOLDER}\n"
+
+
+@dataclass
+class _LineRules:
+    """What keeping a line of a Python function brings with it (line indices of the chunk)."""
+
+    statement: dict[int, tuple[int, int]]  # a line of a simple statement -> all its lines [a, b)
+    needs: list[tuple[int, int, list[int]]]  # (a, b, header lines): a kept line in [a, b) keeps these
+
+    def close(self, keep: set[int]) -> set[int]:
+        keep = set(keep)
+        for _ in range(4):  # headers of nested statements: a few passes reach the fixpoint
+            before = len(keep)
+            for line in list(keep):
+                if line in self.statement:
+                    keep.update(range(*self.statement[line]))
+            for a, b, header in self.needs:
+                if any(a <= line < b for line in keep):
+                    keep.update(header)
+            if len(keep) == before:
+                break
+        return keep
+
+
+def python_line_rules(chunk: CodeChunk) -> "_LineRules | None":
+    """The syntax a Python function's kept lines need (None when it does not
+    parse alone): a statement is kept whole (never half a call, half a
+    string), and a kept line keeps the header of every compound statement
+    around it (``for ...:``, ``if ...:``, ``try:`` with its first
+    ``except ...:`` or its ``finally:``, and the ``else:``/``finally:`` of
+    the clause it sits in). A body left empty gets
+    the statement placeholder (`_join_blocks`)."""
+    try:
+        tree = ast.parse(dedent_code(chunk.text))
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    lines = chunk.lines
+    statement: dict[int, tuple[int, int]] = {}
+    needs: list[tuple[int, int, list[int]]] = []
+
+    def first(node) -> int:
+        decorators = getattr(node, "decorator_list", [])
+        line = getattr(node, "lineno", None) or node.pattern.lineno  # match_case has no lineno
+        return min([line] + [d.lineno for d in decorators]) - 1
+
+    def last(nodes) -> int:
+        return max(n.end_lineno for n in nodes)
+
+    def code_lines(a: int, b: int) -> list[int]:
+        return [i for i in range(a, b) if lines[i].strip() and not lines[i].lstrip().startswith("#")]
+
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not isinstance(node, (ast.stmt, ast.excepthandler, ast.match_case)) or isinstance(node, ast.Module):
+            continue
+        a = first(node)
+        end = getattr(node, "end_lineno", None) or last(body)
+        if not isinstance(body, list) or not body:
+            for i in range(a, end):
+                statement[i] = (a, end)
+            continue
+        header = list(range(a, first(body[0])))  # the header, decorators and all
+        handlers = getattr(node, "handlers", None)
+        if handlers:  # `try:` needs a clause: its first `except ...:`
+            header += range(first(handlers[0]), first(handlers[0].body[0]))
+        elif isinstance(node, (ast.Try, getattr(ast, "TryStar", ast.Try))) and node.finalbody:
+            header += code_lines(last(node.orelse or body), first(node.finalbody[0]))
+        needs.append((a, end, header))
+        previous = last(body)
+        for clause in ("handlers", "orelse", "finalbody"):
+            part = getattr(node, clause, None) or []
+            if not part:
+                continue
+            if clause != "handlers":  # `else:` / `finally:`: the code line between the parts
+                needs.append((first(part[0]), last(part), code_lines(previous, first(part[0]))))
+            previous = last(part)
+    return _LineRules(statement, needs)
+
+
+def dedent_code(text: str) -> str:
+    """Python code of one chunk moved to column 0, line for line: a method
+    chunk may end with comments at column 0 (a banner before the next
+    class), which `textwrap.dedent` would let block it; comment lines
+    shallower than the code become blank."""
+    indent = next((line[: len(line) - len(line.lstrip(" \t"))] for line in split_lines(text)
+                   if line.strip() and not line.lstrip().startswith("#")), "")
+    out = []
+    for line in split_lines(text):
+        if line.startswith(indent):
+            out.append(line[len(indent):])
+        elif not line.strip() or line.lstrip().startswith("#"):
+            out.append("\n" if line.endswith("\n") else "")
+        else:
+            out.append(line)  # a continuation line of a string or bracket: left as it is
+    return "".join(out)
+
+
+def _opens_block(text: str) -> bool:
+    """Whether the last code line of text ends with a colon (a block's header)."""
+    for line in reversed(split_lines(text)):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            return _without_comment(stripped).rstrip().endswith(":")
+    return False
+
+
+def _without_comment(line: str) -> str:
+    """A line of Python up to its comment (a ``#`` outside quotes)."""
+    quote, escaped = None, False
+    for i, ch in enumerate(line):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            return line[:i]
+    return line
+
+
+def _parses_like(original: str, compressed: str, language: str | None) -> bool:
+    """False only for Python whose original parses (dedented) and whose compressed text does not."""
+    if (language or "python").lower() != "python":
+        return True
+    try:
+        ast.parse(dedent_code(original))
+    except (SyntaxError, ValueError, RecursionError):
+        return True
+    try:
+        ast.parse(dedent_code(compressed))
+    except (SyntaxError, ValueError, RecursionError):
+        return False
+    return True
+
+
+def _opens_body(chunk: CodeChunk) -> bool:
+    """A class chunk that is its header alone: its body is its members."""
+    return chunk.kind == "class" and bool(chunk.name) and not any(
+        line.strip() and not line.lstrip().startswith("#") for line in chunk.lines[chunk.signature_lines:])
 
 
 # --- coarse stage: function-level chunks ------------------------------------
@@ -197,6 +352,7 @@ class _Unit:
     kind: str
     name: str | None
     header_end: int | None = None  # 0-based line after the def/class header
+    owner: str | None = None  # qualified name of the enclosing class
 
 
 def split_code(code: str, language: str | None = "python", max_module_lines: int = 30) -> list[CodeChunk]:
@@ -250,18 +406,20 @@ def _python_units(lines: list[str], max_module_lines: int) -> list[_Unit] | None
     def visit(stmts: list[ast.stmt], prefix: str, in_class: bool) -> None:
         after_def = not in_class  # module: the first statements open a group
         group_start = None
+        owner = prefix[:-1] or None
         for st in stmts:
             if isinstance(st, defs):
-                units.append(_Unit(_first_line(st), "method" if in_class else "function", prefix + st.name, _header_end(st)))
+                units.append(_Unit(_first_line(st), "method" if in_class else "function", prefix + st.name,
+                                   _header_end(st), owner))
                 after_def, group_start = True, None
             elif isinstance(st, ast.ClassDef):
-                units.append(_Unit(_first_line(st), "class", prefix + st.name, _header_end(st)))
+                units.append(_Unit(_first_line(st), "class", prefix + st.name, _header_end(st), owner))
                 visit(st.body, prefix + st.name + ".", True)
                 after_def, group_start = True, None
             else:
                 start = _first_line(st)
                 if after_def or (group_start is not None and start - group_start >= max_module_lines):
-                    units.append(_Unit(start, "class" if in_class else "module", None))
+                    units.append(_Unit(start, "class" if in_class else "module", None, owner=owner))
                     group_start = start
                 elif group_start is None:
                     group_start = start
@@ -322,13 +480,35 @@ def _chunks_from_units(code: str, lines: list[str], units: list[_Unit]) -> list[
         last = boundaries[i + 1] if i + 1 < len(boundaries) else len(lines)
         unit = by_line.get(first)
         if unit is None:  # text before the first definition
-            kind, name, signature = ("module" if units else "code"), None, 0
+            kind, name, signature, owner = ("module" if units else "code"), None, 0, None
         else:
-            kind, name = unit.kind, unit.name
+            kind, name, owner = unit.kind, unit.name, unit.owner
             signature = 0 if unit.header_end is None else max(0, min(last, unit.header_end) - first)
         start, end = offsets[first], offsets[last]
-        chunks.append(CodeChunk(len(chunks), start, end, code[start:end], kind, name, signature))
+        chunks.append(CodeChunk(len(chunks), start, end, code[start:end], kind, name, signature, owner))
     return chunks
+
+
+def class_headers(chunks: Sequence[CodeChunk]) -> list[list[int]]:
+    """For each chunk, the header chunks of the classes it sits in, outermost
+    first: a kept method is shown under its own class, so these come with it."""
+    latest: dict[str, int] = {}  # class name -> its latest header chunk (a name may be defined twice)
+    out = []
+    for chunk in chunks:
+        chain, owner = [], chunk.owner
+        while owner:
+            if owner in latest:
+                chain.append(latest[owner])
+            owner = owner.rpartition(".")[0]
+        out.append(chain[::-1])
+        if chunk.kind == "class" and chunk.name:
+            latest[chunk.name] = chunk.idx
+    return out
+
+
+def header_text(chunk: CodeChunk) -> str:
+    """A class chunk's header: decorators, comments and the ``class`` line(s)."""
+    return "".join(chunk.lines[: chunk.signature_lines])
 
 
 def select_by_rank(sizes: Sequence[int], scores: Sequence[float], budget: float, at_least_one: bool = False) -> list[int]:
@@ -343,6 +523,28 @@ def select_by_rank(sizes: Sequence[int], scores: Sequence[float], budget: float,
             chosen.append(i)
             used += sizes[i]
     return sorted(chosen)
+
+
+def select_with_headers(sizes: Sequence[int], scores: Sequence[float], budget: float, headers: Sequence[Sequence[int]],
+                        header_sizes: Sequence[int], at_least_one: bool = False) -> tuple[list[int], list[int]]:
+    """`select_by_rank` where a chunk brings the headers of the classes it sits
+    in (`class_headers`): taking it costs its tokens and those of the headers
+    not yet kept (`header_sizes`: a header line and the placeholder for the
+    rest of its chunk). Returns the chunks kept whole and the class chunks
+    kept as their header only, each in original order."""
+    order = sorted(range(len(sizes)), key=lambda i: (-_finite(scores[i]), i))
+    whole: set[int] = set()
+    heads: set[int] = set()
+    used = 0.0
+    for i in order:
+        missing = [a for a in headers[i] if a not in whole and a not in heads]
+        cost = sizes[i] - (header_sizes[i] if i in heads else 0) + sum(header_sizes[a] for a in missing)
+        if used + cost <= budget or (at_least_one and not whole and budget > 0):
+            whole.add(i)
+            heads.discard(i)
+            heads.update(missing)
+            used += cost
+    return sorted(whole), sorted(heads)
 
 
 def _finite(x: float) -> float:
@@ -436,7 +638,12 @@ def structure_scores(chunks: Sequence[CodeChunk], sizes: Sequence[int], query: s
 
     Without a target (`targeted=False`: a whole module summarized with the
     generic query) every chunk is the neighbourhood: what the file itself
-    uses most (idf-weighted) is kept."""
+    uses most (idf-weighted) is kept. A query that opens no definition (a
+    question in words, "How are subparsers added?") has no place in the
+    code either: every chunk is its neighbourhood at `neighbours` / chunks
+    of the weight (what the file uses breaks ties), and the words of the
+    query, matched to the words of each definition's name (`query_words`),
+    decide."""
     names = [chunk_names(c, language) for c in chunks]
     n = len(chunks)
     readers: dict[str, int] = {}
@@ -444,22 +651,74 @@ def structure_scores(chunks: Sequence[CodeChunk], sizes: Sequence[int], query: s
         for name in read:
             readers[name] = readers.get(name, 0) + 1
     weight: dict[str, float] = {}
-    for i in (neighbourhood(chunks, query, neighbours) if targeted else range(n)):
+    completion = targeted and opens_definition(query)
+    around = neighbourhood(chunks, query, neighbours) if completion else range(n)
+    share = neighbours / max(1, n) if targeted and not completion else 1.0
+    for i in around:
         for name in names[i][1]:
-            weight[name] = weight.get(name, 0.0) + math.log(n / readers[name])
+            weight[name] = weight.get(name, 0.0) + share * math.log(n / readers[name])
     for name in identifiers(query):
         weight[name] = weight.get(name, 0.0) + query_weight * math.log(max(1.0, n / readers.get(name, 1)))
-    scores = [sum(weight.get(name, 0.0) for name in defined) / math.sqrt(max(1, size))
-              for (defined, _), size in zip(names, sizes)]
+    words = query_words(chunks, query, query_weight)
+    scores = [(sum(weight.get(name, 0.0) for name in defined) + words[i]) / math.sqrt(max(1, size))
+              for i, ((defined, _), size) in enumerate(zip(names, sizes))]
     # The definition the query is about, where the code holds it (a question
     # about a function rather than the completion of a missing one), comes first.
     subjects = set(re.findall(r"(?:def|class)\s+([A-Za-z_]\w*)", query))
-    members = neighbourhood(chunks, query, neighbours) if targeted else []
+    members = neighbourhood(chunks, query, neighbours) if completion else []
     top = max(scores, default=0.0) + 1.0
     for i in members:
         if chunks[i].name and chunks[i].name.rsplit(".", 1)[-1] in subjects:
             scores[i] = top
     return scores
+
+
+_DEFINITION = re.compile(r"^[ \t]*(?:@|(?:async[ \t]+)?def[ \t]|class[ \t])", re.M)
+
+
+def opens_definition(query: str) -> bool:
+    """Whether the query holds a def/class line or decorator: the code to
+    complete (its neighbourhood is where it goes), not a question in words."""
+    return bool(_DEFINITION.search(query))
+
+
+def query_words(chunks: Sequence[CodeChunk], query: str, query_weight: float = 3.0) -> list[float]:
+    """What a query says in words of each chunk's own name.
+
+    A plain-English question ("How are subparsers added?") names no
+    identifier; its words are matched to the words of each definition's
+    name (split at ``_`` and case changes, stemmed: ``add_subparsers`` and
+    ``_SubParsersAction.add_parser`` answer it; a stem of four letters or
+    more also matches the start or end of a word: ``getboolean``). A chunk earns, for each
+    stem its name shares with the query, `query_weight` x the stem's idf
+    over the chunks' names, divided by the number of words in its name
+    (``add_subparsers`` matches fully, ``add_argument_group`` a third); a
+    stem only its class's name shares counts half (``add_parser`` of
+    ``_SubParsersAction``)."""
+    from collections import Counter
+
+    from pipelines.compress.keywords import name_parts, name_stems, query_stems
+
+    asked = query_stems(query, _STOPWORDS)
+    n = len(chunks)
+    if not asked or not n:
+        return [0.0] * n
+    def shared(name: str) -> set[str]:
+        stems = name_stems(name)
+        return {q for q in asked if q in stems or (len(q) >= 4 and any(s.startswith(q) or s.endswith(q) for s in stems))}
+
+    own = [shared(c.name.rsplit(".", 1)[-1]) if c.name else set() for c in chunks]
+    owner = [shared(c.owner.rsplit(".", 1)[-1]) - hits if c.owner else set() for c, hits in zip(chunks, own)]
+    holders = Counter(stem for hits in own + owner for stem in hits)
+    out = []
+    for chunk, hits, inherited in zip(chunks, own, owner):
+        if not hits and not inherited:
+            out.append(0.0)
+            continue
+        parts = max(1, len(name_parts(chunk.name.rsplit(".", 1)[-1]))) if chunk.name else 1
+        value = sum(math.log(1 + n / holders[s]) for s in hits) + 0.5 * sum(math.log(1 + n / holders[s]) for s in inherited)
+        out.append(query_weight * value / parts)
+    return out
 
 
 def fuse(structure: Sequence[float], ami: dict[int, float], weight: float) -> list[float]:
@@ -774,7 +1033,9 @@ class LongCodeZip:
         budget = ratio * total
         if total <= budget or not chunks:
             reports = [self._report(c, sizes[i], sizes[i], 1.0, float("nan"), "kept", c.text) for i, c in enumerate(chunks)]
-            return self._result(code, total, total, ratio, reports, started, stats_before, {"budget": budget})
+            result = self._result(code, total, total, ratio, reports, started, stats_before, {"budget": budget})
+            result.layout = [(c.start, c.end, c.text, True) for c in chunks]
+            return result
 
         self._query, self._code = query, code
         self._analysis = {}
@@ -783,22 +1044,37 @@ class LongCodeZip:
 
         # Select, compress, measure; move the coarse budget by the miss and
         # repeat (scores are cached), keeping the closest result within budget.
+        # A kept method is shown under its own class: the class headers it
+        # sits in come with it, and count against the budget.
+        headers = class_headers(chunks)
+        header_sizes = [self._header_cost(c) if c.kind == "class" else 0 for c in chunks]
         best = None
         for round_ in range(s.max_rounds):
-            selected = select_by_rank(sizes, scores, coarse_budget, at_least_one=s.fine_grained)
-            text, reports = self._assemble(chunks, sizes, scores, selected, budget)
+            selected, heads = select_with_headers(sizes, scores, coarse_budget, headers, header_sizes,
+                                                  at_least_one=s.fine_grained)
+            text, reports, layout = self._assemble(chunks, sizes, scores, selected, heads, budget)
             n = self.count_tokens(text)
             fits = n <= budget * (1 + s.tolerance)
             if best is None or (fits and (not best[0] or n > best[1])) or (not fits and not best[0] and n < best[1]):
-                best = (fits, n, text, reports, selected, coarse_budget)
+                best = (fits, n, text, reports, layout, selected, heads, coarse_budget)
             if fits and n >= budget * (1 - s.tolerance):
                 break
             step = (budget - n) / (s.fine_keep if s.fine_grained and not fits else 1.0)
             coarse_budget = max(0.0, min(total, coarse_budget + step))
-        _, n, text, reports, selected, coarse_budget = best
+        _, n, text, reports, layout, selected, heads, coarse_budget = best
         stats = {"budget": round(budget, 1), "coarse_budget": round(coarse_budget, 1), "rounds": round_ + 1,
-                 "selected": len(selected), "chunks": len(chunks), "signals": s.signals, **signal_stats}
-        return self._result(text, total, n, ratio, reports, started, stats_before, stats)
+                 "selected": len(selected), "headers": len(heads), "chunks": len(chunks), "signals": s.signals,
+                 **signal_stats}
+        result = self._result(text, total, n, ratio, reports, started, stats_before, stats)
+        result.layout = layout
+        return result
+
+    def _header_cost(self, chunk: CodeChunk) -> int:
+        """Tokens of a class chunk kept as its header alone (the rest one placeholder)."""
+        head = header_text(chunk)
+        rest = chunk.text[len(head):]
+        marker = placeholder_line(indentation(rest), self.language, True) if rest.strip() else ""
+        return self.count_tokens(head + marker)
 
     # -- stages ---------------------------------------------------------------
 
@@ -834,14 +1110,15 @@ class LongCodeZip:
         body = chunk.lines[chunk.signature_lines:]
         return self.settings.fine_grained and sum(1 for line in body if line.strip()) >= self.settings.min_lines_for_fine
 
-    def _assemble(self, chunks, sizes, scores, selected, budget) -> tuple[str, list[ChunkReport]]:
+    def _assemble(self, chunks, sizes, scores, selected, heads, budget) -> tuple[str, list[ChunkReport], list]:
         s = self.settings
-        selected_set = set(selected)
+        selected_set, head_set = set(selected), set(heads)
         compressible = [i for i in selected if self._compressible(chunks[i])]
         fixed = [i for i in selected if i not in compressible]
-        placeholders = self._dropped_runs(chunks, selected_set)
-        placeholder_cost = sum(self.count_tokens(placeholder_line(indentation(chunks[i].text), self.language)) for i in placeholders)
-        fine_budget = budget - sum(sizes[i] for i in fixed) - placeholder_cost
+        # what is not the compressible functions' own text: placeholders and class headers
+        around = self._layout(chunks, selected_set, head_set, {i: "" for i in compressible})
+        fine_budget = budget - sum(sizes[i] for i in fixed) - sum(
+            self.count_tokens(text) for _, _, text, verbatim in around if not verbatim)
         shares: dict[int, float] = {i: 1.0 for i in compressible}
         pieces: dict[int, tuple[str, str, dict]] = {}
         # Knapsacks leave part of each share unspent and placeholders cost
@@ -865,34 +1142,77 @@ class LongCodeZip:
                 break
             asked = max(0.0, asked + (fine_budget - used))
         _, _, shares, pieces = best
-        out, reports, previous_dropped = [], [], False
+        layout = self._layout(chunks, selected_set, head_set, {i: pieces[i][0] for i in pieces})
+        reports = []
         for i, chunk in enumerate(chunks):
             if i in selected_set:
                 if i in pieces:
                     text, action, detail = pieces[i]
                 else:
                     text, action, detail = chunk.text, "kept", {}
-                out.append(text)
-                previous_dropped = False
                 reports.append(self._report(chunk, sizes[i], self.count_tokens(text), shares.get(i, 1.0), scores[i],
                                             action, text, detail))
+            elif i in head_set:
+                text = header_text(chunk)
+                reports.append(self._report(chunk, sizes[i], self.count_tokens(text), 0.0, scores[i], "header", text))
             else:
-                if not previous_dropped:
-                    out.append(placeholder_line(indentation(chunk.text), self.language))
-                previous_dropped = True
                 reports.append(self._report(chunk, sizes[i], 0, 0.0, scores[i], "dropped", ""))
-        return "".join(out), reports
+        return "".join(text for _, _, text, _ in layout), reports, layout
+
+    def _layout(self, chunks, whole: set[int], heads: set[int], pruned: dict[int, str]) -> list[tuple[int, int, str, bool]]:
+        """The compressed code as pieces (start, end, text, verbatim) in order:
+        kept code (text == code[start:end]), a pruned function's text, and one
+        placeholder line for each run of dropped code [start, end), at the
+        indentation of its first line. A class kept as its header alone shows
+        its header line(s); the rest of its chunk joins the dropped run. In
+        Python a placeholder that would be a block's whole body (after a class
+        header whose members are all dropped) is the statement ``...``."""
+        out: list[tuple[int, int, str, bool]] = []
+        run: list[str] = []
+        run_start = 0
+        statement = opened = False
+
+        def flush(end: int) -> None:
+            if run:
+                out.append((run_start, end, placeholder_line(indentation("".join(run)), self.language, statement), False))
+                run.clear()
+
+        def drop(start: int, text: str) -> None:
+            nonlocal run_start, statement
+            if not run:
+                run_start, statement = start, opened
+            run.append(text)
+
+        for i, chunk in enumerate(chunks):
+            if i in whole:
+                flush(chunk.start)
+                if i in pruned:
+                    out.append((chunk.start, chunk.end, pruned[i], False))
+                    opened = False
+                else:
+                    out.append((chunk.start, chunk.end, chunk.text, True))
+                    opened = _opens_body(chunk)
+            elif i in heads:
+                flush(chunk.start)
+                head = header_text(chunk)
+                rest = chunk.text[len(head):]
+                if rest.strip():
+                    out.append((chunk.start, chunk.start + len(head), head, True))
+                    opened = True
+                    drop(chunk.start + len(head), rest)
+                else:
+                    out.append((chunk.start, chunk.end, chunk.text, True))
+                    opened = True
+            else:
+                drop(chunk.start, chunk.text)
+        flush(chunks[-1].end if chunks else 0)
+        return out
 
     def _minimum(self, chunk: CodeChunk) -> int:
         """Tokens of a function cut down to its signature and a placeholder."""
         lines = chunk.lines
         body = "".join(lines[chunk.signature_lines:])
         return self.count_tokens("".join(lines[: chunk.signature_lines]) + placeholder_line(indentation(body), self.language))
-
-    @staticmethod
-    def _dropped_runs(chunks, selected_set) -> list[int]:
-        """First index of each run of dropped chunks (each becomes one placeholder)."""
-        return [i for i in range(len(chunks)) if i not in selected_set and (i == 0 or i - 1 in selected_set)]
 
     def _analyse(self, chunk: CodeChunk) -> _FunctionAnalysis:
         if chunk.idx not in self._analysis:
@@ -921,29 +1241,51 @@ class LongCodeZip:
         # instead of leaving it unused when some AMIs are negative.
         values = [0.01 + v for v in normalise(a.block_scores)]
         capacity = int(target - a.signature_tokens - marker_cost)
+        syntax = python_line_rules(chunk) if (self.language or "python").lower() == "python" else None
         while True:  # each gap between kept blocks costs a placeholder line: tighten until it fits
             kept = set(knapsack(a.block_tokens, values, capacity))
-            text = self._join_blocks(chunk, a.blocks, kept)
+            text = self._join_blocks(chunk, a.blocks, kept, syntax)
             over = self.count_tokens(text) - int(target)
             if over <= 0 or not kept:
                 break
             capacity -= max(over, 1)
         detail = {"blocks": len(a.blocks), "blocks_kept": len(kept), "target_tokens": round(target, 1),
                   "block_scores": [round(x, 4) if math.isfinite(x) else None for x in a.block_scores]}
+        if kept and not _parses_like(chunk.text, text, self.language):  # a safety net: python_line_rules should suffice
+            text = self._join_blocks(chunk, a.blocks, set())
+            detail["blocks_kept"], detail["unparseable_blocks"] = 0, len(kept)
         return text, "pruned", detail
 
-    def _join_blocks(self, chunk: CodeChunk, blocks: list[tuple[int, int]], kept: set[int]) -> str:
+    def _join_blocks(self, chunk: CodeChunk, blocks: list[tuple[int, int]], kept: set[int],
+                     syntax: "_LineRules | None" = None) -> str:
+        """The signature, the lines of the kept blocks (with, in Python, what
+        their syntax needs: `python_line_rules`), and one placeholder per run
+        of dropped lines: the statement ``...`` where it follows a line that
+        opens a block (the signature, an ``if ...:``), else a comment."""
         lines = chunk.lines
+        keep = {i for j in kept for i in range(*blocks[j])}
+        if syntax is not None:
+            keep = syntax.close(keep)
         out = ["".join(lines[: chunk.signature_lines])]
-        previous_dropped = False
-        for j, (start, end) in enumerate(blocks):
-            block = "".join(lines[start:end])
-            if j in kept:
-                out.append(block)
-                previous_dropped = False
-            elif not previous_dropped:
-                out.append(placeholder_line(indentation(block), self.language))
-                previous_dropped = True
+        run: list[str] = []
+
+        def flush() -> None:
+            if not run:
+                return
+            if any(line.strip() for line in run):
+                opens = _opens_block("".join(out))
+                out.append(placeholder_line(indentation("".join(run)), self.language, statement=opens))
+            else:
+                out.extend(run)  # blank lines only
+            run.clear()
+
+        for i in range(chunk.signature_lines, len(lines)):
+            if i in keep:
+                flush()
+                out.append(lines[i])
+            else:
+                run.append(lines[i])
+        flush()
         return "".join(out)
 
     # -- reporting --------------------------------------------------------------
