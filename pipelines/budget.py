@@ -26,6 +26,18 @@ from pipelines.llm.base import Completion, CompletionRequest, WrappedBackend, pr
 from pipelines.llm.pricing import backend_cost
 
 
+def usd(value: float | None) -> str:
+    """Dollars as the preflight, its refusal and the budget print them: $0
+    for nothing, never "$0.0000" for a cost too small to show."""
+    if value is None:
+        return "unknown"
+    if value == 0:
+        return "$0"
+    if value < 0.0001:
+        return "under $0.0001"
+    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+
+
 class BudgetExceeded(RuntimeError):
     """The recorded cost reached --max-cost. Not an LLMError: no call was made,
     so nothing is journaled as a failed call and nothing retries it."""
@@ -49,7 +61,7 @@ class Budget:
     def _refuse_if_spent(self) -> None:
         if self.spent_usd >= self.limit_usd:
             raise BudgetExceeded(
-                f"budget: recorded cost ${self.spent_usd:.4f} reached --max-cost ${self.limit_usd:.4f}; "
+                f"budget: recorded cost {usd(self.spent_usd)} reached --max-cost {usd(self.limit_usd)}; "
                 f"every answer so far is kept, and a rerun with a larger --max-cost resumes from them"
             )
 

@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines.budget import usd  # noqa: F401 - one money format for the preflight, the refusal and the budget
 from pipelines.chunking import Chunk
 from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL
 from pipelines.documents import Document, load_document
@@ -43,23 +44,24 @@ class Plan:
     tokenizer: str
 
     def chunk_lines(self) -> list[str]:
-        return [
+        """A column header, then one row per chunk."""
+        return [f"{'chunk':>5s}  {'tokens':>13s}  {'section':30s}  first words"] + [
             f"{c.idx:5d}  {c.n_tokens:6d} tokens  {(c.section or '-')[:30]:30s}  {' '.join(c.text.split()[:8])[:60]}"
             for c in self.chunks
         ]
 
     def describe(self) -> str:
+        """The document and its chunks. Calls, levels and costs are the
+        estimate's (`Estimate.lines`), planned by the workflow itself: this
+        header makes no guess of its own about them."""
         tokens = sum(c.n_tokens for c in self.chunks)
         n = len(self.chunks)
         sizes = sorted(c.n_tokens for c in self.chunks) or [0]
-        merges_floor = max(0, math.ceil(math.log(n, 8))) if n > 1 else 0
         return "\n".join([
             f"{self.document.path}: {self.document.kind}, {self.document.encoding}, {len(self.document.text):,} characters, "
             f"{len(self.document.sections)} sections",
             f"{n} chunks of at most {self.config.chunk_size} tokens ({self.tokenizer}); {tokens:,} tokens in all; "
             f"chunk sizes min {sizes[0]}, median {sizes[len(sizes) // 2]}, max {sizes[-1]}",
-            f"hierarchical: at least {n} chunk-summary calls plus merges over {merges_floor}+ levels; "
-            f"incremental: at least {n} update calls; extractive: no LLM call",
         ])
 
 
@@ -117,9 +119,11 @@ class Estimate:
 
     def lines(self) -> list[str]:
         what = f"{self.documents} documents" if self.documents > 1 else "1 document"
+        merges = max(0, self.levels - 1)
         out = [
             f"plan: {self.method}, {self.model}: {what}, {self.chunks} chunks"
-            + (f", up to {self.levels} levels" if self.method == "hierarchical" else ""),
+            + (f", up to {self.levels} summary levels (the chunk summaries and {merges} level"
+               f"{'' if merges == 1 else 's'} of merges)" if self.method == "hierarchical" else ""),
             f"LLM calls: {self.calls_min:,} to {self.calls_max:,} (typically {self.calls_typical:,}); no call is made now",
             f"input tokens: at least {self.input_min:,}, at most {self.input_max:,} (typically {self.input_typical:,}); "
             f"output tokens: at most {self.output_max:,} (typically {self.output_typical:,})",
@@ -129,6 +133,9 @@ class Estimate:
                        f"in a typical run")
         if self.method == "extractive":
             out.append("estimated cost: $0 (no LLM call)")
+        elif self.cost_high == 0:
+            out.append("estimated cost: $0 (a local model: no per-token price)" if _local(self.model)
+                       else "estimated cost: $0 (genai-prices gives this endpoint no per-token price)")
         elif self.cost_high is None:
             out.append("estimated cost: unknown (genai-prices has no price for this endpoint; set LONGSUM_PRICE_AS="
                        "provider:model to price it as one)")
@@ -142,10 +149,10 @@ class Estimate:
         return dict(self.__dict__)
 
 
-def usd(value: float | None) -> str:
-    if value is None:
-        return "unknown"
-    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+def _local(spec: str) -> bool:
+    from pipelines.llm.pricing import LOCAL_BACKENDS
+
+    return spec.partition(":")[0] in LOCAL_BACKENDS
 
 
 class _TokenOnly:
@@ -457,13 +464,39 @@ def estimate_corpus(items, configs: list[RunConfig], *, batch: bool = False) -> 
     return per_config, overall
 
 
-def refuse_over_budget(estimate: Estimate | None, max_cost: float | None) -> None:
-    """ValueError (one line) when the preflight's upper bound exceeds the budget, or cannot be priced."""
-    if max_cost is None or estimate is None:
+def refuse_over_budget(estimate: Estimate | None, max_cost: float | None, *, dry_run: str | None = None,
+                       base_url: str | None = None) -> None:
+    """ValueError (one line) when the preflight's upper bound exceeds the budget, or cannot be priced.
+    `dry_run`: the command that prints the plan (`dry_run_command`), else the message
+    says to run the same command with --dry-run."""
+    if max_cost is None or estimate is None or estimate.method == "extractive":
         return
     if estimate.cost_high is None:
-        raise ValueError(f"--max-cost: genai-prices has no price for {estimate.model}; set LONGSUM_PRICE_AS="
-                         f"provider:model to price it")
+        raise ValueError(f"--max-cost: genai-prices has no price for {estimate.model}"
+                         + (f" at {base_url}" if base_url else "") + "; set LONGSUM_PRICE_AS=provider:model to price it")
     if estimate.cost_high > max_cost:
+        see = f"run `{dry_run}` for the plan" if dry_run else "the same command with --dry-run prints the plan"
         raise ValueError(f"the estimate's upper bound {usd(estimate.cost_high)} exceeds --max-cost {usd(max_cost)} "
-                         f"(see --dry-run for the plan); nothing was started")
+                         f"({see}); nothing was started")
+
+
+# `summarize FILE` options whose values shape the plan: (RunConfig field, option)
+_PLAN_OPTIONS = (("method", "--method"), ("model", "--model"), ("base_url", "--base-url"),
+                 ("context_window", "--context-window"), ("chunk_size", "--chunk-size"), ("chunker", "--chunker"),
+                 ("overlap", "--overlap"), ("summary_words", "--summary-words"), ("kind", "--kind"),
+                 ("compress", "--compress"), ("compress_ratio", "--compress-ratio"),
+                 ("compress_query", "--compress-query"), ("compress_model", "--compress-model"))
+
+
+def dry_run_command(file: str | Path, config: RunConfig) -> str:
+    """The `summarize FILE ... --dry-run` that plans this configuration: the
+    method and model always, the other options where they differ from the defaults."""
+    import shlex
+
+    defaults = RunConfig()
+    words = ["summarize", str(file)]
+    for name, option in _PLAN_OPTIONS:
+        value = getattr(config, name)
+        if name in ("method", "model") or (value is not None and value != getattr(defaults, name)):
+            words += [option, str(value)]
+    return shlex.join(words + ["--dry-run"])

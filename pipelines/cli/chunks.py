@@ -49,10 +49,11 @@ def chunks_command(file, model, base_url, context_window, methods, chunk_size, c
         click.echo(json.dumps({"chunks": len(plan.chunks), "tokens": sum(c.n_tokens for c in plan.chunks),
                                "tokenizer": plan.tokenizer, "estimates": [e.as_dict() for e in estimates]}))
         return
+    click.echo(plan.describe())
     if list_chunks:
+        click.echo("")
         for line in plan.chunk_lines():
             click.echo(line)
-    click.echo(plan.describe())
     for estimate in estimates:
         click.echo("")
         for line in estimate.lines():

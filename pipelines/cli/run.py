@@ -72,7 +72,7 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
     if not file.exists():
         raise UserError(f"{file}: no such file")
     if dry_run or max_cost is not None:
-        from pipelines.plan import estimate_file, usd
+        from pipelines.plan import dry_run_command, estimate_file, refuse_over_budget
 
         plan, estimate = estimate_file(file, config)
         if dry_run:
@@ -83,12 +83,10 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
             else:
                 click.echo("\n".join([plan.describe(), *estimate.lines()]))
             return
-        if estimate.cost_high is None and method != "extractive":
-            raise UserError(f"--max-cost: genai-prices has no price for {model}"
-                            + (f" at {base_url}" if base_url else "") + "; set LONGSUM_PRICE_AS=provider:model to price it")
-        if (estimate.cost_high or 0.0) > max_cost:
-            raise UserError(f"the estimate's upper bound {usd(estimate.cost_high)} exceeds --max-cost {usd(max_cost)} "
-                            f"(run `summarize {file} --dry-run` for the plan); nothing was started")
+        try:
+            refuse_over_budget(estimate, max_cost, dry_run=dry_run_command(file, config), base_url=base_url)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     score = None
     if references or score_spec:
         from pipelines.cli.scoring import prepare_scoring
