@@ -584,7 +584,7 @@ def test_compress_model_spec(tmp_path):
     assert scorer_path(f"llamacpp:{model}") == model and scorer_path(str(model)) == model
     with pytest.raises(ValueError, match="local llama.cpp model"):
         scorer_path("openai:gpt-4o-mini")
-    with pytest.raises(ValueError, match="no such model file"):
+    with pytest.raises(ValueError, match="model file not found"):
         scorer_path(f"llamacpp:{tmp_path / 'missing.gguf'}")
 
 
@@ -598,7 +598,7 @@ def test_cli_refuses_a_bad_compress_model(tmp_path, cli_env):
     assert_one_line_error(result, "--compress-model openai:gpt-4o", "local llama.cpp model")
     missing = tmp_path / "none.gguf"
     result = run(["compress", source, "--compress-model", f"llamacpp:{missing}", "--db", db], cli_env)
-    assert_one_line_error(result, "no such model file", str(missing))
+    assert_one_line_error(result, "model file not found", str(missing))
 
 
 @pytest.mark.llm

@@ -301,7 +301,7 @@ def scorer_path(spec: str | None) -> Path | None:
     if prefix.lower() != "llamacpp":
         rest = spec
         if not Path(rest).expanduser().is_file():
-            raise ValueError(f"--compress-model {spec}: no such model file {Path(rest).expanduser()}")
+            raise ValueError(f"--compress-model {spec}: model file not found: {Path(rest).expanduser()}")
     try:
         return model_file(rest or None)[0]
     except LLMConfigError as exc:

@@ -184,9 +184,9 @@ def test_a_flow_with_parallel_tasks_opens_one_writer(story, tmp_path, monkeypatc
     opened = []
     real_open = store_module.Store._open
 
-    def spy(self, config):
+    def spy(self, config, *args, **kwargs):
         opened.append((threading.current_thread().name, self.read_only))
-        return real_open(self, config)
+        return real_open(self, config, *args, **kwargs)
 
     monkeypatch.setattr(store_module.Store, "_open", spy)
     with FakeOpenAIServer(delay=0.2) as server:
