@@ -241,10 +241,11 @@ def _tree(store: Store, run_id: str) -> list[Node]:
         return list(chunk_nodes.values())
     levels = sorted({level for (level, _, _, _), _ in nodes})
     if any(kind in ("update", "compress") for (_, kind, _, _), _ in nodes) or levels == [0] and len(nodes) == 1:
-        # Incremental (or a single summary): a chain, each step with the chunk it read.
-        for (_, kind, _, last), node in nodes:
-            if kind in ("update", "extractive") and last in chunk_nodes:
-                node.children.append(chunk_nodes.pop(last))
+        # Incremental (or a single summary): a chain, each update with the chunk it read; a single
+        # summary (the extractive baseline, a one-chunk document) over every chunk it was made from.
+        for (_, kind, first, last), node in nodes:
+            read = [last] if kind == "update" else [] if kind == "compress" else range(first, last + 1)
+            node.children += [chunk_nodes.pop(i) for i in read if i in chunk_nodes]
         chain = [node for _, node in nodes]
         return chain + list(chunk_nodes.values())
     # Hierarchical: each node's children are the nodes one level down within its chunk range.

@@ -6,6 +6,7 @@ judges' notes, and the page is not blank."""
 
 import json
 import os
+import re
 import shutil
 import time
 
@@ -161,6 +162,17 @@ def test_the_report_in_a_real_browser(filled, tmp_path):
                                   f"#run-{run_id} .sentence.faithful").all()
             assert {int(s.get_attribute("data-num")): own_text(s) for s in marked} == labelled
         assert page.locator("details.node").count() == tree_size(store, run_ids)
+        # every chunk under the summary made from it, none beside the summaries; the extractive
+        # summary over every chunk of its run
+        for run_id in run_ids:
+            top = page.locator(f"#run-{run_id} .tree").evaluate(TREE_TOP)
+            assert top and not any(re.fullmatch(r"chunk \d+", label) for label, _ in top)
+        ((extractive, chunks),) = store.execute(
+            "SELECT run_id, list(idx ORDER BY idx) FROM chunks WHERE list_contains(?, run_id) AND run_id IN "
+            "(SELECT run_id FROM runs WHERE method = 'extractive') GROUP BY run_id", [list(run_ids)])
+        assert len(chunks) > 1
+        assert page.locator(f"#run-{extractive} .tree").evaluate(TREE_TOP) == [
+            ["extractive summary", [f"chunk {i}" for i in chunks]]]
         assert page.locator(".chart svg").count() >= 2  # the comparison, and a coverage profile
         marked = page.locator(".sentence.coherence").first
         note = marked.locator(".note")
@@ -198,6 +210,11 @@ def test_the_report_in_a_real_browser(filled, tmp_path):
     assert [u for u in requests if not u.startswith("file://")] == []  # the page fetches nothing
     assert len(requests) == 1  # the file itself: no font, script or image loaded besides
     assert not_blank(shot)
+
+
+TREE_TOP = """tree => [...tree.querySelectorAll(':scope > details.node')].map(node => [
+    node.querySelector(':scope > summary > b').textContent,
+    [...node.querySelectorAll(':scope > details.node')].map(c => c.querySelector(':scope > summary > b').textContent)])"""
 
 
 def not_blank(png: bytes) -> bool:
