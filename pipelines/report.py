@@ -13,7 +13,9 @@ where the summary draws from across the document (the coverage profile,
 when computed); calls, tokens, cost and time per step. Across runs: every
 score per configuration (method x model x chunk size x compression) as a
 table with the best values marked and the extractive baseline flagged, and a
-chart.
+chart. Every LLM-judged score (BooookScore, faithfulness) names its judge, and
+one judged by the embedded tiny base model is marked not trustworthy with the
+CLI's own line; a failed run counts as failed under its configuration.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from pipelines.llm import LLMConfigError, is_tiny_model, judge_notice_text
 from pipelines.store import Store
+from pipelines.summarize.extractive import MODEL_NAME as EXTRACTIVE_MODEL
 from pipelines.text import split_sentences
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -36,6 +40,15 @@ SCORE_COLUMNS = (
     ("faithfulness_supported", "Faithful (Yes+Partial)"), ("coverage_deciles", "Deciles covered"),
     ("coverage_end_share", "End-of-document share"),
 )
+
+
+# The LLM-judged scores: the scores_wide column naming the judge, the metric's name in the
+# tiny-judge notice (as the CLI prints it), and the report's columns it judged.
+JUDGED = (
+    ("booookscore_model", "BooookScore", ("BooookScore",)),
+    ("faithfulness_model", "faithfulness", ("Faithful (Yes)", "Faithful (Yes+Partial)")),
+)
+JUDGE_OF = {name: column for column, _, names in JUDGED for name in names}
 
 
 # Scores where more is not better: no "best" is marked for them (the share of
@@ -151,19 +164,25 @@ def _run(store: Store, run_id: str) -> dict:
     run = dict(zip(columns, rows[0]))
     final = store.execute("SELECT summary_id, text FROM summaries WHERE run_id = ? AND is_final", [run_id])
     summary_id, text = final[0] if final else (None, run.get("final_summary") or "")
+    sentences, judged = _sentences(store, run_id, summary_id, text or "")
+    scores, judges = _scores(store, run_id)
     return {
         **run,
         "title": run.get("title") or Path(run.get("document_path") or "?").name,
         "configuration": configuration(run),
-        "sentences": _sentences(store, run_id, summary_id, text or ""),
+        "sentences": sentences,
+        # the judges whose marks the summary carries (a legend only for them), each with its model
+        "legend": {column: {"model": judges.get(column), "tiny": tiny(judges.get(column))} for column in judged},
         "tree": _tree(store, run_id),
         "steps": _steps(store, run_id),
         "coverage_chart": _coverage_chart(store, run_id),
-        "scores": _scores(store, run_id),
+        "scores": scores,
+        "notice": tiny_notice({column: [model] for column, model in judges.items()}),
     }
 
 
 def configuration(run: dict) -> str:
+    """How the report names a run's configuration (method x model x chunk size x compression)."""
     if run["method"] == "extractive":
         return "extractive (baseline)"
     parts = [run["method"], run.get("model") or "?", f"chunk {run.get('chunk_size')}"]
@@ -180,22 +199,30 @@ def _latest(store: Store, table: str, run_id: str, summary_id: str | None) -> st
     return rows[0][0] if rows else None
 
 
-def _sentences(store: Store, run_id: str, summary_id: str | None, text: str) -> list[Sentence]:
+def _sentences(store: Store, run_id: str, summary_id: str | None, text: str) -> tuple[list[Sentence], list[str]]:
+    """The final summary's sentences with the judges' marks, and the judges that marked it
+    (their scores_wide model columns: only they get a legend)."""
     sentences = [Sentence(i, s) for i, s in enumerate(split_sentences(text), 1) if s.strip()]
     by_num = {s.num: s for s in sentences}
+    judged = []
     config = _latest(store, "booookscore_annotations", run_id, summary_id)
-    for num, types, questions in store.execute(
-            "SELECT sentence_num, types, questions FROM booookscore_annotations WHERE run_id = ? "
-            "AND summary_id IS NOT DISTINCT FROM ? AND config_hash IS NOT DISTINCT FROM ? AND flagged",
-            [run_id, summary_id, config]):
-        if num in by_num:
+    annotations = store.execute(
+        "SELECT sentence_num, flagged, types, questions FROM booookscore_annotations WHERE run_id = ? "
+        "AND summary_id IS NOT DISTINCT FROM ? AND config_hash IS NOT DISTINCT FROM ?", [run_id, summary_id, config])
+    if annotations:
+        judged.append("booookscore_model")
+    for num, flagged, types, questions in annotations:
+        if flagged and num in by_num:
             by_num[num].errors = json.loads(types) if isinstance(types, str) else list(types or [])
             by_num[num].questions = questions
     config = _latest(store, "claims", run_id, summary_id)
-    for num, claim, label, evidence, chunk_ids in store.execute(
-            "SELECT sentence_num, claim, label, evidence, chunk_ids FROM claims WHERE run_id = ? "
-            "AND summary_id IS NOT DISTINCT FROM ? AND config_hash IS NOT DISTINCT FROM ? ORDER BY claim_num",
-            [run_id, summary_id, config]):
+    claims = store.execute(
+        "SELECT sentence_num, claim, label, evidence, chunk_ids FROM claims WHERE run_id = ? "
+        "AND summary_id IS NOT DISTINCT FROM ? AND config_hash IS NOT DISTINCT FROM ? ORDER BY claim_num",
+        [run_id, summary_id, config])
+    if claims:
+        judged.append("faithfulness_model")
+    for num, claim, label, evidence, chunk_ids in claims:
         if num in by_num and claim:
             by_num[num].claims.append({"claim": claim, "label": label or "unjudged", "evidence": _evidence(evidence),
                                        "chunks": _ints(chunk_ids)})
@@ -206,7 +233,7 @@ def _sentences(store: Store, run_id: str, summary_id: str | None, text: str) -> 
             [run_id, summary_id, config]):
         if num in by_num:
             by_num[num].chunk, by_num[num].decile = chunk, decile
-    return sentences
+    return sentences, judged
 
 
 def _evidence(value) -> list[str]:
@@ -281,13 +308,41 @@ def _steps(store: Store, run_id: str) -> list[dict]:
     return [dict(zip(columns, row)) for row in rows]
 
 
-def _scores(store: Store, run_id: str) -> dict:
+def _scores(store: Store, run_id: str) -> tuple[list[dict], dict[str, str]]:
+    """The run's scores (name, value, and for an LLM-judged one its judge and whether that is the
+    tiny model), and the judge of each LLM-judged metric (scores_wide model column -> model)."""
     present = _wide_columns(store)
     wanted = [(c, name) for c, name in SCORE_COLUMNS if c in present]
+    judge_columns = [column for column, _, _ in JUDGED if column in present]
     if not wanted:
-        return {}
-    row = store.execute(f"SELECT {', '.join(c for c, _ in wanted)} FROM scores_wide WHERE run_id = ?", [run_id])
-    return {name: value for (c, name), value in zip(wanted, row[0]) if value is not None} if row else {}
+        return [], {}
+    row = store.execute(f"SELECT {', '.join([c for c, _ in wanted] + judge_columns)} FROM scores_wide "
+                        "WHERE run_id = ?", [run_id])
+    if not row:
+        return [], {}
+    values, judges = row[0][:len(wanted)], dict(zip(judge_columns, row[0][len(wanted):]))
+    scores = []
+    for (_, name), value in zip(wanted, values):
+        if value is not None:
+            judge = judges.get(JUDGE_OF.get(name))
+            scores.append({"name": name, "value": value, "judges": [judge] if judge else [],
+                           "tiny": tiny(judge)})
+    return scores, {column: model for column, model in judges.items() if model}
+
+
+def tiny(model: str | None) -> bool:
+    """Judged by the embedded tiny base model (Gemma 3 270M), which cannot judge."""
+    try:
+        return bool(model) and is_tiny_model(model)
+    except LLMConfigError:  # a backend the spec parser does not know (a test's scripted one): not the tiny model
+        return False
+
+
+def tiny_notice(judges: dict[str, list[str]]) -> str | None:
+    """The CLI's one line about the tiny judge, for the metrics it judged here
+    (judges: scores_wide model column -> the models that judged it)."""
+    judged = [metric for column, metric, _ in JUDGED if any(tiny(m) for m in judges.get(column, []))]
+    return judge_notice_text(judged) if judged else None
 
 
 def _wide_columns(store: Store) -> set[str]:
@@ -319,18 +374,29 @@ def _comparison(store: Store, run_ids: Sequence[str]) -> dict | None:
     present = _wide_columns(store)
     wanted = [(c, name) for c, name in SCORE_COLUMNS if c in present]
     selects = "".join(f", avg(w.{c}) AS \"{name}\"" for c, name in wanted)
+    selects += "".join(f", list(DISTINCT w.{c} ORDER BY w.{c}) FILTER (w.{c} IS NOT NULL) AS {c}"
+                       for c, _, _ in JUDGED if c in present)
+    # A baseline run without a model (one that failed before it began, as stores before schema
+    # fixes wrote it) is a run of the one baseline model: its row, counted as failed, not a second one.
     columns, rows = store.query(
-        "SELECT r.method, r.model, r.chunk_size, coalesce(r.compression, 'none') AS compression, count(*) AS runs, "
-        "count(*) FILTER (r.status = 'failed') AS failed, avg(r.seconds) AS seconds, "
-        f"sum(r.cost_usd) AS cost_usd{selects} FROM runs r LEFT JOIN scores_wide w USING (run_id) "
-        "WHERE list_contains(?, r.run_id) GROUP BY ALL ORDER BY r.method, r.model, r.chunk_size", [list(run_ids)])
+        "SELECT r.method, CASE WHEN r.method = 'extractive' THEN coalesce(r.model, ?) ELSE r.model END AS model, "
+        "r.chunk_size, coalesce(r.compression, 'none') AS compression, count(*) AS runs, "
+        "count(*) FILTER (r.status = 'degraded') AS degraded, count(*) FILTER (r.status = 'failed') AS failed, "
+        f"avg(r.seconds) AS seconds, sum(r.cost_usd) AS cost_usd{selects} "
+        "FROM runs r LEFT JOIN scores_wide w USING (run_id) "
+        "WHERE list_contains(?, r.run_id) GROUP BY ALL ORDER BY r.method, 2, r.chunk_size",
+        [EXTRACTIVE_MODEL, list(run_ids)])
     if not rows:
         return None
     table = [dict(zip(columns, row)) for row in rows]
     metrics = [name for _, name in wanted if any(r[name] is not None for r in table)]
     for row in table:
         row["configuration"] = configuration(row)
-        row["baseline"] = row["method"] == "extractive"
+        # a configuration none of whose runs finished is shown failed, never as the baseline
+        row["all_failed"] = row["failed"] == row["runs"]
+        row["baseline"] = row["method"] == "extractive" and not row["all_failed"]
+        row["judges"] = {name: row.get(JUDGE_OF[name]) or [] for name in metrics if name in JUDGE_OF}
+        row["tiny"] = {name: any(tiny(m) for m in models) for name, models in row["judges"].items()}
     best = {m: max(r[m] for r in table if r[m] is not None) for m in metrics if m not in UNRANKED}
     chart = None
     if metrics:
@@ -344,7 +410,8 @@ def _comparison(store: Store, run_ids: Sequence[str]) -> dict | None:
             color=alt.Color("configuration:N", legend=None),
             row=alt.Row("metric:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
         ).properties(width=360, height=alt.Step(14)))
-    return {"rows": table, "metrics": metrics, "best": best, "chart": chart}
+    notice = tiny_notice({column: [m for r in table for m in r.get(column) or []] for column, _, _ in JUDGED})
+    return {"rows": table, "metrics": metrics, "best": best, "chart": chart, "notice": notice}
 
 
 def svg(chart) -> str:

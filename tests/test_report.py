@@ -12,8 +12,9 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from report_runs import fill_store
+from report_runs import TINY_JUDGE, fill_store
 
+from pipelines.llm import judge_notice_text
 from pipelines.report import ReportError, build_report, count_nodes, select_runs, write_report, _tree
 from pipelines.store import Store
 
@@ -23,7 +24,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("report") / "runs.duckdb")
-    return store, fill_store(store, stories=1)
+    return store, fill_store(store, stories=1, tiny_judged=("extractive",))
 
 
 def expected_marks(store, run_ids):
@@ -77,7 +78,7 @@ def marked_best(page: str) -> list[tuple[str, str]]:
     table = lxml.html.fromstring(page).find_class("comparison")[0]
     rows = table.findall(".//tr")
     header = [th.text_content() for th in rows[0].findall("th")]
-    return sorted((header[i], td.text_content().strip()) for row in rows[1:]
+    return sorted((header[i], td.find_class("value")[0].text_content().strip()) for row in rows[1:]
                   for i, td in enumerate(row.findall("td")) if "best" in td.get("class", "").split())
 
 
@@ -173,6 +174,29 @@ def test_the_report_in_a_real_browser(filled, tmp_path):
         assert len(chunks) > 1
         assert page.locator(f"#run-{extractive} .tree").evaluate(TREE_TOP) == [
             ["extractive summary", [f"chunk {i}" for i in chunks]]]
+        # each LLM-judged score names the judge stored with it; the tiny model's is marked not
+        # trustworthy, with the CLI's line beside it (the fixture judged the extractive run by that name)
+        judges = {run_id: {"BooookScore": b, "Faithful (Yes)": f, "Faithful (Yes+Partial)": f} for run_id, b, f in
+                  store.execute("SELECT run_id, booookscore_model, faithfulness_model FROM scores_wide "
+                                "WHERE list_contains(?, run_id)", [list(run_ids)])}
+        assert {r for r, models in judges.items() if TINY_JUDGE in models.values()} == {extractive}
+        for run_id, models in judges.items():
+            section = page.locator(f"#run-{run_id}")
+            for score, model in models.items():
+                cell = section.locator(f'table.scores td[data-score="{score}"]')
+                assert model and cell.locator(".judge").inner_text() == f"judge {model}"
+                untrusted = cell.locator(".untrusted")
+                assert untrusted.count() == (model == TINY_JUDGE) and (model != TINY_JUDGE or untrusted.is_visible())
+            notice = section.locator(".notice")
+            if run_id == extractive:
+                assert notice.is_visible() and " ".join(notice.inner_text().split()) == (
+                    f"not trustworthy {judge_notice_text(['BooookScore', 'faithfulness'])}")
+                assert section.locator(".legend .untrusted").count() == 2
+            else:
+                assert notice.count() == 0 and section.locator(".legend .untrusted").count() == 0
+        marked = page.locator("table.comparison .untrusted")
+        assert marked.count() == 3 and all(m.is_visible() for m in marked.all())
+        assert page.locator("table.comparison tr.baseline .untrusted").count() == 3
         assert page.locator(".chart svg").count() >= 2  # the comparison, and a coverage profile
         marked = page.locator(".sentence.coherence").first
         note = marked.locator(".note")
@@ -283,3 +307,113 @@ def test_a_document_is_selected_by_exact_name_stem_or_title(tmp_path):
     assert select_runs(store, ["run-"]) == list(f"run-{k}" for k in names)
     with pytest.raises(ReportError, match="no run '%'"):
         select_runs(store, ["%"])
+
+
+# -- what a glance at the report must not get wrong (issue 27 item 7, issue 24 item 3) -------------------
+
+
+@pytest.fixture(scope="module")
+def hand_made(tmp_path_factory):
+    from report_runs import hand_made_store
+
+    store = Store(tmp_path_factory.mktemp("hand") / "hand.duckdb")
+    return store, hand_made_store(store)
+
+
+def comparison_rows(page: str) -> list[dict]:
+    """The comparison table as the reader sees it: per row its cells' text by header, and its classes and tags."""
+    import lxml.html
+
+    rows = lxml.html.fromstring(page).find_class("comparison")[0].findall(".//tr")
+    header = [th.text_content() for th in rows[0].findall("th")]
+    table = []
+    for row in rows[1:]:
+        cells = row.findall("td")
+        first = cells[0]
+        table.append({"configuration": (first.text or "").strip(), "class": set((row.get("class") or "").split()),
+                      "tags": [t.text_content() for t in first.find_class("tag")],
+                      **{h: " ".join(c.text_content().split()) for h, c in zip(header[1:], cells[1:])}})
+    return table
+
+
+def run_section(page: str, run_id: str):
+    import lxml.html
+
+    return lxml.html.fromstring(page).get_element_by_id(f"run-{run_id}")
+
+
+def test_a_failed_run_is_counted_under_its_configuration_never_as_a_second_baseline(hand_made):
+    store, runs = hand_made
+    rows = comparison_rows(build_report(store, list(runs)))
+    # one baseline row (the failed baseline run without a model counted in it), the degraded run counted
+    assert [row["configuration"] for row in rows] == [
+        "extractive (baseline)", "hierarchical · openai:gpt-4o-mini · chunk 700", "incremental · ? · chunk 700"]
+    baseline, hierarchical, incremental = rows
+    assert (baseline["runs"], baseline["degraded"], baseline["failed"]) == ("2", "0", "1")
+    assert "baseline" in baseline["class"] and baseline["tags"] == ["baseline"]
+    assert (hierarchical["runs"], hierarchical["degraded"], hierarchical["failed"]) == ("3", "1", "1")
+    # a configuration none of whose runs finished is shown failed, and a baseline that only failed is no baseline
+    assert incremental["class"] == {"failed"} and incremental["tags"] == ["failed"]
+    (alone,) = comparison_rows(build_report(store, [runs["base-failed"]]))
+    assert "baseline" not in alone["class"] and alone["tags"] == ["failed"] and alone["failed"] == "1"
+
+
+def test_the_judges_legend_only_for_the_judges_that_marked_the_summary(hand_made):
+    store, runs = hand_made
+    page = build_report(store, list(runs))
+
+    def legend(run_id):
+        """The run's legend as read, or None when it has none."""
+        found = run_section(page, run_id).find_class("legend")
+        return " ".join(found[0].text_content().split()) if found else None
+
+    assert run_section(page, runs["hier-ok"]).find_class("sentence")  # a final summary, not judged
+    assert legend(runs["hier-ok"]) is None
+    # annotations and no claims: the coherence mark only; claims and no annotations: the faithfulness marks only
+    assert "coherence error" in legend(runs["base-ok"]) and "claim" not in legend(runs["base-ok"])
+    assert "unfaithful claim" in legend(runs["hier-degraded"]) and "coherence" not in legend(runs["hier-degraded"])
+
+
+def test_an_llm_judged_score_names_its_judge_and_the_tiny_one_is_marked(hand_made):
+    from report_runs import API_JUDGE
+
+    store, runs = hand_made
+    page = build_report(store, list(runs))
+
+    def judged(element):
+        """score name -> (its judge, marked not trustworthy) for every score cell under `element`"""
+        return {td.get("data-score"): (" ".join(j.text_content() for j in td.find_class("judge")),
+                                       bool(td.find_class("untrusted")))
+                for td in element.iter("td") if td.get("data-score")}
+
+    def notices(element):
+        return [" ".join(p.text_content().split()) for p in element.find_class("notice")]
+
+    tiny_note = f"not trustworthy {judge_notice_text(['faithfulness'])}"
+    degraded = run_section(page, runs["hier-degraded"])
+    assert judged(degraded) == {"ROUGE-1": ("", False), "Faithful (Yes)": (f"judge {TINY_JUDGE}", True),
+                                "Faithful (Yes+Partial)": (f"judge {TINY_JUDGE}", True)}
+    assert notices(degraded) == [tiny_note]
+    assert "not trustworthy" in " ".join(degraded.find_class("legend")[0].text_content().split())
+    base = run_section(page, runs["base-ok"])
+    assert judged(base) == {"ROUGE-1": ("", False), "BooookScore": (f"judge {API_JUDGE}", False)}
+    assert notices(base) == [] and "not trustworthy" not in base.find_class("legend")[0].text_content()
+    # the comparison: each mean names the judges of its runs, and the tiny one is marked
+    import lxml.html
+
+    comparison = lxml.html.fromstring(page).find_class("comparison")[0]
+    rows = comparison.findall(".//tr")[1:]
+    unjudged = {"ROUGE-1": ("", False), "BooookScore": ("", False), "Faithful (Yes)": ("", False),
+                "Faithful (Yes+Partial)": ("", False)}
+    assert [judged(row) for row in rows] == [
+        {**unjudged, "BooookScore": (f"judge {API_JUDGE}", False)},
+        {**unjudged, "Faithful (Yes)": (f"judge {TINY_JUDGE}", True), "Faithful (Yes+Partial)": (f"judge {TINY_JUDGE}", True)},
+        unjudged]
+    assert notices(lxml.html.fromstring(page).find_class("wide")[0].getnext()) == [tiny_note]
+
+
+def test_the_extractive_summary_holds_every_chunk_it_was_made_from(hand_made):
+    store, runs = hand_made
+    tree = _tree(store, runs["base-ok"])
+    assert [(node.label, [c.label for c in node.children]) for node in tree] == [
+        ("extractive summary", ["chunk 0", "chunk 1", "chunk 2"])]
