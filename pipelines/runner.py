@@ -284,7 +284,9 @@ def _extractive(document: Document, config: RunConfig, chunks: list[Chunk]) -> l
 
 def _model_name(config: RunConfig, backend: LLMBackend | None) -> str:
     if backend is None:
-        return "extractive:all-MiniLM-L6-v2"
+        from pipelines.summarize.extractive import MODEL_NAME
+
+        return MODEL_NAME
     return f"{backend.backend}:{backend.model}"
 
 
