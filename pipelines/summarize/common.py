@@ -10,9 +10,12 @@ that leaves too little is the model asked again, with a tighter word budget
 and a new seed, a bounded number of times. Generation watches for
 degeneration and stops at it; the attempt after a degenerate one also samples
 (RETRY_TEMPERATURE: at temperature 0 a new seed changes nothing) with a
-repeat penalty. After the last attempt the best valid-looking attempt is kept
-and marked degraded; a degenerate answer is never kept (the step falls back
-to the input's leading sentences instead).
+repeat penalty. When no attempt was valid, none is kept: the step is marked
+degraded, with the reasons, and keeps the best summary longsum can make
+without the model -- an extractive selection over all of the step's input,
+within its budget (`fallback`; in the workflows
+`pipelines.summarize.extractive.salvage`), so that a degraded run still
+draws from the whole document.
 
 The retry policy learns within a run (`RetryLearning`): a model that failed
 every attempt of each of its first LEARN_STEPS steps (a base model that can
@@ -33,7 +36,7 @@ from typing import Callable
 import prompts
 from pipelines.llm.recording import LLMResult, RecordingLLM
 from pipelines.summarize.degeneration import Degeneration, Watch
-from pipelines.text import count_words, ends_with_sentence_end, sentences, trim_to_last_sentence
+from pipelines.text import count_words, ends_with_sentence_end, trim_to_last_sentence
 
 from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_SUMMARY_WORDS, WORDS_PER_TOKEN  # noqa: F401 (re-exported)
 
@@ -193,7 +196,7 @@ class Generation:
         step: str,
         fallback: Callable[[int], str] | None = None,
     ) -> Outcome:
-        """`fallback(words)` supplies text without the LLM when every attempt came back empty."""
+        """`fallback(words)` supplies text without the LLM when no attempt gave a valid answer."""
         attempts: list[Attempt] = []
         for n in range(self.settings.max_attempts):
             words = max(8, round(word_limit * (1 - RETRY_SHRINK * n)))
@@ -219,15 +222,25 @@ class Generation:
         note = f"no valid summary after {len(attempts)} attempt{'s' if len(attempts) > 1 else ''}: {reasons}"
         if self.settings.retry_note:
             note += f"; {self.settings.retry_note}"
-        # A degenerate answer is never kept, not even as a last resort.
-        text = best.text or ("" if best.problem else best.result.text.strip())
-        if not text and fallback is not None:
-            # The fallback must keep the budget too: later prompts were planned on it.
-            text = self._within(fallback(word_limit), token_limit)
-            note += "; used the leading sentences of the input instead"
+        if fallback is not None:
+            # No attempt is valid, so none is kept: the step's own input, selected without the model.
+            text = self._salvage(fallback, word_limit, token_limit)
+            note += "; kept an extractive selection of the step's input instead"
+        else:  # (no input to select from) a degenerate answer is never kept, not even as a last resort
+            text = best.text or ("" if best.problem else best.result.text.strip())
         causes = "; ".join(dict.fromkeys(_cause(a) for a in attempts))
         return Outcome(text, self.llm.count_tokens(text), len(attempts), True, best.salvaged, note,
                        best.result.request_hash, exhausted=True, reasons=causes)
+
+    def _salvage(self, fallback: Callable[[int], str], word_limit: int, token_limit: int) -> str:
+        """fallback's text within the token limit too (later prompts were planned on it): fewer
+        words asked while it is over, then cut at a word boundary."""
+        words = word_limit
+        text = fallback(words)
+        while words > 8 and self.llm.count_tokens(text) > token_limit:
+            words = max(8, int(words * (1 - RETRY_SHRINK)))
+            text = fallback(words)
+        return self._within(text, token_limit)
 
     def _within(self, text: str, token_limit: int) -> str:
         """text, cut at a word boundary to at most token_limit tokens."""
@@ -271,18 +284,6 @@ def _cause(attempt: Attempt) -> str:
     if attempt.problem is not None:
         return f"degenerate answer ({attempt.problem.kind})"
     return _why(attempt).split(" (")[0] if attempt.result.text.strip() else _why(attempt)
-
-
-def lead_sentences(text: str, words: int) -> str:
-    """The first sentences of text, up to a word budget (a no-LLM fallback)."""
-    out, used = [], 0
-    for sentence in sentences(text):
-        n = count_words(sentence)
-        if out and used + n > words:
-            break
-        out.append(sentence)
-        used += n
-    return " ".join(out)
 
 
 def kind_noun(kind: str) -> str:

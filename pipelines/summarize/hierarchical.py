@@ -24,11 +24,11 @@ from pipelines.summarize.common import (
     RetryLearning,
     SummarizeSettings,
     SummaryRecord,
-    lead_sentences,
     prompt_values,
     words_for_tokens,
 )
 from pipelines.summarize.executors import Executor, Recipe, ThreadExecutor, call
+from pipelines.summarize.extractive import salvage
 from pipelines.text import sentences
 
 MIN_LEVEL_TOKENS = 64
@@ -108,7 +108,7 @@ class HierarchicalSummarizer:
         outcome = self.generation.run(
             "chunk_summary", {"text": chunk.text, "position": where, **self._common},
             token_limit, words, step=f"chunk:{chunk.idx}",
-            fallback=lambda w: lead_sentences(chunk.text, w),
+            fallback=lambda w: salvage(chunk.text, w),
         )
         self.progress.step("chunk")
         return SummaryRecord.from_outcome(outcome, level=0, idx=chunk.idx, kind="chunk", token_limit=token_limit, word_limit=words,
@@ -164,7 +164,7 @@ class HierarchicalSummarizer:
         outcome = self.generation.run(
             template, {"summaries": text, "context": context, **self._common},
             out_limit, words, step=f"merge:{level}.{idx}",
-            fallback=lambda w: lead_sentences(" ".join(r.text for r in group), w),
+            fallback=lambda w: salvage("\n\n".join(r.text for r in group), w),
         )
         self.progress.step("merge")
         return SummaryRecord.from_outcome(outcome, level=level, idx=idx, kind="merge", token_limit=out_limit, word_limit=words,

@@ -21,11 +21,11 @@ from pipelines.summarize.common import (
     RetryLearning,
     SummarizeSettings,
     SummaryRecord,
-    lead_sentences,
     prompt_values,
     tokens_for_words,
 )
 from pipelines.summarize.executors import Executor, Recipe, ThreadExecutor, call
+from pipelines.summarize.extractive import salvage, salvage_update
 from pipelines.text import count_words
 
 # An updated summary may run this much over its current budget before it is
@@ -89,7 +89,7 @@ class IncrementalSummarizer:
         if running is None:
             outcome = self.generation.run(
                 "incremental_start", {"text": chunk.text, **self._common}, limit, words,
-                step=f"update:{j}", fallback=lambda w: lead_sentences(chunk.text, w),
+                step=f"update:{j}", fallback=lambda w: salvage(chunk.text, w),
             )
         else:
             if not self._update_fits(running.text, chunk.text, limit):
@@ -100,7 +100,7 @@ class IncrementalSummarizer:
                 "incremental_update",
                 {"summary": previous, "text": chunk.text, "position": position, **self._common},
                 limit, words, step=f"update:{j}",
-                fallback=lambda w: lead_sentences(previous + " " + chunk.text, w),
+                fallback=lambda w: salvage_update(previous, chunk.text, w, chunks_before=j),
             )
         updated = SummaryRecord.from_outcome(
             outcome, level=0, idx=j, kind="update", token_limit=limit, word_limit=words, first_chunk=0, last_chunk=j,
@@ -123,7 +123,7 @@ class IncrementalSummarizer:
         limit = tokens_for_words(words)
         outcome = self.generation.run(
             "incremental_compress", {"summary": summary.text, "words_now": count_words(summary.text), **self._common},
-            limit, words, step=f"compress:{j}", fallback=lambda w: lead_sentences(summary.text, w),
+            limit, words, step=f"compress:{j}", fallback=lambda w: salvage(summary.text, w),
         )
         compressed = SummaryRecord.from_outcome(
             outcome, level=0, idx=j, kind="compress", token_limit=limit, word_limit=words,
