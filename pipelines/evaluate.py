@@ -151,12 +151,22 @@ def record_failure(store: Store, run_id: str, item: CorpusItem, config: RunConfi
     path = item.path or item.name
     store.insert_rows("runs", [{
         "run_id": run_id, "document_path": str(Path(path).resolve()) if item.path else path,
-        "method": config.method, "model": config.model if config.method != BASELINE else None,
+        "method": config.method, "model": _model_label(config),
         "chunk_size": config.chunk_size, "summary_words": config.summary_words,
         "params": _stamp(item, config, corpus), "status": "failed", "error": reason[:1000],
         "started_at": utc(time.time() - seconds), "finished_at": utc(), "seconds": seconds,
         "pid": os.getpid(), "host": socket.gethostname(),
     }])
+
+
+def _model_label(config: RunConfig) -> str:
+    """The model column of a run that never began: what its run would have named (the baseline's
+    method), or the model spec it was given."""
+    if config.method == BASELINE:
+        from pipelines.summarize.extractive import MODEL_NAME
+
+        return MODEL_NAME
+    return config.model
 
 
 def _reason(exc: BaseException) -> str:

@@ -12,6 +12,10 @@ from pipelines.defaults import DEFAULT_MODEL
 from pipelines.paths import default_db_path
 
 EXIT_USER_ERROR = 1
+# A run that finished degraded, under --strict / LONGSUM_STRICT=1 (scripts tell it from success).
+EXIT_DEGRADED = 3
+# `summarize corpus`: some document failed (the others finished; the table and the failures are printed).
+EXIT_FAILED_DOCUMENTS = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -29,6 +33,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from prompts import PromptError
 
     return (DocumentError, LLMError, StoreError, PromptError, ValueError, OSError)
+
+
+def strict_from_environment() -> bool:
+    """LONGSUM_STRICT=1 (or true/yes/on): a degraded run is not a success."""
+    return os.environ.get("LONGSUM_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def open_store(db_path: Path | None, read_only: bool = False):

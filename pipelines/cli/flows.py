@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli.common import UserError, db_option
+from pipelines.cli.common import EXIT_FAILED_DOCUMENTS, UserError, db_option
 from pipelines.defaults import DEFAULT_MODEL
 
 
@@ -140,7 +140,9 @@ def corpus_command(source, methods, model, base_url, chunk_size, summary_words, 
                    max_cost, dry_run, db_path) -> None:
     """Run the evaluate-corpus flow once over a folder or a SQuALITY file.
 
-    Every document of SOURCE (a folder, or a SQuALITY .jsonl) with every configuration."""
+    Every document of SOURCE (a folder, or a SQuALITY .jsonl) with every configuration.
+    Prints the table, then each failed document with its reason; exits with status 4
+    when any document failed (the others finished)."""
     configs = _configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json)
     _check_batch(batch, configs, dask_address)
     if dry_run or max_cost is not None:
@@ -163,6 +165,30 @@ def corpus_command(source, methods, model, base_url, chunk_size, summary_words, 
     )
     columns = list(table[0]) if table else []
     click.echo(render(columns, [tuple(row[c] for c in columns) for row in table]))
+    failed = _failures(db_path)
+    for item, configuration, status, error in failed:
+        click.echo(f"{'failed' if status == 'failed' else 'scoring failed'}: {configuration} · {item}: {error}")
+    documents = {(item, configuration) for item, configuration, status, _ in failed if status == "failed"}
+    if documents:
+        total = sum(row.get("runs") or 0 for row in table)
+        click.echo(f"summarize: {len(documents)} of {total} runs failed (the others finished)", err=True)
+        click.get_current_context().exit(EXIT_FAILED_DOCUMENTS)
+
+
+def _failures(db_path: Path | None) -> list[tuple]:
+    """(document, configuration, status, reason) of each pair that failed, or whose scoring failed,
+    in the corpus evaluation this process just finished (the flow ran here)."""
+    import os
+    import socket
+
+    from pipelines.cli.common import open_store
+
+    store = open_store(db_path)
+    return store.execute(
+        "SELECT item, configuration, status, error FROM corpus_results WHERE error IS NOT NULL AND corpus_id = "
+        "(SELECT corpus_id FROM corpora WHERE pid = ? AND host = ? AND finished_at IS NOT NULL "
+        "ORDER BY finished_at DESC LIMIT 1) ORDER BY item, configuration",
+        [os.getpid(), socket.gethostname()])
 
 
 @click.command("serve")

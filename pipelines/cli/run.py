@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli.common import UserError, db_option, open_store, scoring_options, write_atomically
+from pipelines.cli.common import (
+    EXIT_DEGRADED,
+    UserError,
+    db_option,
+    open_store,
+    scoring_options,
+    strict_from_environment,
+    write_atomically,
+)
 from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMMARY_WORDS
 
 
@@ -53,11 +61,14 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
                    "budget, resumable) when the recorded cost reaches it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (run_id, summary, usage) instead of the summary.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the summary to this file.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or notices on stderr.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bar or notices on stderr (a degraded run still says so, in one line).")
+@click.option("--strict/--no-strict", default=None,
+              help=f"A degraded run exits with status {EXIT_DEGRADED}, not 0 (default: $LONGSUM_STRICT, e.g. 1).")
 @db_option
 def run_command(file, method, model, base_url, context_window, chunk_size, chunker, overlap, summary_words,
                 concurrency, kind, password, compress, compress_ratio, compress_query, compress_model, timeout_s, max_retries, references, score_spec,
-                dry_run, max_cost, as_json, output, quiet, db_path, **scoring_values) -> None:
+                dry_run, max_cost, as_json, output, quiet, strict, db_path, **scoring_values) -> None:
     """Summarize FILE (a book, a paper or a source file)."""
     from pipelines.progress import RunProgress
     from pipelines.runner import RunConfig, make_backend, summarize_file
@@ -141,10 +152,13 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
             f"({u.cache_hits} cached), {u.input_tokens}+{u.output_tokens} tokens, {result.seconds:.1f} s; db {store.path}",
             err=True,
         )
-        failed = [r for r in result.records if r.degraded and r.kept]
-        if failed:
-            # Final step first: its reason is the one the printed summary carries.
-            first = max(failed, key=lambda r: (r.is_final, -r.level, -r.idx))
-            step = f"{first.kind}:{first.idx}" if first.level == 0 else f"{first.kind}:{first.level}.{first.idx}"
-            click.echo(f"warning: {result.model} gave no valid summary in {len(failed)} of {len(result.records)} steps "
-                       f"(the run is {result.status}); {step}: {first.note}", err=True)
+    failed = [r for r in result.records if r.degraded and r.kept]
+    if failed:
+        # Even with -q: a degraded run never passes for a clean one. Final step first: its reason
+        # is the one the printed summary carries.
+        first = max(failed, key=lambda r: (r.is_final, -r.level, -r.idx))
+        step = f"{first.kind}:{first.idx}" if first.level == 0 else f"{first.kind}:{first.level}.{first.idx}"
+        click.echo(f"warning: {result.model} gave no valid summary in {len(failed)} of {len(result.records)} steps "
+                   f"(the run is {result.status}); {step}: {first.note}", err=True)
+    if result.status != "ok" and (strict if strict is not None else strict_from_environment()):
+        click.get_current_context().exit(EXIT_DEGRADED)

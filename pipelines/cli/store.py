@@ -19,8 +19,10 @@ def runs_command(limit, fmt, db_path) -> None:
     columns, rows = run_readonly_query(
         open_store(db_path, read_only=True),
         "SELECT r.run_id, strftime(r.started_at, '%Y-%m-%d %H:%M') AS started, "
-        "coalesce(d.title, r.params->>'item', regexp_extract(r.document_path, '[^/]*$')) AS document, r.method, "
-        "r.model, r.status, r.n_chunks AS chunks, r.llm_calls AS calls, r.cache_hits AS cached, "
+        "coalesce(nullif(d.title, ''), r.params->>'item', regexp_extract(r.document_path, '[^/]*$')) AS document, "
+        # (a failed baseline run stored before issue 27 has no model: its configuration names it)
+        "r.method, coalesce(r.model, r.params->>'configuration') AS model, r.status, r.n_chunks AS chunks, "
+        "r.llm_calls AS calls, r.cache_hits AS cached, "
         "r.input_tokens + r.output_tokens AS tokens, "
         "CASE WHEN coalesce(r.input_tokens, 0) = 0 THEN NULL "
         "ELSE round(100.0 * coalesce(r.cached_input_tokens, 0) / r.input_tokens, 1) END AS \"cached input %\", "
@@ -51,23 +53,33 @@ def _interrupted(columns: list[str], row: tuple) -> tuple:
 @click.option("--all", "show_all", is_flag=True, help="Every summary of the run (all levels and steps), not only the final one.")
 @db_option
 def show_command(run_id, show_all, db_path) -> None:
-    """Print a run's final summary (or all of its summaries)."""
+    """Print a run's final summary (or all of its summaries); a run that failed, its reason."""
     from pipelines.sql import run_readonly_query
 
     store = open_store(db_path, read_only=True)
+    _, runs = run_readonly_query(
+        store, "SELECT run_id, status, error, degraded_summaries, n_summaries FROM runs WHERE run_id LIKE ? || '%' "
+        "ORDER BY started_at DESC", [run_id])
     where = "" if show_all else " AND is_final"
     _, rows = run_readonly_query(
         store,
-        f"SELECT level, idx, kind, n_words, degraded, text FROM summaries WHERE run_id LIKE ? || '%'{where} "
+        f"SELECT level, idx, kind, n_words, degraded, note, text FROM summaries WHERE run_id LIKE ? || '%'{where} "
         "ORDER BY created_at, level, idx",
         [run_id],
     )
     if not rows:
+        if len(runs) == 1 and runs[0][1] != "ok":
+            full_id, status, error = runs[0][:3]
+            raise UserError(f"run {full_id} {status}: {error or 'no reason was recorded'}")
         raise UserError(f"no summaries for run {run_id!r} in {store.path}")
-    for level, idx, kind, n_words, degraded, text in rows:
+    for level, idx, kind, n_words, degraded, note, text in rows:
         if show_all:
-            click.echo(f"--- level {level} #{idx} {kind}, {n_words} words{' (degraded)' if degraded else ''}")
+            click.echo(f"--- level {level} #{idx} {kind}, {n_words} words{f' (degraded: {note})' if degraded else ''}")
         click.echo(text)
+    if len(runs) == 1 and runs[0][1] == "degraded":
+        full_id, _, _, degraded, total = runs[0]
+        click.echo(f"warning: run {full_id} is degraded: {degraded} of its {total} summaries are "
+                   f"(`summarize show {full_id[:8]} --all` gives each one's reason)", err=True)
 
 
 @click.command("sql")
