@@ -187,10 +187,13 @@ class PrefectLauncher:
         backend = parse_spec(config.model)[0] if config.method != "extractive" else None
         if backend not in self._limits:
             self._limits[backend] = configured_limit(backend) if backend in ("openai", "anthropic") else None
-        replay = None if self.in_process else document_calls(self.store, loaded.document.doc_id)
+        # A lake is reachable from every worker: a task writes it as it goes (and replays from its journal),
+        # wherever it runs. A file is this machine's: a Dask task gets the calls to replay and hands its rows back.
+        direct = self.in_process or self.store.lake is not None
+        replay = None if direct else document_calls(self.store, loaded.document.doc_id)
         return self.runner.submit(evaluate_document_task, dict(
             item=loaded, config=config, metrics=self.metrics, options=self.options, corpus=corpus, replay=replay,
-            limit=self._limits[backend], db=str(self.store.path) if self.in_process else None))
+            limit=self._limits[backend], db=str(self.store.path) if direct else None))
 
     def _read(self, item: CorpusItem, config: RunConfig, corpus: str) -> CorpusItem | Outcome:
         """The document, read once for its configurations in a row (the worker cannot see this machine's files)."""

@@ -99,8 +99,9 @@ def serve_policy(source: str, configs: list[dict] | None = None, db: str | None 
             models.append(spec)
         if config.get("base_url") or backend != "llamacpp":
             urls.append(endpoint_url(backend, config.get("base_url")))
-    folder = write_dir or Path(db or default_db_path()).expanduser().resolve().parent
-    return ServePolicy.build([source, *read_roots], urls, folder, dask_address, models)
+    lake = str(db) if db and str(db).startswith("ducklake:") else None
+    folder = write_dir or Path(db if db and not lake else default_db_path()).expanduser().resolve().parent
+    return ServePolicy.build([source, *read_roots], urls, folder, dask_address, models, lakes=[lake] if lake else [])
 
 
 def check_deployments(deployments, policy) -> None:
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interval", type=float, help="run every N seconds instead of a cron schedule")
     parser.add_argument("--configs", help="JSON list of configurations, e.g. '[{\"method\": \"incremental\"}]'")
     parser.add_argument("--metrics", help="comma-separated: rouge,bertscore,booookscore")
-    parser.add_argument("--db", help="DuckDB file")
+    parser.add_argument("--db", help="DuckDB file, or a lake: ducklake:postgres:<conninfo> (password from PGPASSWORD "
+                        "or a service file, never in the conninfo)")
     parser.add_argument("--dask-address", help="tcp://host:port of an existing Dask scheduler")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--export-dir", help="also write each batch as Parquet files here")
@@ -146,6 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     with redacted_stderr():  # argparse's usage errors and every message after, as the CLI's
         args = parser.parse_args(argv)
         try:
+            if args.db and args.db.startswith("ducklake:"):  # no password in a deployment's parameters
+                from pipelines.lake import Lake
+
+                args.db = Lake.parse(args.db).spec
             configs = json.loads(args.configs) if args.configs else None
             deployments = build_deployments(
                 args.source, cron=args.cron, interval=args.interval, configs=configs,

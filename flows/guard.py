@@ -51,13 +51,15 @@ class ServePolicy:
     write_dir: str
     dask_address: str | None = None
     models: tuple[str, ...] = field(default=())  # llamacpp:PATH specs configured by serve
+    lakes: tuple[str, ...] = field(default=())  # the lake (ducklake:...) serve writes, when it writes one
 
     @classmethod
-    def build(cls, read_roots, base_urls, write_dir, dask_address=None, models=()) -> "ServePolicy":
+    def build(cls, read_roots, base_urls, write_dir, dask_address=None, models=(), lakes=()) -> "ServePolicy":
         return cls(
             read_roots=tuple(dict.fromkeys(str(_resolved(r)) for r in read_roots)),
             base_urls=tuple(dict.fromkeys(u for u in (endpoint_url(None, url) for url in base_urls) if u)),
             write_dir=str(_resolved(write_dir)), dask_address=dask_address, models=tuple(models),
+            lakes=tuple(lakes),
         )
 
     def install(self) -> None:
@@ -90,9 +92,9 @@ class ServePolicy:
             raise self._refused(flow, "dask_address", "is not the Dask scheduler this deployment serves with")
         # The database a run without `db` writes: the default one.
         if parameters.get("db") is None:
-            from pipelines.paths import default_db_path
+            from pipelines.paths import default_db
 
-            self._check_write(flow, "db (default)", str(default_db_path()))
+            self._check_write(flow, "db (default)", str(default_db()))
 
     def _check_settings(self, flow: str, where: str, values: dict[str, Any]) -> None:
         for key in READ_KEYS:
@@ -142,6 +144,10 @@ class ServePolicy:
         return any(path == Path(root) or path.is_relative_to(root) for root in self.read_roots)
 
     def _check_write(self, flow: str, name: str, value: str) -> None:
+        if value.startswith("ducklake:"):  # a lake: only the one this deployment serves
+            if value not in self.lakes:
+                raise self._refused(flow, name, "is a lake this deployment does not write")
+            return
         path = _resolved(value)
         if not path.is_relative_to(self.write_dir):
             raise self._refused(flow, name, f"is outside the folder this deployment may write into ({self.write_dir})")

@@ -105,7 +105,7 @@ def select_runs(store: Store, run_ids: Sequence[str] = (), *, last: int | None =
         found += [r for (r,) in rows]
     if document:
         found += [run_id for run_id, path, title in store.execute(
-            "SELECT r.run_id, r.document_path, d.title FROM runs r LEFT JOIN documents d USING (doc_id) "
+            "SELECT r.run_id, r.document_path, d.title FROM runs r LEFT JOIN (SELECT DISTINCT ON (doc_id) * FROM documents) d USING (doc_id) "
             "ORDER BY r.started_at") if _names_document(document, path, title)]
     if batch:
         found += [r for (r,) in store.execute(
@@ -160,7 +160,7 @@ def write_report(store: Store, run_ids: Sequence[str], path: str | Path, title: 
 
 def _run(store: Store, run_id: str) -> dict:
     columns, rows = store.query(
-        "SELECT r.*, d.title FROM runs r LEFT JOIN documents d USING (doc_id) WHERE r.run_id = ?", [run_id])
+        "SELECT r.*, d.title FROM runs r LEFT JOIN (SELECT DISTINCT ON (doc_id) * FROM documents) d USING (doc_id) WHERE r.run_id = ?", [run_id])
     run = dict(zip(columns, rows[0]))
     final = store.execute("SELECT summary_id, text FROM summaries WHERE run_id = ? AND is_final", [run_id])
     summary_id, text = final[0] if final else (None, run.get("final_summary") or "")

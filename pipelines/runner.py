@@ -387,6 +387,12 @@ _USAGE_FROM_JOURNAL = (
 )
 
 
+def _usage_select(run_id_param: str) -> str:
+    """`_USAGE_SELECT` with a numbered parameter: duckdb 1.5 numbers an UPDATE's `?` in its FROM
+    before those of its SET, duckdb 2 in the order written; `$n` means the same on both."""
+    return _USAGE_SELECT.replace("?", run_id_param)
+
+
 def run_usage(store: Store, run_id: str) -> Usage:
     """What the run's calls cost, from the journal (whoever made the calls)."""
     ((calls, hits, errors, input_tokens, cached_input, output_tokens, cost, seconds),) = store.execute(
@@ -397,11 +403,10 @@ def run_usage(store: Store, run_id: str) -> Usage:
 def finish_run(store, run_id, status, seconds, n_chunks, records, final_text: str) -> None:
     """The run's row as it ended, its usage summed from the journal."""
     store.execute(
-        f"UPDATE runs SET status = ?, finished_at = ?, seconds = ?, n_chunks = ?, n_summaries = ?, "
-        f"degraded_summaries = ?, final_summary = ?, {_USAGE_FROM_JOURNAL} FROM ({_USAGE_SELECT}) u "
-        f"WHERE runs.run_id = ?",
-        [status, utc(), seconds, n_chunks, len(records), sum(r.degraded for r in records), final_text, run_id,
-         run_id],
+        f"UPDATE runs SET status = $1, finished_at = $2, seconds = $3, n_chunks = $4, n_summaries = $5, "
+        f"degraded_summaries = $6, final_summary = $7, {_USAGE_FROM_JOURNAL} FROM ({_usage_select('$8')}) u "
+        f"WHERE runs.run_id = $8",
+        [status, utc(), seconds, n_chunks, len(records), sum(r.degraded for r in records), final_text, run_id],
     )
 
 
@@ -416,9 +421,9 @@ def fail_run(store: Store, run_id: str, exc: BaseException, seconds: float) -> N
         reason = f"{type(exc).__name__}: {exc}"
     try:  # spooled when the file is held: the run never stays `running`
         store.execute(
-            f"UPDATE runs SET status = 'failed', error = ?, finished_at = ?, seconds = ?, {_USAGE_FROM_JOURNAL} "
-            f"FROM ({_USAGE_SELECT}) u WHERE runs.run_id = ?",
-            [redact(reason)[:1000], utc(), seconds, run_id, run_id],
+            f"UPDATE runs SET status = 'failed', error = $1, finished_at = $2, seconds = $3, {_USAGE_FROM_JOURNAL} "
+            f"FROM ({_usage_select('$4')}) u WHERE runs.run_id = $4",
+            [redact(reason)[:1000], utc(), seconds, run_id],
         )
     except Exception:  # the original error matters more than the bookkeeping
         pass

@@ -3,7 +3,10 @@
 Queries run on a read-only connection with DuckDB's external access turned
 off and the configuration locked: no writes, no ATTACH, no COPY ... TO, no
 extension INSTALL/LOAD and no reading of arbitrary files, whatever the SQL
-says.
+says. On a lake the same holds: the lake is attached read-only before the
+configuration is locked, and since the extensions that reach its catalog
+bring functions that pass SQL to the catalog's server, only SELECTs that call
+none of them run (`pipelines.lake.check_sandboxed`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import json
 
 from pipelines.store import Store, StoreError
 
-SANDBOX = {"enable_external_access": False, "lock_configuration": True}
+SANDBOX = {"enable_external_access": False, "lock_configuration": True, "autoload_known_extensions": False,
+           "autoinstall_known_extensions": False}
 
 
 def run_readonly_query(store: Store, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
@@ -33,10 +37,19 @@ def _run(store: Store, sql: str, params: list | None, config: dict | None) -> tu
     import duckdb
 
     with store.connect(config=config) as con:
+        if store.lake is not None and config is not None and config.get("enable_external_access") is False:
+            from pipelines.lake import LakeError, check_sandboxed
+
+            try:
+                check_sandboxed(con, sql)
+            except LakeError as exc:
+                raise StoreError(str(exc)) from None
         try:
             cursor = con.execute(sql, params or [])
         except duckdb.Error as exc:
-            raise StoreError(f"SQL error: {_first_line(str(exc))}") from None
+            from pipelines.lake import redact_conninfo
+
+            raise StoreError(f"SQL error: {redact_conninfo(_first_line(str(exc)))}") from None
         if cursor.description is None:
             return [], []
         return [d[0] for d in cursor.description], cursor.fetchall()

@@ -6,6 +6,16 @@ the moment of each read or write (a connection per unit of work), so two
 `summarize` processes on one file take turns instead of failing; a process
 that finds the file locked retries for a bounded time, then stops with a
 clear message. Rows are written in bulk through Arrow, never row by row.
+
+The same store has a second target: a DuckLake (`--db ducklake:postgres:...`
+or `ducklake:sqlite:PATH`, see `pipelines.lake`), for many writers on many
+machines. Its tables and views are the same; what differs is kept here, in
+one place: no key constraints or indexes (a lake has none: writes never
+relied on them), readers take one of a text or document two writers met
+twice (vacuum folds the rest), a commit that conflicts with another
+writer's is retried within a bound (then spooled and reported), every
+commit carries a message (who, the command, the run ids), and a reader can
+open the lake as of any snapshot (`at`).
 """
 
 from __future__ import annotations
@@ -22,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from pipelines.paths import default_db_path
+from pipelines.lake import At, Lake, LakeError, is_lake
+from pipelines.paths import default_db
 
 DEFAULT_TIMEOUT_S = 60.0
 # The layout's version, kept in meta.schema_version. Additive changes (a new
@@ -84,10 +95,16 @@ ADDRESSED: dict[str, tuple[str, dict[str, str], str]] = {
     "chunks": ("chunk_rows", {"text": "text_sha"}, CHUNKS_SELECT),
     "summaries": ("summary_rows", {"text": "text_sha"}, SUMMARIES_SELECT),
 }
-ADDRESSED_VIEWS = "".join(
-    f"CREATE OR REPLACE VIEW {name} AS\n{select.format(rows=rows, texts='texts')};\n"
-    for name, (rows, _, select) in ADDRESSED.items()
-)
+
+
+def _addressed_views(texts: str) -> str:
+    return "".join(f"CREATE OR REPLACE VIEW {name} AS\n{select.format(rows=rows, texts=texts)};\n"
+                   for name, (rows, _, select) in ADDRESSED.items())
+
+
+ADDRESSED_VIEWS = _addressed_views("texts")
+# On a lake two writers can add one text at once (appends never conflict): the views take one.
+LAKE_TEXTS = "(SELECT hash, any_value(text) AS text FROM texts GROUP BY hash)"
 
 # from version -> statements that take a file of that version to the next one;
 # they run before SCHEMA, in one transaction with the version update.
@@ -99,12 +116,11 @@ MIGRATIONS: dict[int, str] = {
         UPDATE llm_calls SET cache_write_tokens = 0 WHERE cache_write_tokens IS NULL;
     """,
     # 3: texts stored once (ADDRESSED_TABLES); the old tables' rows move to the
-    # row tables and the tables make way for the views SCHEMA creates. Columns
-    # that SCHEMA added to llm_calls during version 2 are made sure of first.
-    2: """
-        ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cache_write_tokens INTEGER;
-        ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS batch_id VARCHAR;
-    """ + ADDRESSED_TABLES + """
+    # row tables and the tables make way for the views SCHEMA creates. A column
+    # llm_calls lacks (batch_id, added by SCHEMA during version 2) is NULL in
+    # the rows (INSERT BY NAME); no ALTER here: duckdb 1.5 refuses to commit an
+    # ALTER of a table this transaction updated (migration 1's UPDATE).
+    2: ADDRESSED_TABLES + """
         INSERT INTO texts SELECT sha256(v), v FROM (
             SELECT CAST(request AS VARCHAR) AS v FROM llm_calls UNION SELECT response FROM llm_calls
             UNION SELECT text FROM chunks UNION SELECT text FROM summaries
@@ -120,7 +136,7 @@ MIGRATIONS: dict[int, str] = {
     """,
 }
 
-SCHEMA = ADDRESSED_TABLES + """
+SCHEMA_TABLES = ADDRESSED_TABLES + """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS documents (
     doc_id VARCHAR PRIMARY KEY, path VARCHAR, title VARCHAR, kind VARCHAR, language VARCHAR,
@@ -256,7 +272,21 @@ GROUP BY run_id;
 -- the write spool's entries already applied (see `merge_spool`): an entry is applied once, even when the
 -- process dies between applying it and emptying the spool
 CREATE TABLE IF NOT EXISTS spool_applied (entry_id VARCHAR PRIMARY KEY, applied_at TIMESTAMP);
-""" + ADDRESSED_VIEWS
+"""
+SCHEMA = SCHEMA_TABLES + ADDRESSED_VIEWS
+# The key of each table that has one: what a write that keeps what is there (`ignore_conflicts`)
+# compares, on a file (where it is a PRIMARY KEY) and on a lake (where it cannot be).
+KEYS = {"meta": "key", "documents": "doc_id", "runs": "run_id", "llm_batches": "batch_id",
+        "spool_applied": "entry_id"}
+
+
+def lake_schema() -> str:
+    """SCHEMA as a DuckLake takes it: no PRIMARY KEY, no index, no zstd choice, views that take one text."""
+    tables = re.sub(r"(?m)^CREATE INDEX [^;]*;\n", "", SCHEMA_TABLES).replace(" PRIMARY KEY", "")
+    return tables.replace("{text_compression}", "") + _addressed_views(LAKE_TEXTS)
+
+
+LAKE_SCHEMA_HASH = __import__("hashlib").sha256(lake_schema().encode()).hexdigest()[:16]
 
 TABLES = (
     "documents", "runs", "chunks", "compressed_chunks", "summaries", "llm_calls", "scores", "booookscore_annotations",
@@ -276,7 +306,34 @@ class StoreError(RuntimeError):
 
 
 class StoreBusy(StoreError):
-    """Another process held the file past the timeout."""
+    """Another process held the file past the timeout (or, on a lake, kept winning the commit)."""
+
+
+# On a lake: a commit that conflicts with another writer's is tried again this many times
+# (jittered backoff, within the store's timeout), then the write is spooled and reported.
+LAKE_COMMIT_TRIES = int(os.environ.get("LONGSUM_LAKE_COMMIT_TRIES") or 40)
+# What this process's writes did, on a file or a lake: commits, conflicts retried (a lake), writes
+# spooled, and each write's latency in seconds (from opening the connection to the commit, retries
+# included).
+# With LONGSUM_WRITE_STATS=FILE they are written there as JSON when the process ends
+# (bench/bench_lake.py reads them).
+LAKE_STATS: dict = {"commits": 0, "conflicts": 0, "spooled": 0, "latencies": []}
+
+
+def _dump_write_stats() -> None:
+    target = os.environ.get("LONGSUM_WRITE_STATS")
+    if target and LAKE_STATS["commits"] + LAKE_STATS["spooled"]:
+        with open(target, "w", encoding="utf-8") as fh:
+            json.dump(LAKE_STATS, fh)
+
+
+if os.environ.get("LONGSUM_WRITE_STATS"):
+    import atexit
+
+    atexit.register(_dump_write_stats)
+# (spec, read_only, at, pid) -> an in-memory DuckDB with the lake attached; each unit of work
+# takes a cursor of it (attaching costs a catalog connection and the extensions' load).
+_LAKES: dict[tuple, object] = {}
 
 
 def utc(timestamp: float | None = None) -> dt.datetime:
@@ -286,14 +343,28 @@ def utc(timestamp: float | None = None) -> dt.datetime:
 
 
 class Store:
-    def __init__(self, path: str | Path | None = None, timeout_s: float | None = None, read_only: bool = False):
-        self.path = Path(path).expanduser() if path else default_db_path()
+    """The store at a target: a DuckDB file (a Path) or a lake (`ducklake:...`, see `pipelines.lake`).
+    `at` (a lake only) reads it as of a snapshot id or a moment: read-only."""
+
+    def __init__(self, path: str | Path | Lake | None = None, timeout_s: float | None = None, read_only: bool = False,
+                 at: str | int | At | None = None, data_path: str | Path | None = None):
+        target = path if path else default_db()
+        try:
+            self.lake = target if isinstance(target, Lake) else Lake.parse(target, data_path) if is_lake(target) \
+                else None
+            self.at = at if isinstance(at, At) or at is None else At.parse(at)
+        except LakeError as exc:
+            raise StoreError(str(exc)) from None
+        if self.at is not None and self.lake is None:
+            raise StoreError(f"--at reads a lake as of a snapshot; {target} is a DuckDB file, which keeps none "
+                             "(copy it into a lake: summarize db copy)")
+        self.path = self.lake if self.lake is not None else Path(target).expanduser()
         env_timeout = os.environ.get("LONGSUM_DB_TIMEOUT")
         self.timeout_s = timeout_s if timeout_s is not None else float(env_timeout or DEFAULT_TIMEOUT_S)
-        self.read_only = read_only
+        self.read_only = read_only or self.at is not None
         self._schema_ready = False  # read-only stores check the version too
         self._held = None  # the connection of a `held()` block
-        key = str(self.path.resolve())
+        key = self.lake.spec if self.lake is not None else str(self.path.resolve())
         with _PROCESS_LOCKS_GUARD:
             self._lock = _PROCESS_LOCKS.setdefault(key, threading.RLock())
 
@@ -312,6 +383,18 @@ class Store:
                 finally:
                     cursor.close()
                 return
+            if self.lake is not None:
+                con, close = self._open_lake(config or {})
+                try:
+                    if not self._schema_ready:
+                        self._prepare_lake_schema(con)
+                        self._schema_ready = True
+                    if not self.read_only:
+                        merge_spool(self, con)
+                    yield con
+                finally:
+                    close()
+                return
             con = self._open(config or {}, self.timeout_s if timeout_s is None else timeout_s)
             try:
                 if not self._schema_ready:
@@ -325,7 +408,8 @@ class Store:
                     self._schema_ready = True
                 if not self.read_only:
                     merge_spool(self, con)
-                con.complete()  # no result of the checks left unread: the caller may use con.sql at once
+                if hasattr(con, "complete"):  # duckdb 2: no result of the checks left unread (con.sql at once)
+                    con.complete()
                 yield con
             finally:
                 con.close()
@@ -334,7 +418,11 @@ class Store:
     def held(self) -> Iterator["Store"]:
         """One connection for the whole block instead of one per unit of work
         (each open costs ~25 ms): for a file no other process uses, such as a
-        worker's private store. Threads still take turns on it."""
+        worker's private store. Threads still take turns on it. (A lake's
+        connection is kept for the process already: nothing to hold.)"""
+        if self.lake is not None:
+            yield self
+            return
         with self.connect() as con:
             pass  # schema ready, spool merged
         with self._lock:
@@ -359,14 +447,95 @@ class Store:
                     if version in MIGRATIONS:
                         con.execute(_schema_sql(MIGRATIONS[version]))
             con.execute(_schema_sql(SCHEMA))
-            con.execute(
-                "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO UPDATE SET value = excluded.value",
-                [SCHEMA_VERSION],
-            )
+            _set_meta(con, {"schema_version": SCHEMA_VERSION})
             con.execute("COMMIT")
         except Exception:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
+
+    # -- a lake --------------------------------------------------------------
+
+    def _open_lake(self, config: dict):
+        """A cursor of this process's DuckDB with the lake attached, and how to give it back. The
+        sandbox (`config` turning external access off) gets a database of its own, closed after."""
+        import duckdb
+
+        from pipelines.lake import open_lake
+
+        sandbox = config.get("enable_external_access") is False
+        try:
+            if sandbox:
+                db = open_lake(self.lake, read_only=True, at=self.at, sandbox=True)
+                return db, db.close
+            key = (self.lake.spec, self.read_only, self.at, os.getpid())
+            db = _LAKES.get(key)
+            if db is None:
+                db = _LAKES[key] = open_lake(self.lake, read_only=self.read_only, at=self.at)
+            cursor = db.cursor()
+            cursor.execute("USE lake")
+            return cursor, cursor.close
+        except LakeError as exc:
+            raise StoreError(str(exc)) from None
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open the lake {self.lake}: {_first_line(str(exc))}") from None
+
+    def _prepare_lake_schema(self, con) -> None:
+        """A lake is created at the current version (the tables with SCHEMA's own statements, made
+        for a lake by `lake_schema`) and is left alone while its version and layout match: a
+        writer on another machine must not commit schema changes on every open."""
+        found = stored_schema_version(con)
+        if found is not None and found > int(SCHEMA_VERSION):
+            raise StoreError(_newer_schema(self.path, found))
+        if found is not None and found < int(SCHEMA_VERSION):
+            raise StoreError(f"lake {self.path} has schema version {found}; this longsum writes "
+                             f"{SCHEMA_VERSION} and migrates DuckDB files only")
+        layout = con.execute("SELECT value FROM meta WHERE key = 'lake_schema'").fetchall() if found else []
+        if layout and layout[0][0] == LAKE_SCHEMA_HASH:
+            return
+        if self.read_only:
+            if found is None:
+                raise StoreError(f"lake {self.path} has no longsum tables yet (write to it first: "
+                                 "summarize ... --db with --data-path)")
+            return  # an older layout of the same version: additive, readable as it is
+        self._commit_retrying(lambda: (
+            con.execute(lake_schema()),
+            _set_meta(con, {"schema_version": SCHEMA_VERSION, "lake_schema": LAKE_SCHEMA_HASH}),
+        ), con)
+        _share_table_folders(con)
+
+    def _commit_retrying(self, work, con=None) -> None:
+        """`work` (given a connection, or on `con`) in one lake transaction with a commit message;
+        a conflict with another writer's commit is tried again, within LAKE_COMMIT_TRIES and the
+        store's timeout; then StoreBusy."""
+        import duckdb
+
+        from pipelines.lake import is_conflict
+
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.02
+        for attempt in range(1, LAKE_COMMIT_TRIES + 1):
+            try:
+                if con is not None:
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        work()
+                        _commit_message(con, [])
+                        con.execute("COMMIT")
+                    except BaseException:
+                        _rollback(con)
+                        raise
+                else:
+                    work()
+                return
+            except duckdb.Error as exc:
+                if not is_conflict(exc):
+                    raise
+                LAKE_STATS["conflicts"] += 1
+                if attempt == LAKE_COMMIT_TRIES or time.monotonic() >= deadline:
+                    raise StoreBusy(f"lake {self.path}: {attempt} commits in a row conflicted with other "
+                                    f"writers' ({_first_line(str(exc))[:160]})") from None
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
 
     def _check_version_read_only(self, con) -> bool:
         """True when the file is older than this code and must be migrated first."""
@@ -388,6 +557,7 @@ class Store:
             ) from None
 
     def _open(self, config: dict, timeout_s: float | None = None):
+        """A connection to the DuckDB file."""
         import duckdb
 
         if self.read_only and not self.path.exists():
@@ -445,8 +615,11 @@ class Store:
             return True
         if self.read_only:
             raise StoreError(f"database {self.path} was opened read-only")
+        if self.lake is not None:
+            return self._write_lake(ops)
         key = str(self.path)
         wait = 0.0 if time.monotonic() < _BUSY_UNTIL.get(key, 0.0) else None
+        started = time.monotonic()
         try:
             with self.connect(timeout_s=wait) as con:
                 _BUSY_UNTIL.pop(key, None)
@@ -454,7 +627,30 @@ class Store:
         except StoreBusy:
             # Writes in the next timeout's span try the file once instead of waiting it out again.
             _BUSY_UNTIL[key] = time.monotonic() + self.timeout_s
+            LAKE_STATS["spooled"] += 1
             append_spool(self, ops)
+            return False
+        LAKE_STATS["commits"] += 1
+        LAKE_STATS["latencies"].append(time.monotonic() - started)
+        return True
+
+    def _write_lake(self, ops: Sequence[dict]) -> bool:
+        """Commit the operations to the lake, retrying conflicts (`_commit_retrying`); past the bound
+        they go to this machine's spool for the lake, with a line on stderr, and the next writing
+        connection applies them: reported, never dropped."""
+        import sys
+
+        started = time.monotonic()
+        try:
+            with self.connect() as con:
+                self._commit_retrying(lambda: apply_ops(con, ops, message=True))
+            LAKE_STATS["commits"] += 1
+            LAKE_STATS["latencies"].append(time.monotonic() - started)
+        except StoreBusy as exc:
+            LAKE_STATS["spooled"] += 1
+            append_spool(self, ops)
+            print(f"longsum: {exc}; the write is kept in {spool_path(self)} and applied by the next writer",
+                  file=sys.stderr)
             return False
         return True
 
@@ -513,16 +709,67 @@ def _empty(op: dict) -> bool:
     return op["arrow"].num_rows == 0 if "arrow" in op else not op["rows"]
 
 
-def apply_ops(con, ops: Sequence[dict]) -> None:
-    """The operations in one transaction."""
+def _share_table_folders(con) -> None:
+    """Every table's folder of a local data path, made now with the data path's own permissions.
+    DuckDB makes a table's folder (on its first write) with mode 755 whatever the umask, so on a
+    data path shared by several users (chmod 2775 for a group, say) the first writer of a table
+    would shut the others out of it."""
+    from pipelines.lake import data_path_of
+
+    data = data_path_of(con)
+    if not data or "://" in data or not os.path.isdir(data):
+        return
+    mode = os.stat(data).st_mode & 0o7777
+    for folder in [Path(data) / "main"] + [Path(data) / "main" / t for t in _base_tables(con, None)]:
+        try:
+            folder.mkdir(exist_ok=True)
+            if folder.stat().st_uid == os.getuid():
+                os.chmod(folder, mode)
+        except OSError:
+            pass  # another user's folder, or a read-only mount: left as it is
+
+
+def apply_ops(con, ops: Sequence[dict], message: bool = False) -> None:
+    """The operations in one transaction; `message` (a lake): with a commit message saying what it was."""
     con.execute("BEGIN TRANSACTION")
     try:
         for op in ops:
             apply_op(con, op)
+        if message:
+            _commit_message(con, ops)
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        _rollback(con)
         raise
+
+
+def _rollback(con) -> None:
+    """ROLLBACK, when a transaction is still open (a COMMIT that failed has ended it)."""
+    import duckdb
+
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
+def _commit_message(con, ops: Sequence[dict]) -> None:
+    from pipelines.lake import commit_message
+
+    commit_message(con, ops)
+
+
+def _set_meta(con, values: dict) -> None:
+    """meta rows set (no ON CONFLICT: a lake has no key to conflict on)."""
+    for key, value in values.items():
+        con.execute("DELETE FROM meta WHERE key = ?", [key])
+        con.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+
+
+def _first_line(message: str) -> str:
+    from pipelines.lake import redact_conninfo
+
+    return redact_conninfo(" ".join(message.strip().splitlines()[0].split()) if message.strip() else message)
 
 
 def apply_op(con, op: dict) -> None:
@@ -539,12 +786,15 @@ def apply_op(con, op: dict) -> None:
 def write_table(con, name: str, table, *, ignore_conflicts: bool = False, known_calls: str | None = None) -> None:
     """The one writer of every table: Arrow rows into `name`. For `llm_calls`,
     `chunks` and `summaries` the texts go to `texts` (each distinct one once)
-    and the rows, naming them by hash, to the row table behind the view."""
-    conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    and the rows, naming them by hash, to the row table behind the view.
+    `ignore_conflicts`: a row whose key (KEYS) is stored already is kept as it
+    is (an anti-join, on a file and on a lake alike)."""
     con.register("_longsum_rows", table)
     try:
         if name not in ADDRESSED:
-            con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM _longsum_rows{conflict}')
+            key = KEYS.get(name) if ignore_conflicts else None
+            where = f' WHERE "{key}" NOT IN (SELECT "{key}" FROM "{name}" WHERE "{key}" IS NOT NULL)' if key else ""
+            con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM _longsum_rows{where}')
             return
         rows, hashed, _ = ADDRESSED[name]
         columns = list(table.column_names)
@@ -565,7 +815,7 @@ def write_table(con, name: str, table, *, ignore_conflicts: bool = False, known_
                 "AS call_id" if c == '"call_id"' else f"cached OR {known} AS cached" if c == '"cached"' else c
                 for c in select
             ]
-        con.execute(f'INSERT INTO {rows} BY NAME SELECT {", ".join(select)} FROM _longsum_rows{where}{conflict}')
+        con.execute(f'INSERT INTO {rows} BY NAME SELECT {", ".join(select)} FROM _longsum_rows{where}')
     finally:
         con.unregister("_longsum_rows")
 
@@ -598,7 +848,8 @@ def stored_schema_version(con) -> int | None:
     with longsum's tables but no version row (meta missing or empty) is not
     new: its version is read from its layout (`layout_version`)."""
     has_meta = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta' AND table_schema = 'main'"
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta' AND table_schema = 'main' "
+        "AND table_catalog = current_database()"
     ).fetchone()[0]
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if has_meta else None
     if row is None:
@@ -621,7 +872,8 @@ def layout_version(con) -> int | None:
     1 at least, so that every migration after it runs."""
     found: dict[str, set[str]] = {}
     for table, column in con.execute(
-        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'"
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main' "
+        "AND table_catalog = current_database()"
     ).fetchall():
         found.setdefault(table, set()).add(column)
     if not set(found) & set(TABLES):
@@ -663,7 +915,17 @@ def _describe_open_error(path: Path, message: str) -> str:
 
 
 def spool_path(store: Store) -> Path:
-    """The write spool beside the database: what a held file could not take."""
+    """The write spool beside the database: what a held file could not take. A lake's is on this
+    machine (what kept conflicting), under the default database's folder, named by the lake."""
+    if store.lake is not None:
+        import hashlib
+
+        from pipelines.paths import default_db_path
+
+        name = hashlib.sha256(store.lake.spec.encode()).hexdigest()[:16]
+        folder = default_db_path().parent / "lake-spools"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"lake-{name}.spool.jsonl"
     return store.path.with_name(store.path.name + ".spool.jsonl")
 
 
@@ -672,11 +934,14 @@ side_journal_path = spool_path  # its name before every writer used it
 
 def _legacy_side_journal_path(store: Store) -> Path:
     """Where longsum before schema 3 kept paid answers for a held file (call records, one per line)."""
+    if store.lake is not None:
+        return spool_path(store).with_suffix(".calls")  # never written: a lake is newer than schema 3
     return store.path.with_name(store.path.name + ".calls.jsonl")
 
 
 def _rejected_path(store: Store) -> Path:
-    return store.path.with_name(store.path.name + ".spool.rejected.jsonl")
+    spool = spool_path(store)
+    return spool.with_name(spool.name.replace(".spool.jsonl", ".spool.rejected.jsonl"))
 
 
 @contextlib.contextmanager
@@ -776,6 +1041,9 @@ def merge_spool(store: Store, con) -> int:
         return merged
     import duckdb
 
+    from pipelines.lake import is_conflict
+
+    lake = store.lake is not None
     with _locked_file(path, "r+") as fh:
         entries, torn = _entries(fh.read())
         ids = [e["id"] for e in entries]
@@ -785,14 +1053,21 @@ def merge_spool(store: Store, con) -> int:
             if entry["id"] in done:
                 continue
             try:
-                apply_ops(con, [*entry["ops"], sql_op("INSERT INTO spool_applied VALUES (?, ?)", [entry["id"], utc()])])
+                apply_ops(con, [*entry["ops"], sql_op("INSERT INTO spool_applied VALUES (?, ?)", [entry["id"], utc()])],
+                          message=lake)
                 merged += 1
             except (duckdb.Error, ValueError, TypeError, KeyError) as exc:
+                if lake and is_conflict(exc):
+                    return merged  # another writer's commit won: the spool stays, for the next connection
                 _reject(store, entry, f"{type(exc).__name__}: {exc}")
         for line in torn:
             _reject(store, {"line": line}, "not a complete spool entry")
         _truncate(fh)  # a process that dies before this leaves entries `spool_applied` knows
-    con.execute("DELETE FROM spool_applied WHERE list_contains(?, entry_id)", [ids]).fetchall()
+    try:
+        con.execute("DELETE FROM spool_applied WHERE list_contains(?, entry_id)", [ids]).fetchall()
+    except duckdb.Error as exc:
+        if not (lake and is_conflict(exc)):
+            raise  # on a lake, what stays is folded by vacuum
     return merged
 
 
@@ -864,7 +1139,8 @@ def _calls_with_texts(con, where: str, params: Sequence, tail: str = ""):
 
     rows = con.sql(f"SELECT * FROM llm_call_rows WHERE {where} {tail}", params=list(params)).to_arrow_table()
     hashes = sorted({h for column in ("request_sha", "response_sha") for h in rows.column(column).to_pylist() if h})
-    texts = con.sql("SELECT hash, text FROM texts WHERE list_contains(?, hash)", params=[hashes]).to_arrow_table() \
+    texts = con.sql("SELECT hash, any_value(text) AS text FROM texts WHERE list_contains(?, hash) GROUP BY hash",
+                    params=[hashes]).to_arrow_table() \
         if hashes else pa.table({"hash": pa.array([], pa.string()), "text": pa.array([], pa.string())})
     con.register("_longsum_call_rows", rows)
     con.register("_longsum_texts", texts)
@@ -901,7 +1177,7 @@ class DuckDBJournal:
             with self.store.connect() as con:
                 return self._lookup(con, request_hash)
         except StoreError:
-            if not self.store.path.exists():
+            if self.store.lake is not None or not self.store.path.exists():
                 raise
             # Held by a reader: a read-only connection still sees what is committed.
             with Store(self.store.path, timeout_s=0, read_only=True).connect() as con:
@@ -1048,6 +1324,8 @@ VACUUM_DELETES = (
     ("replayed and failed calls of runs that are gone",
      "DELETE FROM llm_call_rows WHERE run_id IS NOT NULL AND run_id NOT IN (SELECT run_id FROM runs) "
      "AND (cached OR status IS DISTINCT FROM 'ok')"),
+    ("documents stored twice (two writers that met: a lake)",
+     "DELETE FROM documents WHERE rowid NOT IN (SELECT min(rowid) FROM documents GROUP BY doc_id)"),
     ("texts stored twice (a writer that met another: a lake)",
      "DELETE FROM texts WHERE rowid NOT IN (SELECT min(rowid) FROM texts GROUP BY hash)"),
     ("texts no row names",
@@ -1073,6 +1351,8 @@ def vacuum(store: Store, compact: bool = True) -> dict:
     dropped."""
     import duckdb
 
+    if store.lake is not None:
+        return _vacuum_lake(store)
     before = file_size(store.path) if store.path.exists() else 0
     dropped = {}
     swapped = False
@@ -1087,6 +1367,26 @@ def vacuum(store: Store, compact: bool = True) -> dict:
             swapped = _copy_and_swap(store, con)
     after = file_size(store.path)
     return {"path": str(store.path), "before": before, "after": after, "dropped": dropped, "swapped": swapped}
+
+
+def _vacuum_lake(store: Store) -> dict:
+    """VACUUM_DELETES in one lake commit, then DuckLake's own compaction (small files merged;
+    the snapshots stay, so time travel still reaches before the vacuum)."""
+    from pipelines.lake import data_path_of, folder_size
+
+    dropped = {}
+    with store.connect() as con:
+        data = data_path_of(con)
+        before = folder_size(data)
+
+        def deletes():
+            for label, sql in VACUUM_DELETES + (("spool entries applied", "DELETE FROM spool_applied"),):
+                dropped[label] = con.execute(sql).fetchall()[0][0]
+        store._commit_retrying(deletes, con)
+        con.execute("CALL ducklake_merge_adjacent_files('lake')").fetchall()
+    dropped.pop("spool entries applied", None)
+    return {"path": str(store.path), "before": before, "after": folder_size(data), "dropped": dropped,
+            "swapped": False}
 
 
 def _copy_and_swap(store: Store, con) -> bool:
@@ -1124,3 +1424,73 @@ def _copy_and_swap(store: Store, con) -> bool:
 
 def _sql_quote(text: str) -> str:
     return text.replace("'", "''")
+
+
+# -- moving in: a DuckDB file into a lake, and back -------------------------------------------
+
+def copy_store(source: Store, target: Store) -> dict[str, int]:
+    """Copy every table of `source` into `target` (a file into a lake, a lake into a file, or alike)
+    in one transaction, then compare the counts table by table. `target` must hold no rows yet.
+    Returns table -> rows copied."""
+    import duckdb
+
+    from pipelines.lake import load_extensions
+
+    with source.connect():
+        pass  # the source's version checked (an older file is migrated for reading first)
+    skip = {"meta", "spool_applied"}
+    with target.connect() as con:
+        filled = [t for t in _base_tables(con, None) if t not in skip
+                  and con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0]]
+        if filled:
+            raise StoreError(f"{target.path} already holds rows ({', '.join(filled[:4])}): copy into a new "
+                             "file or lake")
+        if source.lake is not None:
+            load_extensions(con, source.lake.catalog)
+            where = source.lake.spec
+        else:
+            if not source.path.exists():
+                raise StoreError(f"no database at {source.path}")
+            where = str(source.path)
+        try:
+            con.execute(f"ATTACH '{_sql_quote(where)}' AS longsum_source (READ_ONLY)")
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open {source.path} to copy it: {_first_line(str(exc))}") from None
+        try:
+            tables = [t for t in _base_tables(con, "longsum_source") if t not in skip]
+            known = set(_base_tables(con, None))
+            missing = [t for t in tables if t not in known]
+            if missing:
+                raise StoreError(f"{source.path} has tables this longsum does not know: {', '.join(missing)}")
+
+            def copy():
+                for table in tables:
+                    con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM longsum_source.main."{table}"')
+
+            if target.lake is not None:
+                target._commit_retrying(copy, con)
+            else:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    copy()
+                    con.execute("COMMIT")
+                except BaseException:
+                    _rollback(con)
+                    raise
+            counts = {}
+            for table in tables:
+                here, there = con.execute(f'SELECT (SELECT count(*) FROM "{table}"), '
+                                          f'(SELECT count(*) FROM longsum_source.main."{table}")').fetchall()[0]
+                if here != there:
+                    raise StoreError(f"copy: {table} has {here} rows in {target.path}, {there} in {source.path}")
+                counts[table] = here
+        finally:
+            con.execute("DETACH longsum_source")
+    return counts
+
+
+def _base_tables(con, catalog: str | None) -> list[str]:
+    where = "current_database()" if catalog is None else f"'{_sql_quote(catalog)}'"
+    return [t for (t,) in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+        f"AND table_schema = 'main' AND table_catalog = {where} ORDER BY table_name").fetchall()]

@@ -41,7 +41,8 @@ for command in (
     run.run_command, store.runs_command, store.show_command, store.sql_command, store.check_command,
     store.db_path_command, store.vacuum_command, chunks.chunks_command, compress.compress_command, scoring.score_command,
     scoring.eval_group, scoring.import_booookscore_command, scoring.import_fables_command, flows.corpus_command,
-    flows.serve_command, flows.limits_command, text.text_command, report.report_command,
+    flows.serve_command, flows.limits_command, text.text_command, report.report_command, store.snapshots_command,
+    store.db_group,
 ):
     cli.add_command(command)
 

@@ -40,10 +40,10 @@ def strict_from_environment() -> bool:
     return os.environ.get("LONGSUM_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def open_store(db_path: Path | None, read_only: bool = False):
+def open_store(db_path: Path | str | None, read_only: bool = False, at: str | None = None):
     from pipelines.store import Store
 
-    return Store(db_path, read_only=read_only)
+    return Store(db_path, read_only=read_only, at=at)
 
 
 def scoring_options(function):
@@ -72,10 +72,51 @@ def scoring_options(function):
     return function
 
 
+class DbTarget(click.ParamType):
+    """--db: a DuckDB file (a Path), or a lake spec kept as the string it is (`ducklake:...`)."""
+
+    name = "FILE|ducklake:..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (Path, str)) and str(value).startswith("ducklake:"):
+            from pipelines.lake import Lake, LakeError
+
+            try:  # a password leaves the spec here (for PGPASSWORD): never a flow parameter, row or log
+                return str(Lake.parse(str(value)).spec)
+            except LakeError as exc:
+                raise UserError(str(exc)) from None
+        path = Path(value)
+        if path.is_dir():
+            self.fail(f"{value} is a directory", param, ctx)
+        return path
+
+
+def _data_path(ctx, param, value):
+    """--data-path: where a new lake puts its Parquet files; kept in LONGSUM_DATA_PATH so that the
+    store (and the processes this one starts) see it."""
+    if value:
+        os.environ["LONGSUM_DATA_PATH"] = str(Path(value).expanduser().resolve())
+    return value
+
+
 def db_option(function):
+    function = click.option(
+        "--data-path", type=click.Path(file_okay=False), default=None, expose_value=False, callback=_data_path,
+        is_eager=True, metavar="DIR",
+        help="Where a new lake keeps its Parquet files (needed only when --db creates a lake; "
+             "its catalog remembers it).",
+    )(function)
     return click.option(
-        "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-        help=f"DuckDB file (default: $LONGSUM_DB or {default_db_path()}).",
+        "--db", "db_path", type=DbTarget(), default=None,
+        help=f"DuckDB file, or a lake: ducklake:postgres:<libpq conninfo> (many machines) or "
+             f"ducklake:sqlite:PATH (default: $LONGSUM_DB or {default_db_path()}).",
+    )(function)
+
+
+def at_option(function):
+    return click.option(
+        "--at", default=None, metavar="SNAPSHOT|TIMESTAMP",
+        help="A lake as of a snapshot id or a moment (summarize snapshots lists them).",
     )(function)
 
 

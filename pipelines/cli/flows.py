@@ -66,7 +66,7 @@ corpus_options = [
     click.option("--call-concurrency", type=click.IntRange(min=1), default=4, show_default=True,
                  help="LLM calls in flight per document (API backends); all documents together stay within "
                       "the global limit set by `summarize limits`."),
-    click.option("--export-dir", type=click.Path(file_okay=False), default=None, help="Also write the batch as Parquet files here."),
+    click.option("--export-dir", type=click.Path(file_okay=False), default=None, help="Also export the batch as Parquet files here (many machines share one store through a lake: --db ducklake:...)."),
     click.option("--batch", is_flag=True,
                  help="Send the LLM requests through the provider's batch API (OpenAI Batch, Anthropic Message "
                       "Batches): half price, answers within 24 h; the corpus runs in this process."),

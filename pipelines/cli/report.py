@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli.common import UserError, db_option, open_store
+from pipelines.cli.common import UserError, at_option, db_option, open_store
 
 
 @click.command("report")
@@ -17,8 +17,9 @@ from pipelines.cli.common import UserError, db_option, open_store
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
               show_default=True, help="Where to write the report.")
 @click.option("--title", default="longsum report", show_default=True)
+@at_option
 @db_option
-def report_command(run_ids, last, document, batch, output, title, db_path) -> None:
+def report_command(run_ids, last, document, batch, output, title, at, db_path) -> None:
     """Write an HTML report of runs (RUN_ID..., --last, --document or --corpus).
 
     One file that opens from disk without a network: each run's final summary
@@ -26,7 +27,7 @@ def report_command(run_ids, last, document, batch, output, title, db_path) -> No
     per step, and every score per configuration."""
     from pipelines.report import ReportError, select_runs, write_report
 
-    store = open_store(db_path, read_only=True)
+    store = open_store(db_path, read_only=True, at=at)
     try:
         selected = select_runs(store, run_ids, last=last, document=document, batch=batch)
     except ReportError as exc:

@@ -1,23 +1,25 @@
-"""Commands over the store: `runs`, `show`, `sql`, `check`, `db-path` read it; `vacuum` compacts it."""
+"""Commands over the store: `runs`, `show`, `sql`, `check`, `db-path`, `snapshots` read it; `vacuum`
+compacts it; `db copy` moves a store between a DuckDB file and a lake."""
 
 from __future__ import annotations
 
 import click
 
-from pipelines.cli.common import UserError, db_option, open_store
-from pipelines.paths import default_db_path
+from pipelines.cli.common import DbTarget, UserError, at_option, db_option, open_store
+from pipelines.paths import default_db
 
 
 @click.command("runs")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@at_option
 @db_option
-def runs_command(limit, fmt, db_path) -> None:
-    """List the most recent runs."""
+def runs_command(limit, fmt, at, db_path) -> None:
+    """List the most recent runs (of a lake as of --at)."""
     from pipelines.sql import run_readonly_query, render
 
     columns, rows = run_readonly_query(
-        open_store(db_path, read_only=True),
+        open_store(db_path, read_only=True, at=at),
         "SELECT r.run_id, strftime(r.started_at, '%Y-%m-%d %H:%M') AS started, "
         "coalesce(nullif(d.title, ''), r.params->>'item', regexp_extract(r.document_path, '[^/]*$')) AS document, "
         # (a failed baseline run stored before issue 27 has no model: its configuration names it)
@@ -30,7 +32,8 @@ def runs_command(limit, fmt, db_path) -> None:
         "CASE WHEN r.compression IS NULL THEN '' ELSE r.compression || ' saved ' || "
         "(r.tokens_before_compression - r.tokens_after_compression) END AS compression, "
         "round(r.seconds, 1) AS seconds, r.pid, r.host "
-        f"FROM runs r LEFT JOIN documents d USING (doc_id) ORDER BY r.started_at DESC LIMIT {int(limit)}",
+        "FROM runs r LEFT JOIN (SELECT doc_id, any_value(title) AS title FROM documents GROUP BY doc_id) d USING (doc_id) "
+        f"ORDER BY r.started_at DESC LIMIT {int(limit)}",
     )
     click.echo(render(columns[:-2], [_interrupted(columns, row)[:-2] for row in rows], fmt))
 
@@ -87,15 +90,18 @@ def show_command(run_id, show_all, db_path) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--unsafe", is_flag=True,
               help="Allow writes, ATTACH, COPY, extensions and reading files (off by default: the query runs read-only and sandboxed).")
+@at_option
 @db_option
-def sql_command(query, fmt, unsafe, db_path) -> None:
-    """Run a SQL QUERY over the store and print the result (read-only unless --unsafe)."""
+def sql_command(query, fmt, unsafe, at, db_path) -> None:
+    """Run a SQL QUERY over the store and print the result (read-only unless --unsafe; a lake as of --at)."""
     from pipelines.sql import render, run_query, run_readonly_query
 
+    if unsafe and at:
+        raise UserError("--at reads a snapshot, which cannot be written: drop --unsafe")
     if unsafe:
         columns, rows = run_query(open_store(db_path), query)
     else:
-        columns, rows = run_readonly_query(open_store(db_path, read_only=True), query)
+        columns, rows = run_readonly_query(open_store(db_path, read_only=True, at=at), query)
     click.echo(render(columns, rows, fmt))
 
 
@@ -117,8 +123,8 @@ def check_command(db_path) -> None:
 @click.command("db-path")
 @db_option
 def db_path_command(db_path) -> None:
-    """Print the path of the DuckDB file commands use."""
-    click.echo(str(db_path or default_db_path()))
+    """Print the DuckDB file (or the lake) commands use."""
+    click.echo(str(db_path or default_db()))
 
 
 @click.command("vacuum")
@@ -139,7 +145,7 @@ def vacuum_command(no_compact, db_path) -> None:
     if not store.path.exists():
         raise UserError(f"no database at {store.path}")
     result = vacuum(store, compact=not no_compact)
-    how = "compacted" if result["swapped"] else "checkpointed"
+    how = "files merged" if store.lake is not None else "compacted" if result["swapped"] else "checkpointed"
     click.echo(f"{store.path}: {_mb(result['before'])} -> {_mb(result['after'])} ({how})")
     for label, count in result["dropped"].items():
         if count:
@@ -148,3 +154,49 @@ def vacuum_command(no_compact, db_path) -> None:
 
 def _mb(size: int) -> str:
     return f"{size / 1e6:.2f} MB"
+
+
+@click.command("snapshots")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@db_option
+def snapshots_command(limit, fmt, db_path) -> None:
+    """List a lake's snapshots, newest first: when, who, the command and the runs each commit wrote.
+
+    Any of them can be read as of: summarize sql --at ID (or a timestamp), runs --at, report --at."""
+    from pipelines.sql import render, run_readonly_query
+
+    store = open_store(db_path, read_only=True)
+    if store.lake is None:
+        raise UserError(f"{store.path} is a DuckDB file, which keeps no snapshots (a lake does: summarize db copy)")
+    columns, rows = run_readonly_query(
+        store,
+        "SELECT snapshot_id AS snapshot, strftime(snapshot_time AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M:%S') AS utc, "
+        "author, commit_message AS command, "
+        "array_to_string(CAST(json_extract_string(commit_extra_info, '$.runs[*]') AS VARCHAR[]), ' ') AS runs, "
+        "array_to_string(CAST(json_extract_string(commit_extra_info, '$.tables[*]') AS VARCHAR[]), ' ') AS wrote "
+        f"FROM lake.snapshots() ORDER BY snapshot_id DESC LIMIT {int(limit)}",
+    )
+    click.echo(render(columns, rows, fmt))
+
+
+@click.group("db")
+def db_group() -> None:
+    """The store as a whole: copy it between a DuckDB file and a lake."""
+
+
+@db_group.command("copy")
+@click.argument("source", type=DbTarget())
+@click.argument("target", type=DbTarget())
+@click.option("--data-path", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Where a new lake TARGET keeps its Parquet files.")
+def db_copy_command(source, target, data_path) -> None:
+    """Copy every table of SOURCE into TARGET (a DuckDB file into a lake, or back).
+
+    TARGET must hold no rows yet; counts are compared table by table after the copy."""
+    from pipelines.store import Store, copy_store
+
+    counts = copy_store(Store(source, read_only=True), Store(target, data_path=data_path))
+    for table, count in counts.items():
+        click.echo(f"{table}: {count}")
+    click.echo(f"copied {sum(counts.values())} rows in {len(counts)} tables into {Store(target).path}", err=True)
