@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 DEMO_DB ?= demo.duckdb
 DEMO_FILE ?= examples/doyle_scandal_in_bohemia.txt
 
-.PHONY: install browser demo test test-fast bench bench-full clean
+.PHONY: install browser postgres demo test test-fast bench bench-full clean
 
 install: $(STAMP)
 
@@ -37,8 +37,13 @@ demo: install
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-test: install browser
-	$(BIN)/python -m pytest
+# The lake tests' PostgreSQL: the machine's own cluster, started, with a role for this user.
+postgres:
+	@tests/start_postgres.sh
+
+# LONGSUM_REQUIRE_LAKE: the lake tests fail (instead of skipping) without PostgreSQL or the extensions.
+test: install browser postgres
+	LONGSUM_REQUIRE_LAKE=1 $(BIN)/python -m pytest
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not llm and not slow"

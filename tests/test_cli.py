@@ -14,7 +14,7 @@ def db(tmp_path):
 
 
 COMMANDS = ("run", "runs", "show", "sql", "check", "db-path", "vacuum", "chunks", "compress", "score", "eval",
-            "import-booookscore", "import-fables", "corpus", "serve", "limits", "text", "report")
+            "import-booookscore", "import-fables", "corpus", "serve", "limits", "text", "report", "snapshots", "db")
 
 
 def test_help_lists_commands(cli_env):
@@ -33,6 +33,8 @@ def test_help_lists_commands(cli_env):
     for sub in ("squality", "fables"):
         own = run(["eval", sub, "--help"], cli_env)
         assert own.returncode == 0 and f"Usage: summarize eval {sub}" in own.stdout, (sub, own.stderr)
+    own = run(["db", "copy", "--help"], cli_env)
+    assert own.returncode == 0 and "Usage: summarize db copy" in own.stdout, own.stderr
 
 
 def test_extractive_run_json_output_file_and_queries(tmp_path, cli_env, db, scandal_text):
