@@ -142,6 +142,7 @@ class RecordingLLM:
     run_id: str | None = None
     on_call: Callable[[LLMResult], None] | None = None
     usage: Usage = field(default_factory=Usage)
+    priced: bool = True  # False: calls get no cost (the preflight's planning backend, which answers without a model)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -187,7 +188,7 @@ class RecordingLLM:
             template=prompt.template, template_hash=prompt.template_hash, step=step, request=request_json,
         )
         completion = self._complete_with_retries(request, base)
-        cost = backend_cost(self.backend, completion)
+        cost = backend_cost(self.backend, completion) if self.priced else None
         self.journal.record(
             CallRecord(
                 call_id=new_id(), **base, response=completion.text, finish_reason=completion.finish_reason,
