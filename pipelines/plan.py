@@ -1,18 +1,24 @@
 """Plan a run without calling a model: chunks, tokens, and the cost preflight
 (`summarize chunks FILE`, `summarize FILE --dry-run`, `summarize corpus --dry-run`).
 
-The estimate walks the workflow's own planning (hierarchical: its level
-limits and its packing of summaries into merge prompts; incremental: its
-growing budgets) with every prompt rendered from its real template and
-counted with the model's tokenizer. Bounds, per run:
+The preflight is the workflow: it runs the run's own code -- SCOPE's
+compressor, the hierarchical or incremental summarizer, their packing, level
+limits, budgets and checks -- against a `PlanningBackend`, the model's
+tokenizer and context window answering without a model, through a
+`PlanningExecutor` that makes the steps one at a time, and reads the bounds
+off the calls it records. Nothing here knows how a workflow packs or budgets;
+change a workflow and its preflight changes with it. Bounds, per run:
 
-* calls: at least one per step of the shortest path, at most every step's
-  `max_attempts`, with every summary at its token limit (the most merges);
-  with SCOPE compression, up to its attempts for every passage it may
-  rewrite (the summaries are then planned on the uncompressed chunks);
-* input tokens: at least the chunk prompts' text (less the chunks' own text
-  when a compressor shortens them first), at most every attempt's whole
-  prompt (message overhead and the context margin included);
+* calls: at least those of a run whose every answer is the shortest the
+  workflow accepts (the fewest merges, no compression), at most every call of
+  a run whose every answer is at its max_tokens (the most merges and
+  compressions) made `max_attempts` times; with SCOPE compression, every
+  passage it may rewrite, asked as often as SCOPE asks (the summaries are
+  then planned on the uncompressed chunks);
+* input tokens: at least the shortest run's prompt text (without the chunks'
+  own text when a compressor may shorten them first), at most every attempt
+  of the longest run's whole prompts (message overhead, the context margin
+  and a retry's few changed digits included);
 * output tokens: at most every attempt's max_tokens (a server cannot send more).
 
 The cost range runs from a typical run (every step accepted at its first
@@ -21,10 +27,11 @@ where the provider caches it) to the upper bound (every attempt, every answer
 at its limit, no cache reads; Anthropic's cache writes at 1.25x). Prices
 come from genai-prices (`pipelines.llm.pricing`); batch prices are half.
 """
-
 from __future__ import annotations
 
-import math
+import dataclasses
+import itertools
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +40,7 @@ from pipelines.chunking import Chunk
 from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL
 from pipelines.documents import Document, load_document
 from pipelines.llm import token_counter
+from pipelines.llm.base import WrappedBackend
 from pipelines.runner import RunConfig, make_chunks
 
 
@@ -78,9 +86,10 @@ def plan_file(path: str | Path, *, model: str = DEFAULT_MODEL, chunk_size: int =
 
 # A retry asks for fewer words: its prompt differs from the first in a digit or two.
 RETRY_SLACK_TOKENS = 2
+# Where a compressed chunk's text meets its prompt's template, tokens may merge.
+FLOOR_SLACK_TOKENS = 2
 # Shortest prefix the providers cache (OpenAI automatically, Anthropic with cache_control; 1024 for most models).
 CACHE_MIN_TOKENS = {"openai": 1024, "anthropic": 1024}
-_LABEL_TOKENS = 10  # "Summary N:" and the separators around one merged summary, counted generously
 
 
 @dataclass
@@ -198,8 +207,9 @@ def planning_backend(config: RunConfig):
 
 def estimate_document(document: Document, config: RunConfig, backend=None, *, batch: bool = False,
                       chunks: list[Chunk] | None = None) -> Estimate:
-    """The preflight of one document under one configuration (see module doc)."""
-    from pipelines.llm.recording import MemoryJournal, RecordingLLM
+    """The preflight of one document under one configuration (see module doc): the run's
+    own steps, made against a `PlanningBackend` (no model) with the longest answers, the
+    shortest and typical ones, and SCOPE's with answers it refuses."""
     from pipelines.runner import check_budgets, count_tokens_for
 
     config.validate()
@@ -212,22 +222,48 @@ def estimate_document(document: Document, config: RunConfig, backend=None, *, ba
     check_budgets(config, backend)
     chunks = chunks if chunks is not None else make_chunks(document, config, count_tokens_for(backend))
     estimate.chunks = len(chunks)
-    llm = RecordingLLM(backend, MemoryJournal())
-    steps = _scope_steps(llm, config, document, chunks, estimate)
-    steps += (_hierarchical_steps if config.method == "hierarchical" else _incremental_steps)(llm, config, document,
-                                                                                              chunks, estimate)
-    prefix = _shared_prefix_tokens(llm, config, document)
+    attempts = config.max_attempts
+    # The upper bound: every answer at its max_tokens, every step at its max_attempts;
+    # SCOPE's passages each asked max_attempts times (the real compressor's own retries).
+    rewrites = _scope_calls(PlanningBackend(backend, "failing"), config, document, chunks, estimate)
+    upper, records = _summarize(PlanningBackend(backend, "longest"), config, document, chunks, replay=False)
+    for call in rewrites:
+        _bound(estimate, call, 1)
+    for call in upper.calls:
+        _bound(estimate, call, attempts)
+    if config.method == "hierarchical":
+        estimate.levels = 1 + max(r.level for r in records)
+    # The lower bound: every answer the shortest one accepted, at its first attempt, on chunks
+    # a compressor may have shortened to nothing (less a few tokens where text and template meet).
+    floor = [dataclasses.replace(c, text="") for c in chunks] if config.compress != "none" else chunks
+    lower, _ = _summarize(PlanningBackend(backend, "shortest"), config, document, floor, replay=True)
+    estimate.calls_min = len(lower.calls)
+    slack = FLOOR_SLACK_TOKENS if config.compress != "none" else 0
+    estimate.input_min = sum(max(0, c.text - slack) for c in lower.calls)
+    # A typical run: every step accepted at its first attempt, answers half their limit;
+    # SCOPE's passages each rewritten once.
+    typical, _ = _summarize(PlanningBackend(backend, "typical"), config, document, chunks, replay=True)
+    for call in typical.calls + [c for c in rewrites if c.first]:
+        estimate.calls_typical += 1
+        estimate.input_typical += call.prompt
+        estimate.output_typical += call.max_tokens // 2
+    _cache(estimate, backend, upper.calls[0].prefix if upper.calls else 0)
+    _price(estimate, backend)
+    return estimate
+
+
+def _bound(estimate: Estimate, call: "_Call", attempts: int) -> None:
+    """One call of the upper-bound run, made `attempts` times at most."""
+    from pipelines.llm.base import CONTEXT_SAFETY_TOKENS
+
+    estimate.calls_max += attempts
+    estimate.input_max += attempts * (call.prompt + CONTEXT_SAFETY_TOKENS + RETRY_SLACK_TOKENS)
+    estimate.output_max += attempts * call.max_tokens
+
+
+def _cache(estimate: Estimate, backend, prefix: int) -> None:
+    """Prompt-cache reads of a typical run, writes at the most: the shared prefix of every call."""
     cache_min = CACHE_MIN_TOKENS.get(backend.backend)
-    for step in steps:
-        attempts = step.attempts or config.max_attempts
-        estimate.calls_max += attempts * step.may_run
-        estimate.input_max += attempts * step.may_run * (step.prompt_max + RETRY_SLACK_TOKENS)
-        estimate.output_max += attempts * step.may_run * step.max_tokens
-        estimate.calls_min += step.must_run
-        estimate.input_min += step.must_run * step.prompt_min
-        estimate.calls_typical += step.typical
-        estimate.input_typical += step.typical * step.prompt_max
-        estimate.output_typical += step.typical * (step.max_tokens // 2)
     if cache_min and prefix >= cache_min:
         estimate.cache_reads_typical = prefix * max(0, estimate.calls_typical - 1)
         if backend.backend == "anthropic":
@@ -235,128 +271,39 @@ def estimate_document(document: Document, config: RunConfig, backend=None, *, ba
     elif cache_min:
         estimate.notes.append(f"the shared prompt prefix ({prefix} tokens) is shorter than the {cache_min} tokens "
                               f"{backend.backend} caches: no prompt-cache reads counted")
-    _price(estimate, backend)
-    return estimate
 
 
-@dataclass
-class _Step:
-    prompt_min: int  # the prompt's text tokens (no template overhead): a floor
-    prompt_max: int  # the whole prompt with overhead and margin, its inputs at their limits
-    max_tokens: int
-    must_run: int = 1  # 1: every run makes this call at least once
-    may_run: int = 1  # 0: a call the run never makes
-    typical: int = 1
-    attempts: int | None = None  # at most this many calls (None: the run's max_attempts)
+def _summarize(backend: "PlanningBackend", config: RunConfig, document: Document, chunks: list[Chunk], *,
+               replay: bool):
+    """The run's workflow (the one `summarize_document` runs) against a planning backend: the
+    backend (its calls recorded) and the workflow's records. `replay`: identical requests are
+    answered from the journal, as in a run; without it every request is a call (an upper bound,
+    and the executor's probes ask the same prompt for answers of other lengths)."""
+    from pipelines.llm.recording import RecordingLLM
+    from pipelines.runner import summarizer_for
+    from pipelines.summarize.common import Progress
+    from pipelines.summarize.incremental import current_summary
+
+    llm = RecordingLLM(backend, _Journal(replay), priced=False)
+    summarizer = summarizer_for(config, llm, document.kind, Progress())
+    # An incremental step leaves a running summary, which may be its answer or a compression of it.
+    state = (lambda produced: current_summary(produced).n_tokens) if config.method == "incremental" else None
+    records = summarizer.run(chunks, PlanningExecutor(backend, state if backend.length == "longest" else None))
+    return backend, records
 
 
-def _prompt_sizes(llm, template: str, values: dict, max_tokens: int) -> tuple[int, int, int]:
-    import prompts
-    from pipelines.llm.base import CONTEXT_SAFETY_TOKENS, fit_max_tokens, prompt_tokens
+def _scope_calls(backend: "PlanningBackend", config: RunConfig, document: Document, chunks: list[Chunk],
+                 estimate: Estimate) -> list["_Call"]:
+    """SCOPE's rewrite calls, made before the chunks are summarized. Which passages a run
+    rewrites depends on the answers before (its budget is re-allocated after each), so every
+    passage SCOPE cuts a chunk into is planned as rewritten, at the largest share it still
+    rewrites (the longest answer, the most keywords), by the compressor's own code, with answers
+    that fail its checks: its every attempt, with its own retry notes."""
+    import math
 
-    rendered = prompts.render(template, **values)
-    text = sum(llm.count_tokens(m["content"]) for m in rendered.messages)
-    whole = prompt_tokens(llm.backend, rendered.messages) + CONTEXT_SAFETY_TOKENS
-    return text, whole, fit_max_tokens(llm.backend, rendered.messages, max_tokens)
-
-
-def _hierarchical_steps(llm, config: RunConfig, document: Document, chunks: list[Chunk], estimate: Estimate):
-    from pipelines.summarize.common import words_for_tokens
-    from pipelines.summarize.hierarchical import HierarchicalSummarizer
-
-    summarizer = HierarchicalSummarizer(llm, config.settings(), kind=document.kind)
-    common = summarizer._common
-    n = len(chunks)
-    limits = summarizer.plan_limits(n)
-    steps = []
-    for chunk in chunks:
-        where = f"part {chunk.idx + 1} of {n}" + (f", in the section headed '{chunk.section}'" if chunk.section else "")
-        text, whole, out = _prompt_sizes(llm, "chunk_summary", {"text": chunk.text, "position": where,
-                                                                 "words": words_for_tokens(limits[0]), **common}, limits[0])
-        steps.append(_Step(_floor(config, text, chunk), whole, out))
-    # Merges, every summary below at its limit: the most prompts and the longest ones.
-    top = config.settings().summary_tokens
-    below = [limits[0]] * n
-    level = 1
-    while len(below) > 1:
-        final = _pack(summarizer, below, top)
-        out_limit = top if len(final) == 1 else (limits[level] if level < len(limits) else top)
-        groups = final if len(final) == 1 else _pack(summarizer, below, out_limit)
-        for idx, group in enumerate(groups):
-            with_context = idx > 0
-            overhead = summarizer._overhead("merge_with_context" if with_context else "merge")
-            context = summarizer.context_budget(out_limit) if with_context else 0
-            whole = overhead + sum(group) + context
-            steps.append(_Step(0, whole, out_limit, must_run=1 if level == 1 and idx == 0 else 0))
-        below = [out_limit] * len(groups)
-        level += 1
-    estimate.levels = level
-    return steps
-
-
-def _pack(summarizer, sizes: list[int], out_limit: int) -> list[list[int]]:
-    """The hierarchical workflow's packing (HierarchicalSummarizer.group) on token sizes."""
-    groups, current, used = [], [], 0
-    for size in sizes:
-        room = summarizer.merge_room(out_limit, with_context=bool(groups))
-        cost = size + _LABEL_TOKENS
-        if current and used + cost > room:
-            groups.append(current)
-            current, used = [], 0
-        current.append(cost)
-        used += cost
-    if current:
-        groups.append(current)
-    return groups
-
-
-def _incremental_steps(llm, config: RunConfig, document: Document, chunks: list[Chunk], estimate: Estimate):
-    from pipelines.summarize.common import tokens_for_words
-    from pipelines.summarize.incremental import BUDGET_TOLERANCE, UPDATE_HEADROOM, IncrementalSummarizer
-
-    summarizer = IncrementalSummarizer(llm, config.settings(), kind=document.kind)
-    common = summarizer._common
-    n = len(chunks)
-    steps = []
-    running = 0  # the running summary's tokens at most
-    for chunk in chunks:
-        j = chunk.idx
-        words = summarizer.target_words(j, n)
-        limit = min(summarizer.settings.summary_tokens, math.ceil(UPDATE_HEADROOM * tokens_for_words(words)))
-        if j == 0:
-            text, whole, out = _prompt_sizes(llm, "incremental_start", {"text": chunk.text, "words": words, **common},
-                                             limit)
-        else:
-            position = f"part {j + 1} of {n}" + (f", in the section headed '{chunk.section}'" if chunk.section else "")
-            text, whole, out = _prompt_sizes(llm, "incremental_update", {
-                "summary": "", "text": chunk.text, "position": position, "words": words, **common}, limit)
-            whole += running
-            if whole + limit > llm.context_window:  # the running summary may be compressed first
-                steps.append(_compress_step(llm, common, running, tokens_for_words(summarizer.target_words(j - 1, n) // 2)))
-        steps.append(_Step(_floor(config, text, chunk), whole, out))
-        if limit > BUDGET_TOLERANCE * tokens_for_words(words):  # an overlong update is compressed
-            steps.append(_compress_step(llm, common, limit, tokens_for_words(words)))
-        running = limit
-    return steps
-
-
-def _floor(config: RunConfig, text_tokens: int, chunk: Chunk) -> int:
-    """A chunk prompt's floor: its text, or without the chunk's own text (its
-    n_tokens, counted by the same tokenizer) when a compressor may shorten
-    that first (the tokens where the two meet may merge: a few of slack)."""
-    if config.compress == "none":
-        return text_tokens
-    return max(0, text_tokens - chunk.n_tokens - 2)
-
-
-def _scope_steps(llm, config: RunConfig, document: Document, chunks: list[Chunk], estimate: Estimate) -> list[_Step]:
-    """SCOPE's rewrite calls, made before the chunks are summarized: every
-    passage SCOPE cuts a chunk into may be asked up to its `max_attempts`
-    times, each answer within the passage's verbatim share (a passage asked
-    to keep more stays verbatim: no call), the longest retry note attached."""
-    import pipelines.compress.keywords as kw
     from pipelines.compress import resolve_method, scope_inputs
-    from pipelines.compress.scope import TEMPLATE, Check, ScopeCompressor, retry_note
+    from pipelines.compress.scope import ScopeCompressor
+    from pipelines.llm.recording import RecordingLLM
 
     if config.compress == "none":
         return []
@@ -364,49 +311,215 @@ def _scope_steps(llm, config: RunConfig, document: Document, chunks: list[Chunk]
         estimate.notes.append("LongCodeZip ranks code without an API call; its chunks are counted uncompressed")
     if config.compress_ratio >= 1:
         return []
-    compressor = ScopeCompressor(llm)
+    compressor = ScopeCompressor(RecordingLLM(backend, _Journal(replay=False), priced=False))
     s = compressor.settings
-    steps = []
+    share = math.nextafter(s.verbatim_at, 0)  # a passage asked to keep verbatim_at or more stays verbatim
+    passages = 0
     for chunk in chunks:
-        for text in scope_inputs(chunk.text, config.compress, document.kind, llm.count_tokens):
+        for text in scope_inputs(chunk.text, config.compress, document.kind, backend.count_tokens):
             if not text.strip():
                 continue
-            _, _, passages, vocab, _, _ = compressor.prepare(text, config.compress_query)
-            for passage in passages:
-                keywords = kw.pick(passage.text, vocab, s.max_keywords)
-                worst = Check("x", 0, ["too short", "not prose"], list(keywords))  # every note at once
-                answer = int(s.verbatim_at * passage.tokens * (1 + s.length_tolerance)) + 8
-                _, whole, out = _prompt_sizes(llm, TEMPLATE, {
-                    "text": passage.text.strip(), "words": 99_999, "keywords": ", ".join(keywords) or "(none)",
-                    "note": retry_note(worst, 99_999)}, answer)
-                # slack: the note quotes the last answer's word count, here one word
-                steps.append(_Step(0, whole + RETRY_SLACK_TOKENS, out, must_run=0, attempts=s.max_attempts))
-    if steps:
-        estimate.notes.append(f"SCOPE may rewrite {len(steps):,} passages first (up to {s.max_attempts} calls each); "
+            units, vectors, pieces, vocab, query_vector, _ = compressor.prepare(text, config.compress_query)
+            for j, piece in enumerate(pieces):
+                start = len(backend.calls)
+                compressor._compress_chunk(j, piece, share, units, vectors, vocab, query_vector)
+                if len(backend.calls) > start:
+                    backend.calls[start].first = True
+                    passages += 1
+    if passages:
+        estimate.notes.append(f"SCOPE may rewrite {passages:,} passages first (up to {s.max_attempts} calls each); "
                               "the summaries are planned on the uncompressed chunks")
-    return steps
+    return backend.calls
 
 
-def _compress_step(llm, common: dict, summary_tokens: int, limit: int) -> _Step:
-    _, whole, out = _prompt_sizes(llm, "incremental_compress", {"summary": "", "words_now": 9999, "words": 9999,
-                                                                 **common}, limit)
-    return _Step(0, whole + summary_tokens, out, must_run=0, typical=0)
+class _Journal:
+    """A run's journal in memory, as far as planning needs it: a request made
+    before is answered from it (replay=True, as in a run), or never (each
+    request is made again). It keeps no prompt text."""
+
+    def __init__(self, replay: bool):
+        self.replay = replay
+        self._by_hash: dict = {}
+
+    def lookup(self, request_hash: str):
+        return self._by_hash.get(request_hash)
+
+    def record(self, record) -> None:
+        if self.replay and record.status == "ok" and not record.cached:
+            self._by_hash.setdefault(record.request_hash, dataclasses.replace(record, request=""))
 
 
-def _shared_prefix_tokens(llm, config: RunConfig, document: Document) -> int:
-    """Tokens of the prompt prefix every call of a run shares, what a provider
-    can cache: the leading system message(s); the user message after them
-    names the part being read, so it differs from call to call."""
-    import itertools
+@dataclass
+class _Call:
+    """One call a planned run made: its prompt's text tokens; the whole prompt (message
+    overhead included); the leading system messages (what a provider may cache); max_tokens."""
 
-    import prompts
-    from pipelines.llm.base import MESSAGE_OVERHEAD_TOKENS
-    from pipelines.summarize.common import prompt_values
+    text: int
+    prompt: int
+    prefix: int
+    max_tokens: int
+    first: bool = False  # SCOPE: a passage's first attempt
 
-    template = "chunk_summary" if config.method == "hierarchical" else "incremental_update"
-    rendered = prompts.render(template, text="", position="", summary="", words=1, **prompt_values(document.kind))
-    leading = itertools.takewhile(lambda m: m["role"] == "system", rendered.messages)
-    return sum(llm.count_tokens(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in leading)
+
+# Words that are one token in the common tokenizers; a planning answer is drawn from them
+# in a fixed random order (no sentence or 4-gram repeats in any answer's length).
+_VOCABULARY = ("river garden stone light house window forest summer winter morning letter market bridge mountain "
+               "ocean island village castle father mother sister brother friend doctor captain money paper table "
+               "chair field horse train road street church school night water fire earth silver golden simple "
+               "quiet strong young early happy great small large green black white round plain clear sharp heavy "
+               "carry bring think speak write begin leave learn watch drive visit travel answer follow return "
+               "music story truth power place world voice heart party dinner picture number order point reason "
+               "second minute hour week month season corner yellow orange purple north south east west little "
+               "wooden famous modern ancient secret public private common careful gentle honest").split()
+_STREAM: list[str] = []
+
+
+def _words(k: int) -> list[str]:
+    while len(_STREAM) < k:
+        _STREAM.extend(random.Random(len(_STREAM)).choices(_VOCABULARY, k=4096))
+    return _STREAM[:k]
+
+
+class PlanningBackend(WrappedBackend):
+    """The run's backend (`planning_backend`: its tokenizer and context window)
+    answering without a model, each answer a valid one of the length `length`
+    names: `longest` (the request's max_tokens), `typical` (half of it),
+    `shortest` (one word), or `failing` (max_tokens with no sentence end: no
+    check of the workflow passes it). Valid means what the workflows accept:
+    sentences of distinct words (no repeated sentence or 4-gram, nothing of
+    the prompt's instructions), within max_tokens as the tokenizer counts.
+    Every call is recorded in `calls`; `cap`, when set, shortens every answer
+    to at most that many tokens (the executor's probes)."""
+
+    def __init__(self, inner, length: str):
+        super().__init__(inner)
+        self.length = length
+        self.cap: int | None = None
+        self.calls: list[_Call] = []
+        self._counts: dict[tuple[int, int], int] = {}
+        self._answers: dict[tuple[int, bool], str] = {}
+
+    def describe(self) -> dict:
+        return self.inner.describe()
+
+    def count_tokens(self, text: str) -> int:
+        # The planned runs count the same chunks and prompts again and again (kept by hash: a
+        # whole book's prompts would not fit in memory).
+        key = (hash(text), len(text))
+        n = self._counts.get(key)
+        if n is None:
+            n = self._counts[key] = self.inner.count_tokens(text)
+        return n
+
+    def complete(self, request):
+        from pipelines.llm.base import Completion, prompt_tokens
+
+        limit = request.max_tokens
+        n = {"longest": limit, "failing": limit, "typical": limit // 2, "shortest": 1}[self.length]
+        text = self._answer(max(1, min(n, self.cap or n)), ends=self.length != "failing")
+        messages = request.messages
+        system = list(itertools.takewhile(lambda m: m["role"] == "system", messages))
+        prompt = prompt_tokens(self, messages)
+        self.calls.append(_Call(sum(self.count_tokens(m["content"]) for m in messages), prompt,
+                                prompt_tokens(self, system), limit))
+        return Completion(text, input_tokens=prompt, output_tokens=self.count_tokens(text), finish_reason="stop",
+                          latency_s=0.0)
+
+    def _answer(self, tokens: int, ends: bool) -> str:
+        """The longest text of the planning words within `tokens` (at least one word)."""
+        key = (tokens, ends)
+        if key not in self._answers:
+            def text(k: int) -> str:
+                words = _words(k)
+                if not ends:
+                    return " ".join(words)
+                return " ".join(" ".join(words[i:i + 8]).capitalize() + "." for i in range(0, k, 8))
+
+            lo, hi = 1, tokens  # a word is at least one token
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if self.count_tokens(text(mid)) <= tokens:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            self._answers[key] = text(lo)
+        return self._answers[key]
+
+
+class PlanningExecutor:
+    """Runs a workflow's steps one at a time, in order, as a run with one
+    worker does. Given `state` (what a step leaves the next, in tokens), each
+    step is also tried with shorter answers: a workflow may replace a long
+    answer by a shorter one (incremental compresses an overlong update), so
+    the longest answers are not always the longest state. The run goes on
+    from the longest state found; the calls it keeps are those of the longest
+    answers (the most calls, the longest prompts and answers)."""
+
+    def __init__(self, backend: PlanningBackend, state=None):
+        self.backend = backend
+        self.state = state
+        self._shares = [0.5, 0.5]  # where the last two steps' longest answers kept as they are lay (share of longest)
+
+    def map(self, step, calls) -> list:
+        return [self._run(step, args) for args in calls]
+
+    def _run(self, step, args):
+        backend = self.backend
+        start = len(backend.calls)
+        result = step(*args)
+        if self.state is None:
+            return result
+        keep = len(backend.calls)
+        try:
+            kept = self._longest_kept(step, args, keep - start, max(c.max_tokens for c in backend.calls[start:]))
+            if kept is not None and self.state(kept) > self.state(result):
+                result = kept
+        finally:
+            del backend.calls[keep:]
+        return result
+
+    def _longest_kept(self, step, args, made: int, longest: int):
+        """The step's result with the longest answers that make fewer calls than the longest
+        answers do (None if there are none): found by probing answer caps, from where the
+        last step's lay."""
+        backend = self.backend
+        found: dict[int, object] = {}
+
+        def fewer(cap: int) -> bool:
+            backend.cap, before = cap, len(backend.calls)
+            try:
+                result = step(*args)
+            finally:
+                backend.cap = None
+            if len(backend.calls) - before < made:
+                found[cap] = result
+                return True
+            return False
+
+        lo, hi = 0, longest  # fewer(lo) holds (0: none found yet), fewer(hi) does not
+        share = 2 * self._shares[-1] - self._shares[-2]  # the steps' budgets drift steadily: follow them
+        guess, stride = min(longest - 1, max(1, round(share * longest))), 1
+        if guess < 1:
+            return None
+        if fewer(guess):
+            lo = guess
+            while lo + stride < hi and fewer(lo + stride):
+                lo, stride = lo + stride, stride * 2
+            hi = min(hi, lo + stride)
+        elif guess == 1 or not fewer(1):  # no answer spares a call
+            return None
+        else:
+            lo, hi = 1, guess
+            while hi - stride > lo and not fewer(hi - stride):
+                hi, stride = hi - stride, stride * 2
+            lo = max(lo, hi - stride)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fewer(mid) else (lo, mid)
+        if lo == 0:
+            return None
+        self._shares = [self._shares[-1], lo / longest]
+        return found[lo]
 
 
 def _price(estimate: Estimate, backend) -> None:
