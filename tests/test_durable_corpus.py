@@ -75,6 +75,19 @@ def _first_corpus(db: Path) -> str:
     return corpus
 
 
+def _wait_for_kill_point(process: subprocess.Popen, server, new_calls: int, picks: random.Random) -> bool:
+    """Wait until the run has made `new_calls` more paid calls (or, for none, a moment of its
+    start-up), then a random part of a call more. False when the run finished first."""
+    target = len(server.requests) + new_calls
+    deadline = time.time() + (picks.uniform(0.3, 2.0) if new_calls == 0 else 600)
+    while len(server.requests) < target and time.time() < deadline:
+        if process.poll() is not None:
+            return False
+        time.sleep(0.02)
+    time.sleep(picks.uniform(0.0, 0.15))
+    return process.poll() is None
+
+
 @pytest.mark.parametrize("face", ["flow", "cli"])
 def test_a_corpus_killed_anywhere_keeps_every_finished_document(face, tmp_path, corpus_folder, squality_file,
                                                                 cli_env, prefect_harness):
@@ -82,12 +95,10 @@ def test_a_corpus_killed_anywhere_keeps_every_finished_document(face, tmp_path, 
 
     source = corpus_folder if face == "flow" else squality_file
     env = _environment(cli_env)
-    # A clean run: how many calls the corpus needs, and how long it takes.
+    # A clean run: how many calls the corpus needs.
     with FakeOpenAIServer(delay=0.15) as server:
-        started = time.time()
         clean = subprocess.run(_command(face, source, server, tmp_path / "clean.duckdb"), env=env,
                                capture_output=True, text=True, timeout=600)
-        clean_seconds = time.time() - started
         clean_calls = len(server.requests)
     assert clean.returncode == 0, clean.stderr
     assert len(_results(tmp_path / "clean.duckdb")) == DOCUMENTS
@@ -97,20 +108,23 @@ def test_a_corpus_killed_anywhere_keeps_every_finished_document(face, tmp_path, 
     kept: dict = {}
     kills = 0
     with FakeOpenAIServer(delay=0.15) as server:
-        # Each run is killed at a random point of its first part (start-up included): its calls are
-        # replayed by the next, so the kills fall early, midway and late in the corpus.
+        # Each run is killed when the calls paid so far reach the next of KILLS random points within
+        # the first 0.8 of a clean run's calls (at once, during start-up, when the run has passed it),
+        # a random fraction of a call later. Its calls are replayed by the next run, so the kills fall
+        # early, midway and late in the corpus, whatever the machine's speed.
+        kill_points = iter(sorted(picks.uniform(0, 0.8 * clean_calls) for _ in range(KILLS)))
         while kills < KILLS:
-            process = subprocess.Popen(_command(face, source, server, db), env=env, start_new_session=True,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            try:
-                process.wait(timeout=picks.uniform(0.3, 0.3 * clean_seconds))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-                kills += 1
-            else:
-                assert process.returncode == 0, process.stderr.read()
+            # stderr to a file: a pipe nobody reads fills with the flow's log lines and stalls the run
+            log = tmp_path / f"run{kills}.log"
+            with log.open("w") as stderr:
+                process = subprocess.Popen(_command(face, source, server, db), env=env, start_new_session=True,
+                                           stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+            if not _wait_for_kill_point(process, server, max(0, round(next(kill_points)) - len(server.requests)), picks):
+                assert process.returncode == 0, log.read_text()
                 break  # the evaluation finished before this kill
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            kills += 1
             now = _results(db)
             # Everything finished before this kill is still there, as it was.
             assert {k: v for k, v in now.items() if k in kept} == kept, f"kill {kills} lost finished documents"
