@@ -42,11 +42,13 @@ postgres:
 	@tests/start_postgres.sh
 
 # LONGSUM_REQUIRE_LAKE: the lake tests fail (instead of skipping) without PostgreSQL or the extensions.
+# One pytest worker per core (pytest-xdist): most tests wait on subprocesses, servers and models.
+TEST_WORKERS ?= auto
 test: install browser postgres
-	LONGSUM_REQUIRE_LAKE=1 $(BIN)/python -m pytest
+	LONGSUM_REQUIRE_LAKE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not llm and not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not llm and not slow"
 
 # Every benchmark, each on a small input: a few minutes on 2 cores, one table per area.
 BENCH_QUICK = \

@@ -24,8 +24,9 @@ TINY_MODEL = "llamacpp:gemma-3-270m"
 os.environ["LONGSUM_MODEL"] = TINY_MODEL
 for secret in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "PREFECT_API_URL"):
     os.environ.pop(secret, None)
-# Prefect keeps its database and cached task results here: fresh every session.
-PREFECT_TEST_HOME = ROOT / ".prefect" / "pytest"
+# Prefect keeps its database and cached task results here: fresh every session,
+# one folder per pytest-xdist worker (each worker runs its own Prefect server).
+PREFECT_TEST_HOME = ROOT / ".prefect" / "pytest" / os.environ.get("PYTEST_XDIST_WORKER", "main")
 shutil.rmtree(PREFECT_TEST_HOME, ignore_errors=True)
 PREFECT_TEST_HOME.mkdir(parents=True)
 os.environ["PREFECT_HOME"] = str(PREFECT_TEST_HOME)
