@@ -150,3 +150,11 @@ def test_the_baseline_loads_no_neural_model():
                           cwd=Path(__file__).parent.parent)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_units_without_a_content_word_are_salvaged_without_a_crash():
+    """A running summary of one short word leaves no term to weigh (found by the preflight's property test)."""
+    from pipelines.summarize.extractive import salvage_update
+
+    kept = salvage_update("To.", "Some chunk text here. Another sentence follows it.", 120, chunks_before=2)
+    assert kept and set(sentences(kept)) <= {"To.", "Some chunk text here.", "Another sentence follows it."}

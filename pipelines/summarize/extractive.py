@@ -235,11 +235,11 @@ def _mmr(units: list[str], words: int, limit: int | None = None) -> list[int]:
     rows, cols, weights = _tfidf(units)
     n = len(units)
     vocabulary = int(cols.max()) + 1 if len(cols) else 1
-    centroid = np.bincount(cols, weights=weights, minlength=vocabulary)
+    centroid = np.bincount(cols, weights=weights, minlength=vocabulary).astype(float)  # bincount of nothing is int
     centroid /= np.linalg.norm(centroid) or 1.0
     # MEAD's centroid value: the centroid's weight of each distinct term the unit holds (a cosine
     # would crown "Come in!" said Holmes: the shorter, the purer the top term).
-    centrality = np.bincount(rows, weights=centroid[cols], minlength=n)
+    centrality = np.bincount(rows, weights=centroid[cols], minlength=n).astype(float)
     centrality /= centrality.max() or 1.0
     lengths = np.array([count_words(u) for u in units])
     starts = np.searchsorted(rows, np.arange(n + 1))  # rows are sorted: unit i's entries are starts[i]:starts[i+1]
