@@ -5,7 +5,7 @@ function, the real answer body): the names the answer reads that the context
 defines are the definitions a compressor must keep. `retained` counts how
 many of them survive in a compressed context, and `random_selection` is the
 baseline it is measured against: whole function-level chunks taken in a
-random order up to the same size. The LongCodeZip table in the README and
+random order up to the same size. The LongCodeZip table in bench/README.md and
 its tests count retention this way.
 """
 

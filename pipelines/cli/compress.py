@@ -30,7 +30,7 @@ from pipelines.defaults import DEFAULT_MODEL
 @click.option("--base-url", default=None, metavar="URL", help="An OpenAI-compatible server for openai: specs.")
 @click.option("--compress-model", "--scorer-model", "compress_model", default=None, metavar="SPEC",
               help="Also rank code by this model's AMI (fused with the structure signal): llamacpp (the embedded "
-                   "Gemma 3 270M) or llamacpp:/path.gguf. Without it LongCodeZip needs no model.")
+                   "Qwen2.5-Coder-1.5B-Instruct) or llamacpp:/path.gguf. Without it LongCodeZip needs no model.")
 @click.option("--kind", type=click.Choice(["book", "paper", "code"]), default=None, help="Override the detected document kind.")
 @click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the full report (every chunk) to this JSON file.")

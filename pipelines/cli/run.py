@@ -23,7 +23,8 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
 @click.option("--method", type=click.Choice(["hierarchical", "incremental", "extractive"]), default="hierarchical",
               show_default=True, help="Hierarchical merging, incremental updating, or the no-LLM extractive baseline.")
 @click.option("--model", "model", default=DEFAULT_MODEL, show_default=True, metavar="SPEC",
-              help="llamacpp (embedded Gemma 3 270M), llamacpp:/path.gguf, openai:MODEL or anthropic:MODEL.")
+              help="llamacpp (the embedded Qwen2.5-Coder-1.5B-Instruct), llamacpp:gemma-3-270m (tiny, fast, cannot "
+                   "summarize), llamacpp:/path.gguf, openai:MODEL or anthropic:MODEL.")
 @click.option("--base-url", default=None, metavar="URL", help="An OpenAI-compatible server (vLLM, Ollama, llama.cpp) for openai: specs.")
 @click.option("--context-window", type=click.IntRange(min=512), default=None, help="Override the model's context size in tokens.")
 @click.option("--chunk-size", type=click.IntRange(min=64), default=DEFAULT_CHUNK_TOKENS, show_default=True, help="Chunk budget in the model's tokens.")
@@ -45,7 +46,7 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
               help="What the summary should focus on: the compressors keep what matters to it.")
 @click.option("--compress-model", default=None, metavar="SPEC",
               help="Also rank code by this model's AMI (fused with the structure signal): llamacpp (the embedded "
-                   "Gemma 3 270M) or llamacpp:/path.gguf (a code model gives the paper's setting). "
+                   "Qwen2.5-Coder-1.5B-Instruct, a code model: the paper's setting) or llamacpp:/path.gguf. "
                    "Without it LongCodeZip needs no model.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=None, help="API backends: seconds per request (default 120).")
 @click.option("--retries", "max_retries", type=click.IntRange(min=0), default=None, help="API backends: retries with jittered backoff on connection resets, timeouts, 408/409/429 and 5xx (default 6; see pipelines/llm/http.py).")

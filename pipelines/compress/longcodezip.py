@@ -40,7 +40,7 @@ Ranking signals (`LongCodeZipSettings.signals`):
   does when it is given a scoring model, `--compress-model`).
 
 Structure is the default (see `LongCodeZipSettings.signals`, and the table
-in the README, made by bench/bench_compress.py). Model scores are journaled
+in bench/README.md, made by bench/bench_compress.py). Model scores are journaled
 like LLM calls (`journal`), so a re-run scores nothing again.
 
 **Fine stage (blocks)**, off by default (`fine_grained`): it needs a logits
