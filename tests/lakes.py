@@ -70,7 +70,7 @@ def other_user(name: str) -> str | None:
         raise RuntimeError(f"createuser {name}: {made.stderr}")
     # The user must be able to run this Python (a venv whose interpreter lives under a 0700 /root
     # cannot): else the test writes as this user, in its own folder and HOME still.
-    probe = subprocess.run(["runuser", "-u", name, "--", sys.executable, "-c", "import pipelines.store"],
+    probe = subprocess.run(_dropped_to(name) + [sys.executable, "-c", "import pipelines.store"],
                            capture_output=True, cwd="/", env={**os.environ, "PYTHONPATH": _pythonpath()})
     if probe.returncode != 0:
         warnings.warn(f"user {name} cannot run {sys.executable}; the lake's writers run as {pwd.getpwuid(os.getuid()).pw_name}")
@@ -82,12 +82,19 @@ def _pythonpath() -> str:
     return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)
 
 
+def _dropped_to(user: str) -> list[str]:
+    """A command prefix that runs as `user`, groups cleared, the environment given to Popen kept
+    (setpriv: runuser's PAM session refused to start this venv's interpreter here)."""
+    entry = pwd.getpwnam(user)
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups", "--"]
+
+
 def as_user(user: str | None, command: list[str], cwd: Path) -> list[str]:
-    """`command` run as `user` (runuser keeps the environment given to Popen) in `cwd`."""
+    """`command` run as `user` in `cwd`."""
     if user is None:
         return command
     os.chown(cwd, pwd.getpwnam(user).pw_uid, -1)
-    return ["runuser", "-u", user, "--", *command]
+    return _dropped_to(user) + command
 
 
 def user_env(base: dict, user: str | None, home: Path) -> dict:

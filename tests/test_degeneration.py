@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import prompts
+from pipelines.text import sentences
 from pipelines.summarize.degeneration import (
     ECHO_WORDS,
     MAX_REPEATED_NGRAM_SHARE,
@@ -130,7 +131,9 @@ def test_cli_prints_one_warning_naming_the_model(tmp_path, monkeypatch):
     out = CliRunner().invoke(cli, ["run", str(story), "--model", "openai:looper-1b", "--summary-words", "40",
                                    "--db", str(tmp_path / "t.duckdb")])
     assert out.exit_code == 0, out.output
-    assert out.stdout.strip() == "Holmes waited. Watson read the paper. The client arrived late."
+    # the salvage: an extractive selection of the input (at most half of it), never the looping answer
+    kept = out.stdout.strip()
+    assert kept and set(sentences(kept)) < {"Holmes waited.", "Watson read the paper.", "The client arrived late."}
     warnings = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1
     assert "scripted:looper-1b" in warnings[0] and "1 of 1 steps" in warnings[0] and "degraded" in warnings[0]

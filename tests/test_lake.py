@@ -305,7 +305,7 @@ def test_a_new_lake_needs_its_data_path(cli_env):
         drop_database(database)
 
 
-def test_two_writers_that_meet_on_one_text_are_read_once(tmp_path):
+def test_two_writers_that_meet_on_one_text_are_read_once(tmp_path, cli_env):
     """Appends never conflict in a lake: two commits may both add one text (or document). The
     views and `summarize runs` take one; vacuum folds the rest."""
     require_lake()
@@ -313,12 +313,12 @@ def test_two_writers_that_meet_on_one_text_are_read_once(tmp_path):
 
     database = create_database()
     try:
-        _meet(Store(conninfo(database), data_path=tmp_path / "data"), insert_op, vacuum, write_table)
+        _meet(Store(conninfo(database), data_path=tmp_path / "data"), insert_op, vacuum, write_table, cli_env)
     finally:
         drop_database(database)
 
 
-def _meet(store, insert_op, vacuum, write_table):
+def _meet(store, insert_op, vacuum, write_table, cli_env):
     store.insert_rows("runs", [{"run_id": "r1", "doc_id": "d1", "status": "ok"}])
     with store.connect() as first, store.connect() as second:
         for con, call in ((first, "c1"), (second, "c2")):  # both transactions open before either commits
@@ -335,7 +335,7 @@ def _meet(store, insert_op, vacuum, write_table):
     assert store.execute("SELECT count(*) FROM documents") == [(2,)]
     assert sorted(store.execute("SELECT call_id, response FROM llm_calls")) == [
         ("c1", "the same answer"), ("c2", "the same answer")]
-    listed = json.loads(run(["runs", "--db", str(store.path), "--format", "json"], {**os.environ}).stdout)
+    listed = json.loads(run(["runs", "--db", str(store.path), "--format", "json"], cli_env).stdout)
     assert [(r["run_id"], r["document"]) for r in listed] == [("r1", "twice")]
     vacuum(store)
     assert store.execute("SELECT count(*) FROM texts WHERE text = 'the same answer'") == [(1,)]
