@@ -30,7 +30,7 @@ def chunks_command(file, model, base_url, context_window, methods, chunk_size, c
                    batch, list_chunks, as_json) -> None:
     """Plan a run without any LLM call: how FILE chunks, and what each method would cost."""
     from pipelines.cli.common import UserError
-    from pipelines.plan import estimate_file
+    from pipelines.plan import estimate_document, estimate_file
     from pipelines.runner import RunConfig
 
     if not file.exists():
@@ -41,7 +41,10 @@ def chunks_command(file, model, base_url, context_window, methods, chunk_size, c
         config = RunConfig(method=method, model=model, base_url=base_url, context_window=context_window,
                            chunk_size=chunk_size, chunker=chunker, overlap=overlap, summary_words=summary_words,
                            kind=kind)
-        plan, estimate = estimate_file(file, config, batch=batch)
+        if plan is None:
+            plan, estimate = estimate_file(file, config, batch=batch)
+        else:  # the methods chunk alike: the file is read and chunked once
+            estimate = estimate_document(plan.document, config, batch=batch, chunks=plan.chunks)
         estimates.append(estimate)
     if as_json:
         import json
