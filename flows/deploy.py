@@ -89,7 +89,8 @@ def serve_policy(source: str, configs: list[dict] | None = None, db: str | None 
     from flows.guard import ServePolicy, endpoint_url
     from pipelines.defaults import DEFAULT_MODEL
     from pipelines.llm import parse_spec
-    from pipelines.paths import default_db_path
+    from pipelines.lake import Lake, is_lake
+    from pipelines.paths import default_db, default_db_path
 
     urls, models = list(base_urls), []
     for config in configs or []:
@@ -99,8 +100,9 @@ def serve_policy(source: str, configs: list[dict] | None = None, db: str | None 
             models.append(spec)
         if config.get("base_url") or backend != "llamacpp":
             urls.append(endpoint_url(backend, config.get("base_url")))
-    lake = str(db) if db and str(db).startswith("ducklake:") else None
-    folder = write_dir or Path(db if db and not lake else default_db_path()).expanduser().resolve().parent
+    target = str(db) if db else str(default_db())  # runs without `db` write the default, maybe a lake
+    lake = Lake.parse(target).spec if is_lake(target) else None
+    folder = write_dir or Path(target if not lake else default_db_path()).expanduser().resolve().parent
     return ServePolicy.build([source, *read_roots], urls, folder, dask_address, models, lakes=[lake] if lake else [])
 
 

@@ -145,7 +145,9 @@ class ServePolicy:
 
     def _check_write(self, flow: str, name: str, value: str) -> None:
         if value.startswith("ducklake:"):  # a lake: only the one this deployment serves
-            if value not in self.lakes:
+            from pipelines.lake import Lake
+
+            if Lake.parse(value).spec not in self.lakes:
                 raise self._refused(flow, name, "is a lake this deployment does not write")
             return
         path = _resolved(value)

@@ -33,7 +33,8 @@ from pathlib import Path
 
 PREFIX = "ducklake:"
 ALIAS = "lake"  # the catalog name queries see (`lake.snapshots()`); unqualified names resolve to it
-_PASSWORD = re.compile(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
+# In a URI's query string (`?password=x&sslmode=require`) the value ends at `&` or `#`.
+_PASSWORD = re.compile(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|(?<=[?&]password=)[^\s&#]+|\S+)")
 _URI_PASSWORD = re.compile(r"(?i)\b(postgres(?:ql)?://[^:/@\s]*):[^@\s]*@")
 
 
@@ -129,6 +130,7 @@ def _take_password(conninfo: str) -> str:
         if password.startswith("'"):
             password = re.sub(r"\\(.)", r"\1", password[1:-1])
         conninfo = (conninfo[:match.start()] + conninfo[match.end():]).strip()
+        conninfo = re.sub(r"([?&])&+", r"\1", conninfo).rstrip("?&")  # a URI's query without the parameter
     uri = re.match(r"(?i)(postgres(?:ql)?://)([^:/@\s]*):([^@\s]*)@(.*)", conninfo)
     if uri:
         password = uri.group(3)

@@ -11,7 +11,9 @@ def default_db() -> Path | str:
     embedded default file (`default_db_path`)."""
     env = os.environ.get("LONGSUM_DB")
     if env and env.startswith("ducklake:"):
-        return env
+        from pipelines.lake import Lake
+
+        return Lake.parse(env).spec  # without its password (that goes to PGPASSWORD)
     return default_db_path()
 
 

@@ -340,3 +340,12 @@ def _meet(store, insert_op, vacuum, write_table, cli_env):
     vacuum(store)
     assert store.execute("SELECT count(*) FROM texts WHERE text = 'the same answer'") == [(1,)]
     assert store.execute("SELECT count(*) FROM documents") == [(1,)]
+
+
+def test_a_password_in_a_uri_query_leaves_the_other_parameters(monkeypatch):
+    from pipelines.lake import Lake
+
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    lake = Lake.parse("ducklake:postgres:postgresql://u@h/db?password=xx&sslmode=require")
+    assert lake.spec == "ducklake:postgres:postgresql://u@h/db?sslmode=require"
+    assert os.environ["PGPASSWORD"] == "xx"

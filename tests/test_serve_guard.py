@@ -189,3 +189,27 @@ def _accepted(listener: socket.socket) -> bool:
         return False
     connection.close()
     return True
+
+
+def test_the_default_lake_is_served_and_its_password_stays_out(tmp_path, monkeypatch, cli_env):
+    """LONGSUM_DB naming a lake with a password: runs that pass no `db` write that lake (not refused),
+    another lake is refused, and `summarize db-path` shows the lake without the password."""
+    import os
+    import subprocess
+
+    from flows.deploy import serve_policy
+    from flows.guard import ParameterRefused
+
+    lake = "ducklake:postgres:host=/var/run/postgresql dbname=served password=s3cret-pw"
+    monkeypatch.setenv("LONGSUM_DB", lake)
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    policy = serve_policy(str(tmp_path), [{"method": "extractive"}])
+    policy.check("evaluate-corpus", {"source": str(tmp_path)})
+    policy.check("evaluate-corpus", {"source": str(tmp_path), "db": lake})
+    with pytest.raises(ParameterRefused):
+        policy.check("evaluate-corpus", {"source": str(tmp_path), "db": "ducklake:postgres:dbname=other"})
+    shown = subprocess.run(["summarize", "db-path"], env={**cli_env, "LONGSUM_DB": lake}, capture_output=True,
+                           text=True)
+    assert shown.returncode == 0 and "dbname=served" in shown.stdout
+    assert "s3cret-pw" not in shown.stdout + shown.stderr
+    assert os.environ.get("PGPASSWORD") == "s3cret-pw"  # where the password went
