@@ -320,6 +320,12 @@ LAKE_COMMIT_TRIES = int(os.environ.get("LONGSUM_LAKE_COMMIT_TRIES") or 40)
 LAKE_STATS: dict = {"commits": 0, "conflicts": 0, "spooled": 0, "latencies": []}
 
 
+def _count_commit(started: float) -> None:
+    LAKE_STATS["commits"] += 1
+    if os.environ.get("LONGSUM_WRITE_STATS"):  # a latency per write: kept only when asked for (a bench)
+        LAKE_STATS["latencies"].append(time.monotonic() - started)
+
+
 def _dump_write_stats() -> None:
     target = os.environ.get("LONGSUM_WRITE_STATS")
     if target and LAKE_STATS["commits"] + LAKE_STATS["spooled"]:
@@ -630,8 +636,7 @@ class Store:
             LAKE_STATS["spooled"] += 1
             append_spool(self, ops)
             return False
-        LAKE_STATS["commits"] += 1
-        LAKE_STATS["latencies"].append(time.monotonic() - started)
+        _count_commit(started)
         return True
 
     def _write_lake(self, ops: Sequence[dict]) -> bool:
@@ -644,8 +649,7 @@ class Store:
         try:
             with self.connect() as con:
                 self._commit_retrying(lambda: apply_ops(con, ops, message=True))
-            LAKE_STATS["commits"] += 1
-            LAKE_STATS["latencies"].append(time.monotonic() - started)
+            _count_commit(started)
         except StoreBusy as exc:
             LAKE_STATS["spooled"] += 1
             append_spool(self, ops)
