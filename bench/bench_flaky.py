@@ -10,7 +10,8 @@ the test server `tests/fake_openai_server.py` (cl100k counts on /tokenize).
   server, corpora of N tiny documents (two chunks each) at --concurrency 4 x
   --call-concurrency 4, synchronous and batch.
 * tokenize: /tokenize requests for A Scandal in Bohemia (preflight, then the
-  run), a server whose tokenizer is unknown here and one whose ids are cl100k's.
+  run), servers whose tokenizer is unknown here (giving counts only, or each
+  token's text too) and one whose ids are cl100k's.
 
     .venv/bin/python bench/bench_flaky.py [--matrix] [--threads 25,250] [--tokenize]
 """
@@ -87,7 +88,7 @@ def matrix() -> None:
                                   batch_polls=0) as server:
                 for run, flaky in (("clean", None), ("flaky", Flaky())):
                     server.flaky = flaky
-                    ServerTokenizer._cache.clear()  # the flow runs in this process: it counts anew
+                    ServerTokenizer.forget()  # the flow runs in this process: it counts anew
                     before, injected = (len(server.batch_lines) if batch else len(server.requests)), len(server.injected)
                     db = Path(folder) / f"{path.replace(' ', '_')}-{run}.duckdb"
                     wall = _corpus("flow" if "flow" in path else "cli", server, db, batch)
@@ -135,7 +136,7 @@ def threads(sizes: list[int]) -> None:
 def tokenize() -> None:
     from fake_openai_server import FakeOpenAIServer
     from pipelines.documents import load_document
-    from pipelines.llm.tokenizers import cl100k, count_cl100k
+    from pipelines.llm.tokenizers import ServerTokenizer, cl100k, count_cl100k
     from pipelines.plan import estimate_document
     from pipelines.runner import RunConfig, make_backend, summarize_document
     from pipelines.store import Store
@@ -144,7 +145,13 @@ def tokenize() -> None:
     print(f"A Scandal in Bohemia: {len(document.text):,} characters")
     print("| server's tokenizer | chunks | /tokenize: preflight | /tokenize: run | total | LLM calls | status |")
     print("|---|---|---|---|---|---|---|")
-    for name, extra in (("unknown here", {}), ("cl100k ids (runs here)", {"encode": cl100k().encode})):
+    def pieces(text: str) -> list[bytes]:
+        return [cl100k().decode_single_token_bytes(i) for i in cl100k().encode(text, disallowed_special=())]
+
+    servers = (("unknown here, counts only", {}), ("unknown here, with each token's text", {"pieces": pieces}),
+               ("cl100k ids (runs here)", {"encode": cl100k().encode}))
+    for name, extra in servers:
+        ServerTokenizer.forget()  # each server as a fresh process meets it
         with FakeOpenAIServer(count_tokens=count_cl100k, tokenize=True, context_window=32_768, **extra) as server, \
                 tempfile.TemporaryDirectory() as folder:
             config = RunConfig(method="hierarchical", model="openai:served", base_url=server.base_url,

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.budget import usd  # noqa: F401 - one money format for the preflight, the refusal and the budget
-from pipelines.chunking import Chunk
+from pipelines.chunking import Chunk, local_counter
 from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL
 from pipelines.documents import Document, load_document
 from pipelines.llm import token_counter
@@ -225,8 +225,11 @@ def estimate_document(document: Document, config: RunConfig, backend=None, *, ba
     attempts = config.max_attempts
     # The upper bound: every answer at its max_tokens, every step at its max_attempts;
     # SCOPE's passages each asked max_attempts times (the real compressor's own retries).
-    rewrites = _scope_calls(PlanningBackend(backend, "failing"), config, document, chunks, estimate)
-    upper, records = _summarize(PlanningBackend(backend, "longest"), config, document, chunks, replay=False)
+    # A server's count costs a request: the plan's answers and prompts are counted with the local
+    # tokenizer scaled to the server's count of this document (known from chunking).
+    count = local_counter(document.text, count_tokens_for(backend))
+    rewrites = _scope_calls(PlanningBackend(backend, "failing", count), config, document, chunks, estimate)
+    upper, records = _summarize(PlanningBackend(backend, "longest", count), config, document, chunks, replay=False)
     for call in rewrites:
         _bound(estimate, call, 1)
     for call in upper.calls:
@@ -236,13 +239,13 @@ def estimate_document(document: Document, config: RunConfig, backend=None, *, ba
     # The lower bound: every answer the shortest one accepted, at its first attempt, on chunks
     # a compressor may have shortened to nothing (less a few tokens where text and template meet).
     floor = [dataclasses.replace(c, text="") for c in chunks] if config.compress != "none" else chunks
-    lower, _ = _summarize(PlanningBackend(backend, "shortest"), config, document, floor, replay=True)
+    lower, _ = _summarize(PlanningBackend(backend, "shortest", count), config, document, floor, replay=True)
     estimate.calls_min = len(lower.calls)
     slack = FLOOR_SLACK_TOKENS if config.compress != "none" else 0
     estimate.input_min = sum(max(0, c.text - slack) for c in lower.calls)
     # A typical run: every step accepted at its first attempt, answers half their limit;
     # SCOPE's passages each rewritten once.
-    typical, _ = _summarize(PlanningBackend(backend, "typical"), config, document, chunks, replay=True)
+    typical, _ = _summarize(PlanningBackend(backend, "typical", count), config, document, chunks, replay=True)
     for call in typical.calls + [c for c in rewrites if c.first]:
         estimate.calls_typical += 1
         estimate.input_typical += call.prompt
@@ -389,11 +392,14 @@ class PlanningBackend(WrappedBackend):
     sentences of distinct words (no repeated sentence or 4-gram, nothing of
     the prompt's instructions), within max_tokens as the tokenizer counts.
     Every call is recorded in `calls`; `cap`, when set, shortens every answer
-    to at most that many tokens (the executor's probes)."""
+    to at most that many tokens (the executor's probes). `count`, when given,
+    counts in place of the backend's tokenizer: a server's /tokenize would
+    take a request for every planned answer and prompt."""
 
-    def __init__(self, inner, length: str):
+    def __init__(self, inner, length: str, count=None):
         super().__init__(inner)
         self.length = length
+        self._count = count or inner.count_tokens
         self.cap: int | None = None
         self.calls: list[_Call] = []
         self._counts: dict[tuple[int, int], int] = {}
@@ -408,7 +414,7 @@ class PlanningBackend(WrappedBackend):
         key = (hash(text), len(text))
         n = self._counts.get(key)
         if n is None:
-            n = self._counts[key] = self.inner.count_tokens(text)
+            n = self._counts[key] = self._count(text)
         return n
 
     def complete(self, request):

@@ -130,9 +130,12 @@ def make_backend(config: RunConfig) -> LLMBackend | None:
 
 def count_tokens_for(backend: LLMBackend | None):
     if backend is not None:
-        # A server's /tokenize costs a request per text: chunking packs with a local estimate beside it.
+        # A server's /tokenize costs a request per text: chunking packs with a local estimate beside
+        # it, and counts chunks by their position in the document's tokens where the server gives them.
         estimate = getattr(backend, "token_estimate", None)
-        return CostlyCounter(backend.count_tokens, estimate) if estimate else backend.count_tokens
+        if not estimate:
+            return backend.count_tokens
+        return CostlyCounter(backend.count_tokens, estimate, getattr(backend, "token_starts", None))
     from pipelines.llm.tokenizers import count_cl100k
 
     return count_cl100k

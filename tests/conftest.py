@@ -67,6 +67,16 @@ def qwen():
     return resolve("llamacpp")
 
 
+@pytest.fixture(autouse=True)
+def _servers_forgotten():
+    """Token counts and probes are kept per server URL for the process; a test's fake
+    server may get a port an earlier test's server had."""
+    yield
+    from pipelines.llm.tokenizers import ServerTokenizer
+
+    ServerTokenizer.forget()
+
+
 @pytest.fixture()
 def store(tmp_path):
     from pipelines.store import Store

@@ -81,14 +81,32 @@ class Flaky:
         return None
 
 
+def byte_level_string(piece: bytes) -> str:
+    """A token's bytes as a byte-level BPE vocabulary (GPT-2's, Llama 3's, Qwen's) writes them:
+    printable Latin-1 bytes as themselves, every other byte as a character from 256 up."""
+    return "".join(_BYTE_LEVEL[b] for b in piece)
+
+
+def _byte_level_map() -> dict[int, str]:
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(others)}}
+
+
+_BYTE_LEVEL = _byte_level_map()
+
+
 class FakeOpenAIServer:
     def __init__(self, delay: float = 0.0, faults: list[str | None] | None = None, port: int = 0, hang_s: float = 30.0,
                  prefix: str = "", count_tokens=None, context_window: int | None = None, tokenize: bool = False,
                  answer=None, batch_polls: int = 1, prompt_cache_min: int | None = None, encode=None,
-                 flaky: Flaky | None = None):
+                 flaky: Flaky | None = None, pieces=None):
         self.delay = delay
         # /tokenize answers with these token ids (text -> ids) instead of placeholders
         self.encode = encode
+        # text -> each token's bytes: /tokenize then answers `return_token_strs` as vLLM does, with a
+        # byte-level vocabulary's strings (its count is then the number of pieces)
+        self.pieces = pieces
         self.flaky = flaky
         self._seen: Counter = Counter()  # (method, path, body) -> times asked, for the fault draw
         self.injected: list[tuple[str, str]] = []  # (fault, path) of every fault injected by `flaky`
@@ -389,9 +407,13 @@ class FakeOpenAIServer:
                 else:
                     with server._lock:
                         server.tokenize_calls += 1
-                    n = server.count_tokens(body["prompt"])
+                    pieces = server.pieces(body["prompt"]) if server.pieces else None
+                    n = len(pieces) if pieces is not None else server.count_tokens(body["prompt"])
                     ids = list(server.encode(body["prompt"])) if server.encode else list(range(n))
-                    self._json(200, {"count": n, "max_model_len": server.context_window, "tokens": ids})
+                    answer = {"count": n, "max_model_len": server.context_window, "tokens": ids}
+                    if body.get("return_token_strs") and pieces is not None:
+                        answer["token_strs"] = [byte_level_string(piece) for piece in pieces]
+                    self._json(200, answer)
 
             def _too_long(self, body: dict) -> str | None:
                 return server.too_long(body)

@@ -107,27 +107,57 @@ def _tokenize_requests(server, text: str, chunk_size: int = 2048) -> tuple[int, 
     for _ in range(2):  # the preflight, then the run: each with a backend of its own
         backend = OpenAIBackend("served", base_url=server.base_url)
         chunks = chunk_text(text, chunk_size, count_tokens_for(backend))
-        assert all(c.n_tokens == count_cl100k(c.text) <= chunk_size for c in chunks)  # token-exact, within budget
+        # within budget, and what each chunk costs alone (a chunk counted by position: within a token or two)
+        assert all(count_cl100k(c.text) <= c.n_tokens <= min(chunk_size, count_cl100k(c.text) + 2) for c in chunks)
         assert "".join(c.text for c in chunks) == text
     return server.tokenize_calls - before, len(chunks)
 
 
+def cl100k_pieces(text: str) -> list[bytes]:
+    encoding = cl100k()
+    return [encoding.decode_single_token_bytes(i) for i in encoding.encode(text, disallowed_special=())]
+
+
 def test_a_story_needs_a_handful_of_tokenize_requests():
-    """A Scandal in Bohemia (46k characters, ~270 paragraphs): a server whose
-    tokenizer runs here (its ids are cl100k's) is asked once per backend, by
-    the probe; one whose tokenizer is unknown here is asked for the whole text
-    once (to scale the local estimate) and then only for the chunks, and the
-    run reuses the preflight's counts."""
+    """A Scandal in Bohemia (46k characters, ~270 paragraphs), chunked by a
+    preflight and then a run in one process:
+    - a server whose tokenizer runs here (its ids are cl100k's): the probe, once;
+    - a server that gives each token's text (as vLLM and llama.cpp's server do):
+      the probe and the whole story, its chunks counted by position;
+    - a server that gives counts only: the probe, the story, then each chunk."""
     text = STORY.read_text(encoding="utf-8")
     assert len(text) > 40_000
-    ServerTokenizer._cache.clear()
     with FakeOpenAIServer(count_tokens=count_cl100k, tokenize=True,
                           encode=lambda t: cl100k().encode(t, disallowed_special=())) as known:
-        assert _tokenize_requests(known, text)[0] == 2  # the two probes
+        assert _tokenize_requests(known, text)[0] == 1
         assert OpenAIBackend("served", base_url=known.base_url).tokenizer_name().endswith("= cl100k_base, counted here")
-    with FakeOpenAIServer(count_tokens=count_cl100k, tokenize=True) as unknown:
-        requests, chunks = _tokenize_requests(unknown, text)
-    assert chunks == 6 and requests <= 2 + 1 + 2 * chunks  # probes, the calibration, each chunk (some twice)
+    with FakeOpenAIServer(count_tokens=count_cl100k, tokenize=True, pieces=cl100k_pieces) as spelled:
+        assert _tokenize_requests(spelled, text) == (2, 6)
+    with FakeOpenAIServer(count_tokens=count_cl100k, tokenize=True) as counts_only:
+        requests, chunks = _tokenize_requests(counts_only, text)
+    assert chunks == 6 and requests <= 2 + 2 * chunks  # the probe, the story, each chunk (some twice)
+
+
+def test_a_story_preflight_and_run_send_at_most_five_tokenize_requests(tmp_path):
+    """The whole job, not only chunking: the preflight and a hierarchical run of
+    the story against a server whose tokenizer does not run here. The plan
+    counts with the local tokenizer scaled to the server's count of the story,
+    an answer's count is the server's usage, a prompt far inside the context is
+    not counted, a merge's labels are bounded by their bytes."""
+    from pipelines.documents import load_document
+    from pipelines.plan import estimate_document
+    from pipelines.runner import RunConfig, make_backend, summarize_document
+    from pipelines.store import Store
+
+    document = load_document(STORY)
+    with FakeOpenAIServer(count_tokens=count_cl100k, tokenize=True, context_window=32_768,
+                          pieces=cl100k_pieces) as server:
+        config = RunConfig(method="hierarchical", model="openai:served", base_url=server.base_url, context_window=32_768)
+        estimate = estimate_document(document, config, make_backend(config))
+        result = summarize_document(document, config, Store(tmp_path / "run.duckdb"), backend=make_backend(config))
+        assert result.status == "ok" and estimate.chunks == 6
+        assert estimate.calls_min <= len(server.requests) <= estimate.calls_max
+        assert server.tokenize_calls <= 5
 
 
 def test_models_with_a_local_tokenizer_send_no_tokenize_request(monkeypatch):
@@ -143,3 +173,26 @@ def test_models_with_a_local_tokenizer_send_no_tokenize_request(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
     assert backend.count_tokens(STORY.read_text(encoding="utf-8")[:5000]) > 500
+
+
+@pytest.mark.parametrize("payload", [
+    # llama.cpp's server, with_pieces: a piece that is not valid UTF-8 alone comes as byte values
+    {"tokens": [{"id": 1, "piece": "Hello"}, {"id": 2, "piece": " w"}, {"id": 3, "piece": [195]},
+                {"id": 4, "piece": [182]}, {"id": 5, "piece": "rld"}]},
+    # vLLM, return_token_strs, a SentencePiece vocabulary (its dummy prefix, byte fallback)
+    {"count": 5, "tokens": [1, 2, 3, 4, 5], "token_strs": ["▁Hello", "▁w", "<0xC3>", "<0xB6>", "rld"]},
+    # vLLM, a byte-level BPE vocabulary ("Ġ" is the space, "Ã¶" the two bytes of ö)
+    {"count": 4, "tokens": [1, 2, 3, 4], "token_strs": ["Hello", "Ġw", "Ã¶", "rld"]},
+])
+def test_token_positions_are_read_from_each_servers_pieces(payload):
+    from pipelines.llm.tokenizers import _pieces_of, _starts_from_pieces
+
+    starts = _starts_from_pieces("Hello wörld", _pieces_of(payload))
+    assert starts == ([0, 5, 7, 8] if len(payload.get("tokens")) == 4 else [0, 5, 7, 7, 8])
+
+
+def test_pieces_that_do_not_spell_the_text_give_no_positions():
+    from pipelines.llm.tokenizers import _pieces_of, _starts_from_pieces
+
+    assert _starts_from_pieces("Hello world", _pieces_of({"token_strs": ["Hello", "Ġwor"]})) is None
+    assert _starts_from_pieces("Hello world", _pieces_of({"tokens": [7, 8]})) is None  # ids only

@@ -93,8 +93,15 @@ def prompt_tokens(backend: LLMBackend, messages: Sequence[Message]) -> int:
     return sum(backend.count_tokens(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
 
 
+def prompt_bytes(messages: Sequence[Message]) -> int:
+    """An upper bound on a prompt's tokens in any tokenizer: a token spans at least one byte."""
+    return sum(len(m["content"].encode("utf-8", "surrogatepass")) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+
 def fit_max_tokens(backend: LLMBackend, messages: Sequence[Message], wanted: int) -> int:
     """Largest max_tokens <= wanted such that prompt + answer fit the context."""
+    if prompt_bytes(messages) + wanted + CONTEXT_SAFETY_TOKENS <= backend.context_window:
+        return wanted  # fits even at one token per byte: no count needed (a server's costs a request)
     room = backend.context_window - prompt_tokens(backend, messages) - CONTEXT_SAFETY_TOKENS
     if room < min(wanted, 32):
         raise PromptTooLongError(
@@ -125,6 +132,11 @@ class WrappedBackend:
     def token_estimate(self):
         """The wrapped backend's cheap local estimate beside a costly count (see pipelines.chunking.CostlyCounter)."""
         return getattr(self.inner, "token_estimate", None)
+
+    @property
+    def token_starts(self):
+        """The wrapped backend's token positions of a document, beside a costly count."""
+        return getattr(self.inner, "token_starts", None)
 
     def identity(self) -> dict:
         # The wrapped model's answer is the model's answer: both share the journal's cache.

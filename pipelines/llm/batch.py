@@ -505,6 +505,10 @@ class Participant:
     def token_estimate(self):
         return self.collector.token_estimate
 
+    @property
+    def token_starts(self):
+        return getattr(self.collector, "token_starts", None)
+
     def identity(self) -> dict:
         return self.collector.identity()
 

@@ -109,9 +109,18 @@ class OpenAIBackend:
     def token_estimate(self):
         """When every count is a /tokenize request: a cheap local count roughly
         proportional to it (cl100k), for chunking to pack with; else None."""
+        return count_cl100k if self._counts_on_server() else None
+
+    @property
+    def token_starts(self):
+        """When every count is a /tokenize request: text -> where each of the
+        server's tokens of it starts (one request per document), else None."""
+        return self._server_tokenizer.token_starts if self._counts_on_server() else None
+
+    def _counts_on_server(self) -> bool:
         self._choose_counter()
         server = getattr(self, "_server_tokenizer", None)
-        return count_cl100k if server is not None and self._count == server.count and server.local is None else None
+        return server is not None and self._count == server.count and server.local is None
 
     def _choose_counter(self) -> None:
         with self._count_lock:  # one probe, whichever thread counts first
@@ -160,8 +169,10 @@ class OpenAIBackend:
             raise LLMCallError(f"{self._where()}: {_short(exc)}") from None
         except ValueError as exc:  # json.JSONDecodeError: a garbled or truncated body
             raise TransientLLMError(f"{self._where()} sent a malformed response ({_short(exc)})") from None
-        latency = time.perf_counter() - started
-        return _completion_from(response, latency)
+        completion = _completion_from(response, latency=time.perf_counter() - started)
+        if self._count is not None and self._counts_on_server():  # the answer's count is the server's usage
+            self._server_tokenizer.remember(completion.text, completion.output_tokens)
+        return completion
 
     def _where(self) -> str:
         return public_url(self.base_url) or "the OpenAI API"

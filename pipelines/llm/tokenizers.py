@@ -124,6 +124,7 @@ PROBE_TEXT = (
     "ภาษาไทยง่ายนิดเดียว مرحبا بالعالم 東京タワー 😀🚀   end"
 )
 SERVER_COUNT_CACHE = 65_536  # counts kept per process (keyed by a digest of the text)
+STARTS_KEPT = 8  # documents whose token positions are kept per process (a corpus runs a few at once)
 
 
 class ServerTokenizer:
@@ -135,16 +136,24 @@ class ServerTokenizer:
     absolute URL): the process's one connection pool and the one retry policy
     of `pipelines.llm.http`. Counting stays cheap:
 
-    * the probe sends one text that tells tokenizers apart; when the server
-      answers with exactly the token ids of a tokenizer that runs here
-      (cl100k_base, o200k_base), every later count is made here, with no
-      request at all;
+    * the probe sends one text that tells tokenizers apart, once per server
+      and model in a process; when the server answers with exactly the token
+      ids of a tokenizer that runs here (cl100k_base, o200k_base), every later
+      count is made here, with no request at all;
+    * a document is tokenized once with the tokens' text (`token_starts`), so
+      that chunking counts its chunks by position, without a request each;
+    * an answer's count is the server's own (`remember`: the completion's
+      usage), not a request;
     * otherwise each distinct text is counted once per process (a cache
       shared by every backend on that server, so the preflight's counts serve
       the run)."""
 
     _cache: "collections.OrderedDict[tuple, int]" = collections.OrderedDict()
     _cache_lock = threading.Lock()
+    # (url, model) -> (request shape or None, the same tokenizer run here or None)
+    _probes: dict[tuple[str, str], tuple[str | None, tuple | None]] = {}
+    # digest of a text -> where its tokens start, for the last few documents
+    _starts: "collections.OrderedDict[bytes, list[int] | None]" = collections.OrderedDict()
 
     def __init__(self, client, base_url: str, model: str):
         root = base_url.rstrip("/")
@@ -157,20 +166,33 @@ class ServerTokenizer:
         self.local: tuple[str, object] | None = None  # (name, count) of the same tokenizer, run here
         self.requests = 0  # /tokenize requests this instance made (answered or not)
 
+    @classmethod
+    def forget(cls) -> None:
+        """Drop what this process learned of every server (a test's server may reuse a port)."""
+        with cls._cache_lock:
+            cls._cache.clear()
+            cls._probes.clear()
+            cls._starts.clear()
+
     def probe(self) -> bool:
         """True when the server counts tokens for us (tries both request shapes
-        once). Raises LLMCallError when the server could not be asked at all."""
+        once per server and model in this process). Raises LLMCallError when
+        the server could not be asked at all."""
+        known = self._probes.get((self.url, self.model))
+        if known is None:
+            known = self._probes[(self.url, self.model)] = self._probe_shapes()
+        self._shape, self.local = known
+        return self._shape is not None
+
+    def _probe_shapes(self) -> tuple[str | None, tuple | None]:
         for shape in ("llamacpp", "vllm"):
             try:
                 payload = self._post(PROBE_TEXT, shape)
                 count = _count_of(payload)
             except TokenizerUnavailable:
                 continue
-            self._shape = shape
-            self.local = _same_tokenizer(payload.get("tokens"), count)
-            return True
-        self._shape = None
-        return False
+            return shape, _same_tokenizer(payload.get("tokens"), count)
+        return None, None
 
     def describe(self) -> str:
         from pipelines.secrets import public_url
@@ -183,20 +205,56 @@ class ServerTokenizer:
             return 0
         if self.local is not None:
             return self.local[1](text)
-        key = (self.url, self.model, hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest())
+        key = self._key(text)
         with self._cache_lock:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached
         count = _count_of(self._post(text, self._shape))
+        self._keep(key, count)
+        return count
+
+    def remember(self, text: str, count: int) -> None:
+        """The server's own count of `text` (an answer's completion tokens):
+        counting it later costs no request."""
+        if text and count > 0 and self.local is None:
+            self._keep(self._key(text), count)
+
+    def token_starts(self, text: str) -> list[int] | None:
+        """Character offsets at which each of the server's tokens of `text`
+        starts, from one request that asks for the tokens' text too
+        (llama.cpp's `with_pieces`, vLLM's `return_token_strs`); None when
+        the server does not answer with pieces that spell `text` back."""
+        if not text or self._shape is None or self.local is not None:
+            return None
+        digest = self._key(text)
+        with self._cache_lock:
+            if digest in self._starts:
+                return self._starts[digest]
+        try:
+            payload = self._post(text, self._shape, pieces=True)
+        except TokenizerUnavailable:  # refused (too long for the server, say): counted the other way
+            starts = None
+        else:
+            starts = _starts_from_pieces(text, _pieces_of(payload))
+            self._keep(digest, len(starts) if starts is not None else _count_of(payload))
+        with self._cache_lock:
+            self._starts[digest] = starts
+            while len(self._starts) > STARTS_KEPT:
+                self._starts.popitem(last=False)
+        return starts
+
+    def _key(self, text: str) -> tuple:
+        return (self.url, self.model, hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest())
+
+    def _keep(self, key: tuple, count: int) -> None:
         with self._cache_lock:
             self._cache[key] = count
             while len(self._cache) > SERVER_COUNT_CACHE:
                 self._cache.popitem(last=False)
-        return count
 
-    def _post(self, text: str, shape: str | None) -> dict:
+    def _post(self, text: str, shape: str | None, pieces: bool = False) -> dict:
         import openai
 
         from pipelines.llm.api import api_failure
@@ -205,6 +263,8 @@ class ServerTokenizer:
 
         body = {"content": text, "add_special": False} if shape == "llamacpp" else {
             "model": self.model, "prompt": text, "add_special_tokens": False}
+        if pieces:
+            body["with_pieces" if shape == "llamacpp" else "return_token_strs"] = True
         self.requests += 1
         started = time.perf_counter()
         try:
@@ -228,6 +288,85 @@ def _count_of(payload: dict) -> int:
     if isinstance(payload.get("tokens"), list):
         return len(payload["tokens"])
     raise TokenizerUnavailable("/tokenize answered without tokens")
+
+
+def _pieces_of(payload: dict) -> list[bytes] | None:
+    """Each token's bytes: llama.cpp's `tokens: [{"id", "piece"}]` (a piece is
+    text, or a list of byte values where it is not valid UTF-8 alone), or
+    vLLM's `token_strs` (the vocabulary's strings: byte-level BPE's mapped
+    bytes, or SentencePiece's "▁" and "<0xNN>")."""
+    tokens = payload.get("tokens")
+    if isinstance(tokens, list) and tokens and all(isinstance(t, dict) and "piece" in t for t in tokens):
+        pieces = [t["piece"] for t in tokens]
+        if all(isinstance(p, str) for p in pieces if not isinstance(p, list)):
+            return [bytes(p) if isinstance(p, list) else p.encode("utf-8", "surrogatepass") for p in pieces]
+        return None
+    strs = payload.get("token_strs")
+    if isinstance(strs, list) and strs and all(isinstance(t, str) for t in strs):
+        return _byte_level_bytes(strs) or _sentencepiece_bytes(strs)
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's printable stand-in for each byte (byte-level BPE vocabularies), inverted."""
+    visible = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = {b: chr(b) for b in visible}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return {c: b for b, c in chars.items()}
+
+
+def _byte_level_bytes(strs: list[str]) -> list[bytes] | None:
+    alphabet = _byte_level_alphabet()
+    try:
+        return [bytes(alphabet[c] for c in s) for s in strs]
+    except KeyError:  # not a byte-level vocabulary
+        return None
+
+
+def _sentencepiece_bytes(strs: list[str]) -> list[bytes]:
+    out = []
+    for s in strs:
+        if len(s) == 6 and s.startswith("<0x") and s.endswith(">"):
+            try:
+                out.append(bytes([int(s[3:5], 16)]))
+                continue
+            except ValueError:
+                pass
+        out.append(s.replace("▁", " ").encode("utf-8", "surrogatepass"))
+    return out
+
+
+def _starts_from_pieces(text: str, pieces: list[bytes] | None) -> list[int] | None:
+    """Character offsets where each token starts, when the pieces spell the
+    text (a SentencePiece model's added leading space allowed); else None. A
+    token that begins inside a character (a byte of it) starts at that character."""
+    if not pieces:
+        return None
+    raw = text.encode("utf-8", "surrogatepass")
+    spelled = b"".join(pieces)
+    shift = 0
+    if spelled != raw:
+        if spelled == b" " + raw:  # the dummy prefix SentencePiece adds
+            shift = 1
+        else:
+            return None
+    # byte offset -> character offset: a character starts at every byte that is not a continuation byte
+    char_at = [0] * (len(raw) + 1)
+    chars = 0
+    for i, byte in enumerate(raw):
+        chars += byte & 0xC0 != 0x80
+        char_at[i] = chars - 1
+    char_at[len(raw)] = len(text)
+    starts, at = [], -shift
+    for piece in pieces:
+        starts.append(char_at[max(0, at)] if at < len(raw) else len(text))
+        at += len(piece)
+    return starts
 
 
 def _same_tokenizer(tokens, count: int):

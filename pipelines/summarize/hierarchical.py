@@ -114,6 +114,12 @@ class HierarchicalSummarizer:
         return SummaryRecord.from_outcome(outcome, level=0, idx=chunk.idx, kind="chunk", token_limit=token_limit, word_limit=words,
                        first_chunk=chunk.idx, last_chunk=chunk.idx)
 
+    def _labelled_cost(self, n: int, record: SummaryRecord) -> int:
+        """Tokens of the n-th labelled summary in a merge prompt, the separator included. The label
+        is bounded by its bytes (a token spans at least one), so that only the summary is counted:
+        an answer's count is already known, a labelled one would cost a server a request."""
+        return self.llm.count_tokens(record.text) + len(_label(n).encode()) + 2
+
     def group(self, below: list[SummaryRecord], out_limit: int) -> list[list[SummaryRecord]]:
         """Consecutive runs of summaries that fit one merge prompt each."""
         groups: list[list[SummaryRecord]] = []
@@ -122,12 +128,12 @@ class HierarchicalSummarizer:
         for record in below:
             with_context = bool(groups)
             room = self.merge_room(out_limit, with_context=with_context)
-            cost = self.llm.count_tokens(_labelled(len(current) + 1, record.text)) + 2
+            cost = self._labelled_cost(len(current) + 1, record)
             if current and used + cost > room:
                 groups.append(current)
                 current, used = [], 0
                 room = self.merge_room(out_limit, with_context=True)
-                cost = self.llm.count_tokens(_labelled(1, record.text)) + 2
+                cost = self._labelled_cost(1, record)
             if cost > room:
                 raise PromptTooLongError(f"a level-{record.level} summary of {cost} tokens does not fit a merge prompt")
             current.append(record)
@@ -217,5 +223,9 @@ class HierarchicalSummarizer:
 
 
 def _labelled(n: int, text: str) -> str:
-    return f"Summary {n}:\n{text}"
+    return f"{_label(n)}{text}"
+
+
+def _label(n: int) -> str:
+    return f"Summary {n}:\n"
 
