@@ -142,9 +142,9 @@ class ModelShare:
 def import_fables(store, path: str | Path, label: str | None = None) -> list[ModelShare]:
     """Write the release into the store (re-importing a label replaces it); per-model shares, best first."""
     from pipelines.store import utc
-    from scoring import config_hash, score_row, write
     from scoring.booookscore import file_sha256
     from scoring.faithfulness import FaithfulnessResult
+    from scoring.records import config_hash, score_row, write
 
     summaries = load_release(path)
     label = label or DEFAULT_LABEL
@@ -250,7 +250,7 @@ def evaluate_judge(store, summaries: list[FablesSummary], llm, *, limit: int | N
     of unknown runs); each claim row keeps its call's request hash."""
     from pipelines.llm.recording import new_id
     from pipelines.store import utc
-    from scoring import config_hash, score_row, write
+    from scoring.records import config_hash, score_row, write
 
     picked = sample(summaries, limit)
     if not picked:
