@@ -41,7 +41,7 @@ from pathlib import Path
 from benchlib import LOCAL, SHARED, apply_quick, data_file, excerpt, table  # noqa: E402 (puts the repository on sys.path)
 
 from pipelines.defaults import DEFAULT_MODEL  # noqa: E402
-from scoring.code_retention import needed_definitions, random_selection, retained  # noqa: E402
+from pipelines.compress.retention import needed_definitions, random_selection, retained  # noqa: E402
 RANDOM_SEEDS = (0, 1, 2, 3, 4)
 QUICK = {"task": ["zipfile.py:open:2444"], "context_lines": 300, "limit": 1, "story_words": 800, "attempts": 1}
 

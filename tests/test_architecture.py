@@ -156,3 +156,16 @@ def test_scoring_judges_text_and_runs_no_summarizer():
                 for t in targets if any(t == r or t.startswith(r + ".") for r in runs_summaries)]
     assert problems == []
     assert {"pipelines.runner", "scoring"} <= edges["pipelines.evaluate"]
+
+
+def test_scoring_imports_neither_compression_nor_summarizing():
+    """scoring/ turns a summary's text into numbers: it reaches into no
+    compressor and no summarizer (a measure of compression, such as what
+    compressed code retains, lives with compression in pipelines.compress)."""
+    forbidden = ("pipelines.compress", "pipelines.summarize")
+    edges = graph()
+    scoring = [m for m in edges if m == "scoring" or m.startswith("scoring.")]
+    assert len(scoring) > 1
+    problems = [f"{module} imports {t}" for module in scoring for t in edges[module]
+                if any(t == f or t.startswith(f + ".") for f in forbidden)]
+    assert problems == []

@@ -16,8 +16,6 @@ import textwrap
 import pytest
 from conftest import DATA
 
-from scoring.code_retention import needed_definitions, random_selection, retained
-
 from pipelines.compress.longcodezip import (
     LongCodeZip,
     LongCodeZipSettings,
@@ -32,6 +30,7 @@ from pipelines.compress.longcodezip import (
     split_code,
     split_lines,
 )
+from pipelines.compress.retention import needed_definitions, random_selection, retained
 
 DEMO = DATA / "code" / "longcodezip_demo"
 TASKS = DATA / "code" / "stdlib_funccomp" / "tasks.jsonl"
