@@ -35,17 +35,12 @@ from typing import Callable, Iterable, Protocol, Sequence
 from pipelines.corpus import CorpusItem
 from pipelines.documents import load_document
 from pipelines.llm.recording import new_id
+from pipelines.report import SCORES
 from pipelines.runner import RunConfig, alive, make_backend, summarize_document
 from pipelines.secrets import redact
 from pipelines.store import Store, utc
 
 BASELINE = "extractive"
-SCORE_COLUMNS = (
-    ("rouge1_f", "rouge1"), ("rouge2_f", "rouge2"), ("rougeL_f", "rougeL"), ("rougeLsum_f", "rougeLsum"),
-    ("bertscore_f1", "bertscore_f1"), ("booookscore", "booookscore"), ("faithfulness_yes", "faithful_yes"),
-    ("faithfulness_supported", "faithful_supported"), ("coverage_deciles", "coverage_deciles"),
-    ("coverage_end_share", "coverage_end_share"),
-)
 
 
 @dataclass
@@ -362,7 +357,7 @@ def summary_table(store: Store, outcomes: Sequence[Outcome]) -> tuple[list[str],
         by_label.setdefault(outcome.configuration, []).append(outcome)
     present = {c for (c,) in store.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'scores_wide'")}
-    scores = [(column, name) for column, name in SCORE_COLUMNS if column in present]
+    scores = [(column, name) for column, name, _ in SCORES if column in present]
     selects = "".join(f", round(avg(w.{column}), 4) AS {name}" for column, name in scores)
     columns = ["configuration", "runs", "ok", "degraded", "failed", "seconds", "llm_calls", "tokens", "words",
                *[name for _, name in scores]]

