@@ -32,6 +32,8 @@ def summarize(args: list[str]) -> subprocess.CompletedProcess:
 def measure(db: Path) -> dict:
     import duckdb
 
+    from pipelines.store import BLOCK_SIZE
+
     con = duckdb.connect(str(db))
     try:
         con.execute("CHECKPOINT")
@@ -46,7 +48,7 @@ def measure(db: Path) -> dict:
         copy = db.with_name("compacted.duckdb")
         copy.unlink(missing_ok=True)
         name = con.execute("SELECT current_database()").fetchone()[0]
-        con.execute(f"ATTACH '{copy}' AS compacted")
+        con.execute(f"ATTACH '{copy}' AS compacted (BLOCK_SIZE {BLOCK_SIZE})")  # as the store makes files
         con.execute(f'COPY FROM DATABASE "{name}" TO compacted')
         con.execute("DETACH compacted")
         compacted = copy.stat().st_size

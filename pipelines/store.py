@@ -43,6 +43,12 @@ DEFAULT_TIMEOUT_S = 60.0
 # bumps the version and adds a step to MIGRATIONS. A file of a newer version
 # than this code knows is refused, never written.
 SCHEMA_VERSION = "3"
+# New files get 64 KiB blocks, not DuckDB's 256 KiB: a run appends a few rows to many small
+# tables and each checkpoint moves every changed block, so a file of 256 KiB blocks grew by
+# whole blocks from re-run to re-run (the demo story: 5.3 MB, up to 1.15x after identical
+# re-runs; with 64 KiB 2.6 MB, 1.00x; bench/bench_store_size.py). 16 KiB gave a smaller
+# demo file but a compacted copy that grew 1.21x on a 466-call run. Older files keep theirs.
+BLOCK_SIZE = 65_536
 
 # Content-addressed storage (version 3). Every distinct text (an LLM request or
 # response, a chunk, a summary) is stored once in `texts`, keyed by the SHA-256
@@ -574,7 +580,8 @@ class Store:
         delay = 0.02
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=self.read_only, config=config)
+                return duckdb.connect(str(self.path), read_only=self.read_only,
+                                      config={"default_block_size": str(BLOCK_SIZE), **config})
             except duckdb.IOException as exc:
                 message = str(exc)
                 if _LOCKED.search(message) and "not a valid" not in message:

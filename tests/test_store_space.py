@@ -14,7 +14,7 @@ from scripted import ScriptedBackend
 
 from pipelines.integrity import verify
 from pipelines.runner import RunConfig, summarize_file
-from pipelines.store import SCHEMA_VERSION, DuckDBJournal, Store, document_calls, file_size, run_tables, vacuum
+from pipelines.store import BLOCK_SIZE, SCHEMA_VERSION, DuckDBJournal, Store, document_calls, file_size, run_tables, vacuum
 
 V2_SCHEMA = Path(__file__).parent / "data" / "store_schema_v2.sql"
 CALL_COLUMNS = ("call_id, run_id, request_hash, backend, model, template, template_hash, step, request, response, "
@@ -74,6 +74,45 @@ def test_a_version_2_file_is_migrated_to_texts_stored_once(tmp_path, read_only):
 
 def _story(books) -> str:
     return excerpt((books / "austen_persuasion.txt").read_text(encoding="utf-8"), 28000)
+
+
+def _checkpointed_size(db: Path) -> int:
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    return file_size(db)
+
+
+def test_the_demo_story_re_run_five_times_keeps_the_files_size(tmp_path, books):
+    """Issue 22's measure: the demo story at the default chunk size, one run and
+    five identical re-runs, each file size taken after a CHECKPOINT (its free
+    blocks included, no vacuum). The issue allows 1.1x; the store's 64 KiB
+    blocks give 1.00x after every re-run, DuckDB's default 256 KiB blocks up
+    to 1.10x here (a re-run's few new rows move whole blocks), 1.15x with the
+    embedded model."""
+    story = books / "doyle_scandal_in_bohemia.txt"
+    db = tmp_path / "demo.duckdb"
+    config = RunConfig(model="scripted")
+    summarize_file(story, config, Store(db), backend=ScriptedBackend(context_window=8192))
+    one_run = _checkpointed_size(db)
+    sizes = []
+    for _ in range(5):
+        again = summarize_file(story, config, Store(db), backend=ScriptedBackend(context_window=8192))
+        assert again.usage.calls == 0
+        sizes.append(_checkpointed_size(db))
+    assert max(sizes) <= 1.05 * one_run, (one_run, sizes)
+
+
+def test_a_new_store_file_has_small_blocks(tmp_path):
+    """A run appends a few rows to many small tables, and each checkpoint moves
+    every changed block: with DuckDB's default 256 KiB blocks a re-run grew the
+    file by whole blocks (1.15x after five re-runs of the demo story)."""
+    Store(tmp_path / "new.duckdb").execute("SELECT 1")
+    con = duckdb.connect(str(tmp_path / "new.duckdb"), read_only=True)
+    assert con.execute("SELECT block_size FROM pragma_database_size()").fetchone() == (BLOCK_SIZE,)
+    con.close()
 
 
 def _run(store: Store, story: Path):
