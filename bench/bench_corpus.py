@@ -33,7 +33,7 @@ CHILD = PEAK_KIB_SOURCE + """
 import json, os, sys
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-from flows.corpus import evaluate_corpus
+from flows.evaluate_flow import evaluate_corpus
 args = json.loads(sys.argv[1])
 evaluate_corpus(**args)
 print(json.dumps({"peak_kib": peak_kib()}))

@@ -56,7 +56,7 @@ def _corpus(path: str, server, db: Path, batch: bool) -> float:
     config = {"method": "hierarchical", "model": "openai:served", "concurrency": 4, "base_url": server.base_url,
               "chunk_size": 1024, "summary_words": 150}
     if path == "flow":
-        from flows.corpus import evaluate_corpus
+        from flows.evaluate_flow import evaluate_corpus
 
         evaluate_corpus(source=str(SUBSET), configs=[config], metrics=[], db=str(db), concurrency=4, batch=batch,
                         report=str(db.with_suffix(".html")))

@@ -1,6 +1,6 @@
 """The Prefect face against the library it runs.
 
-1. A whole story through the `summarize_document` flow (each workflow step a
+1. A whole story through the `summarize-document` flow (each workflow step a
    Prefect task) vs. the library's in-process run (what `summarize FILE`
    runs), embedded model, side by side in one process; and the fixed cost of
    a flow run (an extractive run of a short text: no model, almost no work).
@@ -55,7 +55,7 @@ def main() -> None:
 
 
 def flow_vs_library(tmp: Path, args) -> None:
-    from flows.summarize_flow import summarize_document
+    from flows.summarize_flow import summarize_document_flow
     from pipelines.runner import RunConfig, summarize_file
     from pipelines.store import Store
 
@@ -69,7 +69,7 @@ def flow_vs_library(tmp: Path, args) -> None:
     library = summarize_file(story, RunConfig(), Store(tmp / "library.duckdb"))
     library_wall = time.perf_counter() - started
     started = time.perf_counter()
-    flow = summarize_document(path=str(story), db=str(tmp / "flow.duckdb"))
+    flow = summarize_document_flow(path=str(story), db=str(tmp / "flow.duckdb"))
     flow_wall = time.perf_counter() - started
 
     fixed = {}
@@ -78,7 +78,7 @@ def flow_vs_library(tmp: Path, args) -> None:
         if face == "library":
             summarize_file(short, RunConfig(method="extractive"), Store(tmp / "fixed-library.duckdb"))
         else:
-            summarize_document(path=str(short), method="extractive", db=str(tmp / "fixed-flow.duckdb"))
+            summarize_document_flow(path=str(short), method="extractive", db=str(tmp / "fixed-flow.duckdb"))
         fixed[face] = time.perf_counter() - started
 
     words = len(story.read_text(encoding="utf-8").split())
@@ -86,7 +86,7 @@ def flow_vs_library(tmp: Path, args) -> None:
     print(table(["face", "wall s", "chunks", "LLM calls", "LLM s"], [
         ["library (summarize FILE)", f"{library_wall:.1f}", library.n_chunks, library.usage.calls,
          f"{library.usage.llm_seconds:.1f}"],
-        ["summarize_document flow", f"{flow_wall:.1f}", flow["n_chunks"], flow["usage"]["calls"],
+        ["summarize-document flow", f"{flow_wall:.1f}", flow["n_chunks"], flow["usage"]["calls"],
          f"{flow['usage']['llm_seconds']:.1f}"],
     ]))
     print(f"\nflow / library wall: {flow_wall / library_wall:.3f}; same final summary: "
@@ -101,7 +101,7 @@ def corpus_fan_out(tmp: Path, delay: float) -> None:
     from dask.distributed import LocalCluster
 
     from fake_openai_server import FakeOpenAIServer
-    from flows.corpus import evaluate_corpus
+    from flows.evaluate_flow import evaluate_corpus
 
     shared = (SHARED / "squality" / "dev.jsonl").is_file()
     data = SHARED / "squality" / "dev.jsonl" if shared else LOCAL / "squality" / "dev_subset.jsonl"

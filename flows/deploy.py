@@ -40,8 +40,8 @@ def build_deployments(
     judge_model: str | None = None,
     judge_concurrency: int = 1,
 ):
-    from flows.corpus import evaluate_corpus
-    from flows.summarize_flow import summarize_document
+    from flows.evaluate_flow import evaluate_corpus
+    from flows.summarize_flow import summarize_document_flow
 
     if (cron is None) == (interval is None):
         raise ValueError("give exactly one of a cron schedule or an interval")
@@ -59,7 +59,8 @@ def build_deployments(
         name=name, parameters={k: v for k, v in parameters.items() if v is not None}, tags=["longsum"],
         concurrency_limit=1, **schedule,
     )
-    single = summarize_document.to_deployment(name="on-demand", parameters={"db": db} if db else {}, tags=["longsum"])
+    single = summarize_document_flow.to_deployment(name="on-demand", parameters={"db": db} if db else {},
+                                                   tags=["longsum"])
     return [corpus, single]
 
 
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
                         "or a service file, never in the conninfo)")
     parser.add_argument("--dask-address", help="tcp://host:port of an existing Dask scheduler")
     parser.add_argument("--limit", type=int)
-    parser.add_argument("--export-dir", help="also write each batch as Parquet files here")
+    parser.add_argument("--export-dir", help="also export each evaluation's runs as Parquet files here")
     parser.add_argument("--batch", action="store_true", help="send the LLM requests through the providers' batch APIs")
     parser.add_argument("--max-cost", type=float, help="USD budget of each evaluation")
     parser.add_argument("--read-root", action="append", default=[],

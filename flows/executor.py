@@ -1,6 +1,6 @@
-"""The flows' executor: each step of a workflow batch is a Prefect task.
+"""The flows' executor: each step of a workflow's round is a Prefect task.
 
-The library's workflows hand batches of independent steps to an executor
+The library's workflows hand rounds of independent steps to an executor
 (`pipelines.summarize.executors`); this one submits each as `step_task` to
 the flow's task runner (threads, or Dask), at most `width` at a time and
 within the API's global concurrency limit, and journals every call the

@@ -50,8 +50,8 @@ def configured_limit(backend: str) -> str | None:
 
 @contextlib.contextmanager
 def api_slots(name: str | None, wanted: int):
-    """Hold up to `wanted` slots of the limit while a group of steps runs (one
-    acquisition per group, not per call: each is a round trip to the Prefect
+    """Hold up to `wanted` slots of the limit while a round of steps runs (one
+    acquisition per round, not per call: each is a round trip to the Prefect
     API); yields how many steps may run at once."""
     if not name:
         yield max(1, wanted)

@@ -1,4 +1,5 @@
-"""The `summarize_document` flow: the library's run, each step a Prefect task.
+"""The `summarize-document` flow (`summarize_document_flow`): the library's
+run, each step a Prefect task.
 
 The flow runs `pipelines.runner.summarize_document`, the same orchestration
 the `summarize` command runs, with an executor that makes each workflow step
@@ -24,7 +25,7 @@ from flows.redacting import flow
 from flows.runners import task_runner_for
 from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMMARY_WORDS
 from pipelines.documents import load_document
-from pipelines.runner import RunConfig, make_backend, summarize_document as run_document
+from pipelines.runner import RunConfig, make_backend, summarize_document
 from pipelines.store import Store, call_records, document_calls
 
 
@@ -34,7 +35,7 @@ def _run_name() -> str:
 
 
 @flow(name="summarize-document", flow_run_name=_run_name, log_prints=True)
-def summarize_document(
+def summarize_document_flow(
     path: str,
     method: str = "hierarchical",
     model: str = DEFAULT_MODEL,
@@ -67,13 +68,13 @@ def summarize_document(
     replay = call_records(document_calls(store, document.doc_id))
     limit = configured_limit(backend.backend) if backend is not None else None
     with task_runner_for(dask_address, concurrency) as runner:
-        result = run_document(document, config, store, backend=backend,
-                              executor_for=partial(PrefectExecutor, runner, store, config=config, replay=replay,
-                                                   limit=limit),
-                              extra_params={"prefect_flow_run_id": str(flow_run.id)})
+        result = summarize_document(document, config, store, backend=backend,
+                                    executor_for=partial(PrefectExecutor, runner, store, config=config,
+                                                         replay=replay, limit=limit),
+                                    extra_params={"prefect_flow_run_id": str(flow_run.id)})
     summary = result.as_json()
     if metrics:
-        from flows.corpus import judge_options
+        from flows.evaluate_flow import judge_options
 
         summary["scores"] = score_task(store, result.run_id, metrics, references,
                                        judge_options(judge_model, judge_concurrency))

@@ -100,8 +100,9 @@ class Node:
 
 
 def select_runs(store: Store, run_ids: Sequence[str] = (), *, last: int | None = None, document: str | None = None,
-                batch: str | None = None) -> list[str]:
-    """Run ids (prefixes allowed) by id, the last N, a document's title, or a corpus batch."""
+                corpus_run: str | None = None) -> list[str]:
+    """Run ids (prefixes allowed) by id, the last N, a document's title, or a corpus run
+    (an evaluation's id: every run it made)."""
     found: list[str] = []
     for prefix in run_ids:
         rows = store.execute("SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY started_at", [prefix])
@@ -112,9 +113,9 @@ def select_runs(store: Store, run_ids: Sequence[str] = (), *, last: int | None =
         found += [run_id for run_id, path, title in store.execute(
             "SELECT r.run_id, r.document_path, d.title FROM runs r LEFT JOIN (SELECT DISTINCT ON (doc_id) * FROM documents) d USING (doc_id) "
             "ORDER BY r.started_at") if _names_document(document, path, title)]
-    if batch:
+    if corpus_run:
         found += [r for (r,) in store.execute(
-            "SELECT run_id FROM runs WHERE params->>'corpus' = ? ORDER BY started_at", [batch])]
+            "SELECT run_id FROM runs WHERE params->>'corpus' = ? ORDER BY started_at", [corpus_run])]
     if last:
         found += [r for (r,) in reversed(store.execute(
             "SELECT run_id FROM runs ORDER BY started_at DESC LIMIT ?", [last]))]

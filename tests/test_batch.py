@@ -125,7 +125,7 @@ def _assert_only_unfinished_sent_again(first: list[str], finished: int, sent_ids
 CRASHING_FLOW = """
 import json, sys
 from prefect.testing.utilities import prefect_test_harness
-from flows.corpus import evaluate_corpus
+from flows.evaluate_flow import evaluate_corpus
 with prefect_test_harness(server_startup_timeout=120):
     evaluate_corpus(source=sys.argv[3], configs=[json.loads(sys.argv[2])], metrics=[], db=sys.argv[1], batch=True)
 """
@@ -157,7 +157,7 @@ def test_a_crashed_flow_resumes_against_its_pending_batch(server, tmp_path, cli_
     sent_before = [l["custom_id"] for l in server.batch_lines]
 
     server.hold_batches.clear()
-    from flows.corpus import evaluate_corpus
+    from flows.evaluate_flow import evaluate_corpus
     from pipelines.store import Store
 
     table = evaluate_corpus(source=str(SUBSET), configs=[_flow_config(server.base_url)], metrics=[], db=str(db),
@@ -186,7 +186,7 @@ def _journaled(db: Path) -> int:
 def test_the_corpus_flow_in_batch_mode(server, tmp_path, prefect_harness, monkeypatch):
     """evaluate_corpus(batch=True): the flow runs the documents in its process
     through the collector; every answer came from a batch, at half price."""
-    from flows.corpus import evaluate_corpus
+    from flows.evaluate_flow import evaluate_corpus
     from pipelines.store import Store
 
     monkeypatch.setenv("LONGSUM_PRICE_AS", PRICE_AS)

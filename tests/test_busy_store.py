@@ -191,7 +191,7 @@ def test_a_summarize_flow_keeps_every_step_call_while_the_file_is_held(tmp_path,
     """Held from the first request to the end of the flow: every step's calls
     (`record_calls`), the summaries and the finished run are spooled and in
     the store afterwards; the re-run pays for nothing."""
-    from flows.summarize_flow import summarize_document
+    from flows.summarize_flow import summarize_document_flow
 
     story = tmp_path / "story.txt"
     story.write_text(excerpt(scandal_text, 500), encoding="utf-8")
@@ -201,7 +201,7 @@ def test_a_summarize_flow_keeps_every_step_call_while_the_file_is_held(tmp_path,
                     context_window=2048, concurrency=3)
     with FakeOpenAIServer(answer=answer) as server:
         try:
-            result = summarize_document(base_url=server.base_url, **settings)
+            result = summarize_document_flow(base_url=server.base_url, **settings)
             assert holder.holding.is_set() and spool_path(Store(db)).stat().st_size > 0
         finally:
             holder.release()
@@ -211,7 +211,7 @@ def test_a_summarize_flow_keeps_every_step_call_while_the_file_is_held(tmp_path,
         assert store.execute("SELECT status, llm_calls, n_summaries FROM runs") == \
             [(result["status"], paid, result["n_summaries"])]
         assert store.execute("SELECT text FROM summaries WHERE is_final") == [(result["summary"],)]
-        again = summarize_document(base_url=server.base_url, **settings)
+        again = summarize_document_flow(base_url=server.base_url, **settings)
         assert len(server.requests) == paid and again["usage"]["cache_hits"] == paid
 
 
@@ -222,7 +222,7 @@ def test_a_corpus_flow_loses_no_run_failure_score_or_paid_call_while_the_file_is
     is in the store afterwards, no run stays `running`, and the re-run pays for
     no answer twice. The flow may stop where it must read the file (a held
     file cannot be read), never because a write met it."""
-    from flows.corpus import evaluate_corpus
+    from flows.evaluate_flow import evaluate_corpus
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

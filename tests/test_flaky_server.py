@@ -94,7 +94,7 @@ def test_a_corpus_survives_a_flaky_server(path, server, tmp_path, cli_env, prefe
     before = _answered(server, batch)
     db = tmp_path / "flaky.duckdb"
     if path == "flow":
-        from flows.corpus import evaluate_corpus
+        from flows.evaluate_flow import evaluate_corpus
 
         evaluate_corpus(source=str(SUBSET), configs=[_config(server.base_url)], metrics=[], db=str(db),
                         concurrency=4, report=str(tmp_path / "report.html"))

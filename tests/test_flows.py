@@ -50,12 +50,12 @@ def test_cli_and_flow_write_the_same_summaries(small_story, tmp_path, method, co
     """One workflow, two executors: threads in-process (the CLI) and Prefect
     tasks (the flow), each with its own database so that no answer is shared;
     with compression, the same compressed chunks too."""
-    from flows.summarize_flow import summarize_document
+    from flows.summarize_flow import summarize_document_flow
 
     with FakeOpenAIServer() as server:
         settings = dict(method=method, compress=compress, base_url=server.base_url, concurrency=3, **API)
         library = summarize_file(small_story, RunConfig(**settings), Store(tmp_path / "cli.duckdb"))
-        flow = summarize_document(path=str(small_story), db=str(tmp_path / "flow.duckdb"), **settings)
+        flow = summarize_document_flow(path=str(small_story), db=str(tmp_path / "flow.duckdb"), **settings)
     assert library.n_chunks >= 6 and flow["n_chunks"] == library.n_chunks
     assert flow["summary"] == library.summary
     in_library = summaries(tmp_path / "cli.duckdb", library.run_id)
@@ -72,10 +72,10 @@ def test_cli_and_flow_write_the_same_summaries(small_story, tmp_path, method, co
 def test_flow_on_the_embedded_model_persists_links_and_replays(small_story, tmp_path):
     from prefect.client.orchestration import get_client
 
-    from flows.summarize_flow import summarize_document
+    from flows.summarize_flow import summarize_document_flow
 
     db = tmp_path / "flow.duckdb"
-    result = summarize_document(path=str(small_story), db=str(db), **SMALL)
+    result = summarize_document_flow(path=str(small_story), db=str(db), **SMALL)
     assert result["status"] in ("ok", "degraded") and result["n_chunks"] >= 3
     store = Store(db)
     ((status, params, calls, n_summaries),) = store.execute(
@@ -98,13 +98,13 @@ def test_flow_on_the_embedded_model_persists_links_and_replays(small_story, tmp_
     assert {p.name for p in tmp_path.iterdir()} <= {"flow.duckdb", "flow.duckdb.wal"}
 
     # Re-running replays every finished call from the journal: none is made again.
-    again = summarize_document(path=str(small_story), db=str(db), **SMALL)
+    again = summarize_document_flow(path=str(small_story), db=str(db), **SMALL)
     assert again["usage"]["calls"] == 0 and again["usage"]["cache_hits"] == calls
     assert again["summary"] == result["summary"]
 
 
 def test_flow_crash_then_rerun_repeats_no_finished_call(small_story, tmp_path, monkeypatch):
-    from flows.summarize_flow import summarize_document
+    from flows.summarize_flow import summarize_document_flow
     from pipelines.summarize.hierarchical import HierarchicalSummarizer
 
     db = tmp_path / "crash.duckdb"
@@ -116,13 +116,13 @@ def test_flow_crash_then_rerun_repeats_no_finished_call(small_story, tmp_path, m
     monkeypatch.setattr(HierarchicalSummarizer, "merge", merge)
     params = dict(path=str(small_story), db=str(db), chunk_size=200, summary_words=45, context_window=1024)
     with pytest.raises(Exception):
-        summarize_document(**params)
+        summarize_document_flow(**params)
     store = Store(db)
     ((status, error, made),) = store.execute("SELECT status, error, llm_calls FROM runs")
     assert status == "failed" and "worker lost" in error and made >= 3  # the chunk summaries' calls were kept
 
     monkeypatch.setattr(HierarchicalSummarizer, "merge", real_merge)
-    result = summarize_document(**params)
+    result = summarize_document_flow(**params)
     assert result["status"] in ("ok", "degraded")
     repeated = store.execute(
         "SELECT request_hash FROM llm_calls WHERE status = 'ok' AND NOT cached GROUP BY 1 HAVING count(*) > 1")
@@ -133,10 +133,10 @@ def test_flow_crash_then_rerun_repeats_no_finished_call(small_story, tmp_path, m
 
 def test_incremental_updates_run_one_after_another(small_story, tmp_path):
     """Each update starts only after the one before returned, in chunk order."""
-    from flows.summarize_flow import summarize_document
+    from flows.summarize_flow import summarize_document_flow
 
     with FakeOpenAIServer(delay=0.2) as server:
-        result = summarize_document(path=str(small_story), db=str(tmp_path / "inc.duckdb"), method="incremental",
+        result = summarize_document_flow(path=str(small_story), db=str(tmp_path / "inc.duckdb"), method="incremental",
                                     base_url=server.base_url, concurrency=4, **API)
     assert server.max_in_flight == 1
     calls = Store(tmp_path / "inc.duckdb").execute(
@@ -149,10 +149,10 @@ def test_incremental_updates_run_one_after_another(small_story, tmp_path):
 
 
 def test_chunk_level_concurrency_is_bounded(small_story, tmp_path):
-    from flows.summarize_flow import summarize_document
+    from flows.summarize_flow import summarize_document_flow
 
     with FakeOpenAIServer(delay=0.4) as server:
-        result = summarize_document(path=str(small_story), db=str(tmp_path / "api.duckdb"), base_url=server.base_url,
+        result = summarize_document_flow(path=str(small_story), db=str(tmp_path / "api.duckdb"), base_url=server.base_url,
                                     concurrency=2, **API)
     assert result["n_chunks"] >= 6
     assert server.max_in_flight == 2  # concurrent, and never more than asked
@@ -163,13 +163,13 @@ def test_flows_occupy_the_configured_limit_and_never_change_it(small_story, tmp_
     from concurrent.futures import ThreadPoolExecutor
 
     from flows.limits import read_limits, set_limit
-    from flows.summarize_flow import summarize_document
+    from flows.summarize_flow import summarize_document_flow
 
     set_limit("openai", 2)
     try:
         with FakeOpenAIServer(delay=0.4) as server:
             def one(width):
-                return summarize_document(path=str(small_story), db=str(tmp_path / f"w{width}.duckdb"),
+                return summarize_document_flow(path=str(small_story), db=str(tmp_path / f"w{width}.duckdb"),
                                           base_url=server.base_url, concurrency=width, **API)
 
             with ThreadPoolExecutor(2) as pool:
@@ -197,7 +197,7 @@ def test_a_flow_holds_no_more_slots_than_the_limit_allows(small_story, tmp_path)
     from prefect.client.orchestration import get_client
 
     from flows.limits import set_limit
-    from flows.summarize_flow import summarize_document
+    from flows.summarize_flow import summarize_document_flow
 
     def active_slots() -> int:
         with get_client(sync_client=True) as client:
@@ -221,7 +221,7 @@ def test_a_flow_holds_no_more_slots_than_the_limit_allows(small_story, tmp_path)
     watcher.start()
     try:
         with FakeOpenAIServer(answer=answer) as server:
-            result = summarize_document(path=str(small_story), db=str(tmp_path / "slots.duckdb"),
+            result = summarize_document_flow(path=str(small_story), db=str(tmp_path / "slots.duckdb"),
                                         base_url=server.base_url, concurrency=3, **API)
         assert result["n_chunks"] >= 6 and len(seen) == result["usage"]["calls"] > 0
         assert set(seen) == {1}  # every call made while the flow held one slot, never more
@@ -236,11 +236,11 @@ def test_a_flow_holds_no_more_slots_than_the_limit_allows(small_story, tmp_path)
 
 def test_an_edited_prompt_is_asked_again_an_unedited_one_is_replayed(small_story, tmp_path, monkeypatch):
     import prompts
-    from flows.summarize_flow import summarize_document
+    from flows.summarize_flow import summarize_document_flow
 
     db = tmp_path / "prompts.duckdb"
     with FakeOpenAIServer() as server:
-        run = lambda: summarize_document(path=str(small_story), db=str(db), base_url=server.base_url, **API)  # noqa: E731
+        run = lambda: summarize_document_flow(path=str(small_story), db=str(db), base_url=server.base_url, **API)  # noqa: E731
         first = run()
         assert first["usage"]["calls"] > 0
         assert run()["usage"]["calls"] == 0  # nothing changed: every answer replayed
@@ -332,7 +332,7 @@ def dask_workers(tmp_path, unprivileged):
 
 
 def test_corpus_fans_out_across_dask_workers_that_share_no_files(tmp_path, scandal_text, books, dask_workers):
-    from flows.corpus import evaluate_corpus
+    from flows.evaluate_flow import evaluate_corpus
 
     address, homes, prefix = dask_workers
     corpus = _corpus(tmp_path, scandal_text, books)
@@ -394,11 +394,11 @@ def test_corpus_fans_out_across_dask_workers_that_share_no_files(tmp_path, scand
 def test_flow_compresses_chunks_and_records_the_saving(small_story, tmp_path):
     """--compress in the flow: each chunk through SCOPE in its own task (an
     OpenAI-compatible server rewrites), rows in compressed_chunks, the saving on the run."""
-    from flows.summarize_flow import summarize_document
+    from flows.summarize_flow import summarize_document_flow
 
     db = tmp_path / "compress.duckdb"
     with FakeOpenAIServer() as server:
-        result = summarize_document(path=str(small_story), db=str(db), model="openai:fake", base_url=server.base_url,
+        result = summarize_document_flow(path=str(small_story), db=str(db), model="openai:fake", base_url=server.base_url,
                                     compress="scope", compress_ratio=0.5, compress_query="Who is Irene Adler?",
                                     **SMALL)
     store = Store(db)

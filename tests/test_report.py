@@ -93,7 +93,7 @@ def test_the_tree_holds_every_summary_and_chunk_once(filled):
         assert count_nodes(_tree(store, run_id)) == tree_size(store, [run_id])
 
 
-def test_runs_are_selected_by_id_last_document_and_batch(filled, tmp_path):
+def test_runs_are_selected_by_id_last_document_and_corpus_run(filled, tmp_path):
     store, run_ids = filled
     assert select_runs(store, [run_ids[0][:8]]) == [run_ids[0]]
     assert select_runs(store, last=2) == run_ids[1:]
@@ -102,11 +102,11 @@ def test_runs_are_selected_by_id_last_document_and_batch(filled, tmp_path):
     from pipelines.evaluate import Outcome, tag_runs
 
     corpus = tag_runs(store, [Outcome("d", "c", "ok", run_ids[1], 1.0)])
-    assert select_runs(store, batch=corpus) == [run_ids[1]]
+    assert select_runs(store, corpus_run=corpus) == [run_ids[1]]
     with pytest.raises(ReportError, match="no run 'feedface'"):
         select_runs(store, ["feedface"])
     with pytest.raises(ReportError, match="no runs selected"):
-        select_runs(store, batch="nope")
+        select_runs(store, corpus_run="nope")
 
 
 def test_the_command_writes_the_report_and_refuses_nothing_to_report(filled, tmp_path):

@@ -59,13 +59,13 @@ def served(tmp_path_factory, scandal_text, prefect_harness):
 @pytest.fixture()
 def loaders(monkeypatch, served):
     """Spies on the flows' document and corpus loaders, the policy installed."""
-    import flows.corpus
+    import flows.evaluate_flow
     import flows.summarize_flow
     from flows.guard import POLICY_ENV
 
     monkeypatch.setenv(POLICY_ENV, json.dumps(asdict(served["policy"])))
     calls = []
-    for module, name in ((flows.summarize_flow, "load_document"), (flows.corpus, "load_corpus")):
+    for module, name in ((flows.summarize_flow, "load_document"), (flows.evaluate_flow, "load_corpus")):
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: calls.append((_name, a)) or _real(*a, **k))
     return calls
@@ -77,10 +77,10 @@ def run_deployment(served, deployment: str, parameters: dict):
     from prefect.client.orchestration import get_client
     from prefect.flow_engine import run_flow
 
-    from flows.corpus import evaluate_corpus
-    from flows.summarize_flow import summarize_document
+    from flows.evaluate_flow import evaluate_corpus
+    from flows.summarize_flow import summarize_document_flow
 
-    flow = {"on-demand": summarize_document, "nightly-evaluation": evaluate_corpus}[deployment]
+    flow = {"on-demand": summarize_document_flow, "nightly-evaluation": evaluate_corpus}[deployment]
     with get_client(sync_client=True) as client:
         created = client.create_flow_run_from_deployment(served["ids"][deployment], parameters=parameters)
     run_flow(flow, flow_run=created, parameters=created.parameters, return_type="state")

@@ -19,7 +19,7 @@ import sys
 import click
 from click_default_group import DefaultGroup
 
-from pipelines.cli import chunks, compress, flows, report, run, scoring, store, text
+from pipelines.cli import chunks, compress, corpus, limits, report, run, scoring, serve, store, text
 from pipelines.cli.common import EXIT_INTERRUPTED, EXIT_USER_ERROR, user_errors
 
 
@@ -40,8 +40,8 @@ def cli() -> None:
 for command in (
     run.run_command, store.runs_command, store.show_command, store.sql_command, store.check_command,
     store.db_path_command, store.vacuum_command, chunks.chunks_command, compress.compress_command, scoring.score_command,
-    scoring.eval_group, scoring.import_booookscore_command, scoring.import_fables_command, flows.corpus_command,
-    flows.serve_command, flows.limits_command, text.text_command, report.report_command, store.snapshots_command,
+    scoring.eval_group, scoring.import_booookscore_command, scoring.import_fables_command, corpus.corpus_command,
+    serve.serve_command, limits.limits_command, text.text_command, report.report_command, store.snapshots_command,
     store.db_group,
 ):
     cli.add_command(command)

@@ -1,5 +1,5 @@
 """What the command modules share: the one-line user error, the store and
-scoring options, and writing an output file atomically."""
+scoring options, Prefect's environment, and writing an output file atomically."""
 
 from __future__ import annotations
 
@@ -38,6 +38,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def strict_from_environment() -> bool:
     """LONGSUM_STRICT=1 (or true/yes/on): a degraded run is not a success."""
     return os.environ.get("LONGSUM_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def prefect_environment() -> None:
+    """Before Prefect is imported: nothing phones home."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def open_store(db_path: Path | str | None, read_only: bool = False, at: str | None = None):

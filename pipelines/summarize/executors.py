@@ -1,10 +1,10 @@
 """Executors: who runs a workflow's independent steps.
 
 A workflow (hierarchical merging, incremental updating, chunk compression)
-is written once, in the library. Wherever it has a batch of steps that do not
+is written once, in the library. Wherever it has a round of steps that do not
 depend on each other (the chunk summaries of a level, the compressions of a
 document's chunks) it hands them to an executor as one `map` call; a step
-that depends on the one before is a batch of one. A step is a method of a
+that depends on the one before is a round of one. A step is a method of a
 *step owner* (a summarizer, a chunk compressor) called with picklable
 arguments and returning a picklable result.
 
@@ -38,16 +38,16 @@ class Executor(Protocol):
     def map(self, step: Callable, calls: Sequence[tuple]) -> list:
         """`step(*args)` for each args in calls (a bound method of a step owner),
         results in the order of `calls`. Raises the first failure, after every
-        step of the batch has finished."""
+        step of the round has finished."""
 
 
 def call(executor: Executor, step: Callable, *args):
-    """One dependent step: a batch of one."""
+    """One dependent step: a round of one."""
     return executor.map(step, [args])[0]
 
 
 class ThreadExecutor:
-    """Steps of a batch run in up to `width` threads of this process."""
+    """Steps of a round run in up to `width` threads of this process."""
 
     def __init__(self, width: int = 1):
         self.width = max(1, width)

@@ -193,11 +193,11 @@ class HierarchicalSummarizer:
 
     def run(self, chunks: list[Chunk], executor: Executor | None = None) -> list[SummaryRecord]:
         """Every summary of the run, chunk summaries first; the last is final.
-        The chunk summaries are two batches for the executor (the first
+        The chunk summaries are two rounds for the executor (the first
         LEARN_STEPS, whose outcome decides how many attempts the others get;
         see RetryLearning), each merge a step. Through a provider's batch API
-        they are one batch: a second wave would cost a batch's turnaround (up
-        to a day) to spare a model that cannot answer its retries."""
+        they are one round: a second would cost a batch's turnaround (up to a
+        day) to spare a model that cannot answer its retries."""
         if not chunks:
             return []
         executor = executor or ThreadExecutor(self.settings.concurrency)
@@ -205,9 +205,9 @@ class HierarchicalSummarizer:
         self.progress.expect(len(chunks))
         current = []
         batched = bool(self.llm.backend.describe().get("batch"))
-        for batch in ((chunks,) if batched else (chunks[:LEARN_STEPS], chunks[LEARN_STEPS:])):
-            if batch:
-                done = executor.map(self.summarize_chunk, [(chunk, len(chunks), limits[0]) for chunk in batch])
+        for chunk_round in ((chunks,) if batched else (chunks[:LEARN_STEPS], chunks[LEARN_STEPS:])):
+            if chunk_round:
+                done = executor.map(self.summarize_chunk, [(chunk, len(chunks), limits[0]) for chunk in chunk_round])
                 self._learn(done)
                 current += done
         records = list(current)

@@ -178,7 +178,7 @@ def test_two_processes_share_one_database(story, cli_env, tmp_path, scandal_text
 def test_a_flow_with_parallel_tasks_opens_one_writer(story, tmp_path, monkeypatch, prefect_harness):
     import threading
 
-    from flows.summarize_flow import summarize_document
+    from flows.summarize_flow import summarize_document_flow
     from pipelines import store as store_module
 
     opened = []
@@ -190,7 +190,7 @@ def test_a_flow_with_parallel_tasks_opens_one_writer(story, tmp_path, monkeypatc
 
     monkeypatch.setattr(store_module.Store, "_open", spy)
     with FakeOpenAIServer(delay=0.2) as server:
-        result = summarize_document(path=str(story), model="openai:fake", base_url=server.base_url, chunk_size=120,
+        result = summarize_document_flow(path=str(story), model="openai:fake", base_url=server.base_url, chunk_size=120,
                                     summary_words=40, db=str(tmp_path / "one.duckdb"), concurrency=4)
     assert result["n_chunks"] >= 6 and server.max_in_flight > 1  # tasks did run in parallel
     writers = {name for name, read_only in opened if not read_only}

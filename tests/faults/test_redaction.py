@@ -146,11 +146,11 @@ def test_a_failed_flow_run_sends_prefect_no_credential(tmp_path, prefect_harness
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, LogFilter
     from prefect.logging.handlers import APILogWorker
 
-    from flows.summarize_flow import summarize_document
+    from flows.summarize_flow import summarize_document_flow
     from pipelines.documents import DocumentError
 
     with pytest.raises(DocumentError) as failed:
-        summarize_document(path=f"http://alice:{PASSWORD}@host/book.txt", db=str(tmp_path / "f.duckdb"))
+        summarize_document_flow(path=f"http://alice:{PASSWORD}@host/book.txt", db=str(tmp_path / "f.duckdb"))
     assert PASSWORD not in str(failed.value) and "***@host" in str(failed.value)
     APILogWorker.drain_all(timeout=10)
     with get_client(sync_client=True) as client:

@@ -50,11 +50,11 @@ def test_planted_api_key_never_leaks(tmp_path, cli_env, fake_openai, scandal_tex
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter
 
-    from flows.summarize_flow import summarize_document
+    from flows.summarize_flow import summarize_document_flow
 
     os.environ["OPENAI_API_KEY"] = PLANTED
     try:
-        result = summarize_document(path=str(story), model="openai:fake", base_url=fake_openai.base_url,
+        result = summarize_document_flow(path=str(story), model="openai:fake", base_url=fake_openai.base_url,
                                     chunk_size=256, summary_words=50, db=str(tmp_path / "flow.duckdb"))
     finally:
         os.environ.pop("OPENAI_API_KEY")
@@ -74,8 +74,8 @@ def test_credentials_in_a_flow_base_url_stay_out_of_prefect(tmp_path, fake_opena
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, LogFilter
 
-    from flows.corpus import evaluate_corpus
-    from flows.summarize_flow import summarize_document
+    from flows.evaluate_flow import evaluate_corpus
+    from flows.summarize_flow import summarize_document_flow
 
     password = "PLANTEDpassword0123"
     url = fake_openai.base_url.replace("http://", f"http://longsum:{password}@")
@@ -84,7 +84,7 @@ def test_credentials_in_a_flow_base_url_stay_out_of_prefect(tmp_path, fake_opena
     story = folder / "credentials_story.txt"
     story.write_text(excerpt(scandal_text, 300))
     settings = dict(model="openai:fake", base_url=url, chunk_size=256, summary_words=40)
-    one = summarize_document(path=str(story), db=str(tmp_path / "one.duckdb"), **settings)
+    one = summarize_document_flow(path=str(story), db=str(tmp_path / "one.duckdb"), **settings)
     evaluate_corpus(source=str(folder), configs=[{"method": "hierarchical", **settings}], db=str(tmp_path / "many.duckdb"))
     assert one["status"] == "ok" and len(fake_openai.requests) >= 2 * one["n_chunks"]  # the URL was used
 

@@ -1,6 +1,7 @@
-"""`summarize corpus` and `summarize serve`: the Prefect face, from the CLI.
+"""`summarize corpus`: the evaluate-corpus flow, run once in this process.
 
-Prefect is imported only when one of these commands runs."""
+Its options (`corpus_options`) are `summarize serve`'s too. Prefect is
+imported only when the command runs."""
 
 from __future__ import annotations
 
@@ -9,18 +10,11 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli.common import EXIT_FAILED_DOCUMENTS, UserError, db_option
+from pipelines.cli.common import EXIT_FAILED_DOCUMENTS, UserError, db_option, prefect_environment
 from pipelines.defaults import DEFAULT_MODEL
 
 
-def _prefect_environment() -> None:
-    import os
-
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
-def _configs(methods: tuple[str, ...], model: str, base_url: str | None, chunk_size: int | None,
+def corpus_configs(methods: tuple[str, ...], model: str, base_url: str | None, chunk_size: int | None,
              summary_words: int | None, call_concurrency: int, configs_json: str | None) -> list[dict]:
     if configs_json:
         try:
@@ -66,7 +60,7 @@ corpus_options = [
     click.option("--call-concurrency", type=click.IntRange(min=1), default=4, show_default=True,
                  help="LLM calls in flight per document (API backends); all documents together stay within "
                       "the global limit set by `summarize limits`."),
-    click.option("--export-dir", type=click.Path(file_okay=False), default=None, help="Also export the batch as Parquet files here (many machines share one store through a lake: --db ducklake:...)."),
+    click.option("--export-dir", type=click.Path(file_okay=False), default=None, help="Also export this evaluation's runs as Parquet files here (many machines share one store through a lake: --db ducklake:...)."),
     click.option("--batch", is_flag=True,
                  help="Send the LLM requests through the provider's batch API (OpenAI Batch, Anthropic Message "
                       "Batches): half price, answers within 24 h; the corpus runs in this process."),
@@ -81,7 +75,7 @@ corpus_options = [
 ]
 
 
-def _apply(options):
+def apply_options(options):
     def decorate(function):
         for option in reversed(options):
             function = option(function)
@@ -89,7 +83,7 @@ def _apply(options):
     return decorate
 
 
-def _check_batch(batch: bool, configs: list[dict], dask_address: str | None) -> None:
+def check_batch(batch: bool, configs: list[dict], dask_address: str | None) -> None:
     if not batch:
         return
     from pipelines.llm import parse_spec
@@ -132,7 +126,7 @@ def _preflight(source: Path, configs: list[dict], limit: int | None, batch: bool
 
 @click.command("corpus")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
-@_apply(corpus_options)
+@apply_options(corpus_options)
 @click.option("--dry-run", is_flag=True, help="Print the corpus's plan and cost preflight; call no LLM, start no flow.")
 @db_option
 def corpus_command(source, methods, model, base_url, chunk_size, summary_words, configs_json, metrics, limit,
@@ -143,14 +137,14 @@ def corpus_command(source, methods, model, base_url, chunk_size, summary_words, 
     Every document of SOURCE (a folder, or a SQuALITY .jsonl) with every configuration.
     Prints the table, then each failed document with its reason; exits with status 4
     when any document failed (the others finished)."""
-    configs = _configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json)
-    _check_batch(batch, configs, dask_address)
+    configs = corpus_configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json)
+    check_batch(batch, configs, dask_address)
     if dry_run or max_cost is not None:
         _preflight(source, configs, limit, batch, max_cost, show=dry_run)
         if dry_run:
             return
-    _prefect_environment()
-    from flows.corpus import evaluate_corpus
+    prefect_environment()
+    from flows.evaluate_flow import evaluate_corpus
     from pipelines.cli.scoring import judge_notice
     from pipelines.sql import render
     from scoring import ScoringOptions, parse_metrics
@@ -189,84 +183,3 @@ def _failures(db_path: Path | None) -> list[tuple]:
         "(SELECT corpus_id FROM corpora WHERE pid = ? AND host = ? AND finished_at IS NOT NULL "
         "ORDER BY finished_at DESC LIMIT 1) ORDER BY item, configuration",
         [os.getpid(), socket.gethostname()])
-
-
-@click.command("serve")
-@click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--cron", default=None, help='Cron schedule of the corpus evaluation, e.g. "0 2 * * *".')
-@click.option("--interval", type=click.FloatRange(min=1), default=None, help="Or: run it every N seconds.")
-@click.option("--api-limit", type=click.IntRange(min=1), default=None,
-              help="Set the global limit of API calls in flight for the model's backend (see `summarize limits`).")
-@_apply(corpus_options)
-@click.option("--read-root", "read_roots", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Another folder flow runs may read documents from (besides SOURCE); repeat for several.")
-@click.option("--allow-base-url", "allowed_urls", multiple=True, metavar="URL",
-              help="Another base URL flow runs may call (besides the configurations'); repeat for several.")
-@click.option("--write-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The folder flow runs may write into: database, exports, reports (default: the database's).")
-@db_option
-def serve_command(source, cron, interval, api_limit, methods, model, base_url, chunk_size, summary_words,
-                  configs_json, metrics, limit, dask_address, concurrency, call_concurrency, export_dir, batch,
-                  judge_model, judge_concurrency, max_cost, read_roots, allowed_urls, write_dir, db_path) -> None:
-    """Serve the flows as Prefect deployments with a schedule.
-
-    SOURCE (a folder, or a SQuALITY .jsonl) is evaluated on the schedule.
-
-    Anyone who can reach the Prefect API can start these deployments with
-    parameters of their own: a flow run may read documents only under SOURCE
-    (and --read-root), call only the configurations' base URLs (and
-    --allow-base-url), and write only into the database's folder (or
-    --write-dir); a run whose parameters leave these fails before it reads,
-    sends or writes anything.
-
-    Needs a Prefect server: `prefect server start --host 127.0.0.1` and
-    PREFECT_API_URL=http://127.0.0.1:4200/api in this shell."""
-    _prefect_environment()
-    if (cron is None) == (interval is None):
-        raise UserError("give exactly one of --cron or --interval")
-    _check_batch(batch, _configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json),
-                 dask_address)
-    from flows.deploy import build_deployments, check_deployments, serve_deployments, serve_policy
-
-    configs = _configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json)
-    try:
-        deployments = build_deployments(
-            str(source), cron=cron, interval=interval, configs=configs,
-            metrics=metrics.split(",") if metrics else None, db=str(db_path) if db_path else None,
-            dask_address=dask_address, limit=limit, export_dir=export_dir, concurrency=concurrency, batch=batch,
-            max_cost=max_cost, judge_model=judge_model, judge_concurrency=judge_concurrency,
-        )
-        policy = serve_policy(str(source), configs, str(db_path) if db_path else None, dask_address,
-                              [str(r) for r in read_roots], allowed_urls, str(write_dir) if write_dir else None)
-        check_deployments(deployments, policy)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    if api_limit:
-        from flows.limits import API_BACKENDS, set_limit
-        from pipelines.llm import parse_spec
-
-        for backend in sorted({parse_spec(c.get("model", DEFAULT_MODEL))[0] for c in configs
-                               if c.get("method", "hierarchical") != "extractive"} & set(API_BACKENDS)):
-            set_limit(backend, api_limit)
-    serve_deployments(deployments, policy)
-
-
-@click.command("limits")
-@click.argument("backend", required=False, type=click.Choice(["openai", "anthropic"]))
-@click.argument("calls", required=False, type=click.IntRange(min=1))
-def limits_command(backend, calls) -> None:
-    """Show or set the global limit of API calls in flight (all flows together).
-
-    `summarize limits openai 8` sets it; `summarize limits` lists them. Flows
-    only occupy the limit; it is set here or by `summarize serve --api-limit`.
-    Needs the Prefect API the flows use (PREFECT_API_URL, or the local one)."""
-    _prefect_environment()
-    from flows.limits import read_limits, set_limit
-
-    if backend and calls:
-        set_limit(backend, calls)
-    elif backend:
-        raise UserError("give the number of calls too, e.g. `summarize limits openai 8`")
-    configured = read_limits()
-    for name in ("openai", "anthropic"):
-        click.echo(f"{name}: {configured.get(name, 'no limit')}")

@@ -150,8 +150,8 @@ def _report(store: Store, items, configs, outcomes: list[Outcome], export_dir: s
     for problem in problems:
         logger.warning("failed: %s", problem)
     if export_dir:
-        batch = export_parquet(store, [o.run_id for o in outcomes], export_dir)
-        logger.info("exported this batch to %s", batch)
+        folder = export_parquet(store, [o.run_id for o in outcomes], export_dir)
+        logger.info("exported this evaluation's runs to %s", folder)
     return table
 
 
