@@ -67,7 +67,8 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _jsonable(value):
+def _json_cell(value):
+    """A cell as a value json.dumps takes (times as ISO text, decimals as floats, bytes as hex)."""
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
@@ -79,7 +80,7 @@ def _jsonable(value):
 
 def render(columns: list[str], rows: list[tuple], fmt: str = "table", max_width: int = 60) -> str:
     if fmt == "json":
-        return json.dumps([{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows], ensure_ascii=False, default=str)
+        return json.dumps([{c: _json_cell(v) for c, v in zip(columns, row)} for row in rows], ensure_ascii=False, default=str)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

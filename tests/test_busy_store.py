@@ -142,7 +142,7 @@ def test_a_spooled_entry_is_applied_once_when_the_merge_dies_before_emptying_the
                                                                                       monkeypatch):
     """The process dies after the spool's entries were applied and before it
     emptied the spool: the next writing connection skips what was applied."""
-    import pipelines.store
+    import pipelines.store.spool
 
     db = tmp_path / "twice.duckdb"
     store = Store(db)
@@ -155,11 +155,11 @@ def test_a_spooled_entry_is_applied_once_when_the_merge_dies_before_emptying_the
     def die(fh):
         raise KeyboardInterrupt("killed before emptying the spool")
 
-    truncate = pipelines.store._truncate
-    monkeypatch.setattr(pipelines.store, "_truncate", die)
+    truncate = pipelines.store.spool._truncate
+    monkeypatch.setattr(pipelines.store.spool, "_truncate", die)
     with pytest.raises(KeyboardInterrupt):
         Store(db).execute("SELECT 1")
-    monkeypatch.setattr(pipelines.store, "_truncate", truncate)
+    monkeypatch.setattr(pipelines.store.spool, "_truncate", truncate)
     assert spool_path(store).stat().st_size > 0  # still there, already applied
     assert Store(db).execute("SELECT score_id FROM scores") == [("s1",)]  # (scores has no key to refuse a copy)
     assert spool_path(store).stat().st_size == 0
