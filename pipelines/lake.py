@@ -31,21 +31,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.secrets import CONNINFO_PASSWORD, first_line, redact
+
 PREFIX = "ducklake:"
 ALIAS = "lake"  # the catalog name queries see (`lake.snapshots()`); unqualified names resolve to it
-# In a URI's query string (`?password=x&sslmode=require`) the value ends at `&` or `#`.
-_PASSWORD = re.compile(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|(?<=[?&]password=)[^\s&#]+|\S+)")
-_URI_PASSWORD = re.compile(r"(?i)\b(postgres(?:ql)?://[^:/@\s]*):[^@\s]*@")
 
 
 def is_lake(target) -> bool:
     return isinstance(target, (str, Lake)) and str(target).startswith(PREFIX)
-
-
-def redact_conninfo(text: str) -> str:
-    """`password=...` (and a URI's user:password@) masked in any text."""
-    text = _PASSWORD.sub("password=***", text)
-    return _URI_PASSWORD.sub(r"\1:***@", text)
 
 
 class LakeError(ValueError):
@@ -66,7 +59,7 @@ class Lake:
         rest = str(target)[len(PREFIX):]
         catalog, _, where = rest.partition(":")
         if catalog not in ("postgres", "sqlite") or not where.strip():
-            raise LakeError(f"cannot read the lake {redact_conninfo(str(target))!r}: use "
+            raise LakeError(f"cannot read the lake {redact(str(target))!r}: use "
                             "ducklake:postgres:<libpq conninfo> or ducklake:sqlite:PATH")
         where = where.strip()
         if catalog == "postgres":
@@ -79,7 +72,7 @@ class Lake:
         return cls(f"{PREFIX}{catalog}:{where}", catalog, where, data)
 
     def __str__(self) -> str:
-        return redact_conninfo(self.spec)
+        return redact(self.spec)
 
     # What code written for a file's Path asks of `store.path`.
     name = "lake"
@@ -124,7 +117,7 @@ class At:
 def _take_password(conninfo: str) -> str:
     """The conninfo without its password; the password goes to PGPASSWORD."""
     password = None
-    match = _PASSWORD.search(conninfo)
+    match = CONNINFO_PASSWORD.search(conninfo)
     if match:
         password = match.group(1)
         if password.startswith("'"):
@@ -221,7 +214,7 @@ def open_lake(lake: Lake, *, read_only: bool = False, at: At | None = None, sand
 
 
 def describe_attach_error(lake: Lake, message: str, at: At | None = None) -> str:
-    first = redact_conninfo(" ".join(message.strip().splitlines()[0].split()) if message.strip() else message)
+    first = first_line(message)
     lowered = message.lower()
     where = str(lake)
     if "creating a new ducklake is explicitly disabled" in lowered:
@@ -291,7 +284,7 @@ def commit_message(con, ops) -> None:
     extra = json.dumps({"runs": run_ids[:50], "n_runs": len(run_ids), "tables": sorted(set(tables)),
                         "pid": os.getpid()})
     con.execute(f"CALL {ALIAS}.set_commit_message(?, ?, extra_info => ?)",
-                [author, redact_conninfo(command)[:300], extra])
+                [author, redact(command)[:300], extra])
 
 
 # A commit another writer's got in the way of: retried. (A SQLite catalog answers a writer that

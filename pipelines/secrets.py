@@ -24,7 +24,7 @@ import threading
 import traceback
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-SECRET_ENV_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "LONGSUM_API_KEY")
+SECRET_ENV_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "LONGSUM_API_KEY", "PGPASSWORD")
 MASK = "***"
 # Shapes of provider keys and bearer tokens, redacted even when not from our env.
 _KEY_SHAPES = re.compile(
@@ -36,6 +36,8 @@ SECRET_PARAMS = re.compile(
     r"client[-_]?secret|password|passwd|pwd|code)$",
     re.IGNORECASE,
 )
+# libpq's keyword form (`password=x`, `password='a b'`); in a URI's query string the value ends at & or #.
+CONNINFO_PASSWORD = re.compile(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|(?<=[?&]password=)[^\s&#]+|\S+)")
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*:/{1,2})[^/\s@\"'<>]+@")  # :/ too: a URL made a Path
 _URL_SECRET_PARAM = re.compile(
     r"(?i)([?&;](?:api[-_]?key|key|x-api-key|token|access[-_]?token|auth|authorization|sig|signature|secret|"
@@ -50,7 +52,14 @@ def redact(text: str) -> str:
             text = text.replace(value, MASK)
     text = _URL_USERINFO.sub(rf"\g<1>{MASK}@", text)
     text = _URL_SECRET_PARAM.sub(rf"\g<1>{MASK}", text)
+    text = CONNINFO_PASSWORD.sub(f"password={MASK}", text)
     return _KEY_SHAPES.sub(MASK, text)
+
+
+def first_line(message: str) -> str:
+    """An error's first line, its whitespace collapsed and its secrets masked: what a
+    one-line message to the user may quote of a library's error."""
+    return redact(" ".join(message.strip().splitlines()[0].split())) if message.strip() else "unknown error"
 
 
 def public_url(url: str | None) -> str | None:

@@ -17,6 +17,7 @@ import decimal
 import io
 import json
 
+from pipelines.secrets import first_line
 from pipelines.store import Store, StoreError
 
 SANDBOX = {"enable_external_access": False, "lock_configuration": True, "autoload_known_extensions": False,
@@ -47,16 +48,10 @@ def _run(store: Store, sql: str, params: list | None, config: dict | None) -> tu
         try:
             cursor = con.execute(sql, params or [])
         except duckdb.Error as exc:
-            from pipelines.lake import redact_conninfo
-
-            raise StoreError(f"SQL error: {redact_conninfo(_first_line(str(exc)))}") from None
+            raise StoreError(f"SQL error: {first_line(str(exc))[:300]}") from None
         if cursor.description is None:
             return [], []
         return [d[0] for d in cursor.description], cursor.fetchall()
-
-
-def _first_line(message: str) -> str:
-    return " ".join(message.strip().splitlines()[0].split())[:300] if message.strip() else "unknown error"
 
 
 def _cell(value) -> str:

@@ -16,7 +16,8 @@ from typing import Iterator, Sequence
 
 from pipelines.lake import At, Lake, LakeError, is_lake
 from pipelines.paths import default_db
-from pipelines.store.errors import StoreBusy, StoreError, _first_line
+from pipelines.secrets import first_line
+from pipelines.store.errors import StoreBusy, StoreError
 from pipelines.store.schema import (
     LAKE_SCHEMA_HASH,
     MIGRATIONS,
@@ -226,7 +227,7 @@ class Store:
         except LakeError as exc:
             raise StoreError(str(exc)) from None
         except duckdb.Error as exc:
-            raise StoreError(f"cannot open the lake {self.lake}: {_first_line(str(exc))}") from None
+            raise StoreError(f"cannot open the lake {self.lake}: {first_line(str(exc))}") from None
 
     def _prepare_lake_schema(self, con) -> None:
         """A lake is created at the current version (the tables with SCHEMA's own statements, made
@@ -282,7 +283,7 @@ class Store:
                 LAKE_STATS["conflicts"] += 1
                 if attempt == LAKE_COMMIT_TRIES or time.monotonic() >= deadline:
                     raise StoreBusy(f"lake {self.path}: {attempt} commits in a row conflicted with other "
-                                    f"writers' ({_first_line(str(exc))[:160]})") from None
+                                    f"writers' ({first_line(str(exc))[:160]})") from None
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
 

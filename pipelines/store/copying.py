@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pipelines.store.connection import Store
-from pipelines.store.errors import StoreError, _first_line
+from pipelines.secrets import first_line
+from pipelines.store.errors import StoreError
 from pipelines.store.schema import _base_tables, _sql_quote
 from pipelines.store.writes import _rollback
 
@@ -35,7 +36,7 @@ def copy_store(source: Store, target: Store) -> dict[str, int]:
         try:
             con.execute(f"ATTACH '{_sql_quote(where)}' AS longsum_source (READ_ONLY)")
         except duckdb.Error as exc:
-            raise StoreError(f"cannot open {source.path} to copy it: {_first_line(str(exc))}") from None
+            raise StoreError(f"cannot open {source.path} to copy it: {first_line(str(exc))}") from None
         try:
             tables = [t for t in _base_tables(con, "longsum_source") if t not in skip]
             known = set(_base_tables(con, None))

@@ -9,9 +9,3 @@ class StoreError(RuntimeError):
 
 class StoreBusy(StoreError):
     """Another process held the file past the timeout (or, on a lake, kept winning the commit)."""
-
-
-def _first_line(message: str) -> str:
-    from pipelines.lake import redact_conninfo
-
-    return redact_conninfo(" ".join(message.strip().splitlines()[0].split()) if message.strip() else message)

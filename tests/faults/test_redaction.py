@@ -160,3 +160,15 @@ def test_a_failed_flow_run_sends_prefect_no_credential(tmp_path, prefect_harness
     blob = flow_run.state.message + json.dumps(flow_run.parameters) + json.dumps([log.message for log in logs])
     assert PASSWORD not in blob
     assert "***@host" in json.dumps([log.message for log in logs])  # the error was logged, masked
+
+
+def test_a_catalog_password_is_masked_in_every_shape(monkeypatch):
+    """One redaction for API keys and lake passwords: libpq's keyword form (quoted or
+    not), a URI's user:password@ and ?password=, and PGPASSWORD's value anywhere."""
+    from pipelines.secrets import first_line, redact
+
+    monkeypatch.setenv("PGPASSWORD", "tr0ub4dor")
+    assert redact("dbname=lake password=s3cret host=/run") == "dbname=lake password=*** host=/run"
+    assert redact("password='a b\\' c' user=x") == "password=*** user=x"
+    assert redact("postgresql://u:pw@h/db?password=x&sslmode=require") == "postgresql://***@h/db?password=***&sslmode=require"
+    assert first_line("FATAL:  password tr0ub4dor\n  rejected for user") == "FATAL: password ***"
