@@ -349,3 +349,45 @@ def test_a_password_in_a_uri_query_leaves_the_other_parameters(monkeypatch):
     lake = Lake.parse("ducklake:postgres:postgresql://u@h/db?password=xx&sslmode=require")
     assert lake.spec == "ducklake:postgres:postgresql://u@h/db?sslmode=require"
     assert os.environ["PGPASSWORD"] == "xx"
+
+
+def test_a_corpus_flow_run_as_another_user_in_its_folder_writes_the_lake_and_score_adds_to_it(
+        written, shared, cli_env, prefect_harness):
+    """The evaluate_corpus flow (`summarize corpus FOLDER`, its tasks in the flow's process) started
+    as another OS user, in its own working directory and Prefect home, against the session's
+    Prefect API: its runs land in the lake, each commit signed by that user; then `summarize
+    score` (this user, another process) adds ROUGE to one of them."""
+    from fake_openai_server import FakeOpenAIServer
+    from prefect.settings import PREFECT_API_URL
+
+    lake, user = written["lake"], written["users"][1]
+    corpus = shared / "flow-corpus"
+    corpus.mkdir(mode=0o755, exist_ok=True)
+    text = (shared / "stories0.jsonl").read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(text):
+        (corpus / f"story{n}.txt").write_text(json.loads(line)["document"], encoding="utf-8")
+    home = shared / "flow-machine"
+    env = user_env({**written["env"], "PREFECT_API_URL": PREFECT_API_URL.value(), "OPENAI_API_KEY": "sk-test"},
+                   user, home)
+    reader = Store(lake, read_only=True)
+    runs_before = {r for (r,) in reader.execute("SELECT run_id FROM runs")}
+    with FakeOpenAIServer() as server:
+        command = as_user(user, ["summarize", "corpus", str(corpus), "--method", "hierarchical", "--model",
+                                 "openai:fake", "--base-url", server.base_url, "--chunk-size", "200",
+                                 "--summary-words", "40", "--db", lake], home)
+        done = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    new = reader.execute("SELECT run_id, status FROM runs")
+    new = {r: status for r, status in new if r not in runs_before}
+    assert len(new) == len(text) and set(new.values()) == {"ok"}, new
+    authors = {a for (a,) in reader.execute(
+        "SELECT DISTINCT author FROM lake.snapshots() WHERE list_contains(CAST(json_extract_string("
+        "commit_extra_info, '$.runs') AS VARCHAR[]), ?)", [next(iter(new))])}
+    assert authors and all(a.startswith(f"{user or os.environ.get('USER', 'root')}@") for a in authors), authors
+
+    reference = shared / "flow-reference.txt"
+    reference.write_text(json.loads(text[0])["document"][:400], encoding="utf-8")
+    run_id = next(iter(new))
+    scored = run(["score", run_id, "--reference", reference, "--score", "rouge", "--db", lake], cli_env)
+    assert scored.returncode == 0, scored.stderr
+    assert reader.execute("SELECT count(*) FROM scores WHERE run_id = ? AND metric LIKE 'rouge%'", [run_id])[0][0] > 0
