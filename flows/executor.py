@@ -1,10 +1,11 @@
 """The flows' executor: each step of a workflow's round is a Prefect task.
 
 The library's workflows hand rounds of independent steps to an executor
-(`pipelines.summarize.executors`); this one submits each as `step_task` to
-the flow's task runner (threads, or Dask), at most `width` at a time and
-within the API's global concurrency limit, and journals every call the
-steps made in the flow's store as each step finishes.
+(`pipelines.summarize.executors`); this one supplies the library's driver
+(`run_round`) with how a step starts: as `step_task` on the flow's task
+runner (threads, or Dask), at most `width` at a time and within the API's
+global concurrency limit. As each step finishes, every call it made is
+journaled in the flow's store (a failed step's calls too).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from flows.limits import api_slots
 from flows.tasks import StepFailed, step_task
 from pipelines.runner import RunConfig
 from pipelines.store import Store, record_calls
+from pipelines.summarize.executors import run_round
 
 
 class PrefectExecutor:
@@ -30,37 +32,24 @@ class PrefectExecutor:
 
     def map(self, step: Callable, calls: Sequence[tuple]) -> list:
         recipe, method = step.__self__.recipe(), step.__name__
+
+        def start(args: tuple):
+            return self.runner.submit(step_task, dict(
+                recipe=recipe, method=method, args=args, step=_describe(method, args), config=self.config,
+                run_id=self.run_id, replay=self.replay))
+
         with api_slots(self.limit, min(self.width, len(calls))) as width:
-            futures = submit_bounded(self.runner, step_task, [
-                dict(recipe=recipe, method=method, args=args, step=_describe(method, args),
-                     config=self.config, run_id=self.run_id, replay=self.replay)
-                for args in calls
-            ], width)
-            results, errors = [], []
-            for future in futures:
-                try:
-                    outcome = future.result()
-                except StepFailed as exc:
-                    record_calls(self.store, self.run_id, exc.calls)
-                    errors.append(exc)
-                except Exception as exc:  # noqa: BLE001 - a lost worker: raised below, after the others
-                    errors.append(exc)
-                else:
-                    record_calls(self.store, self.run_id, outcome.calls)
-                    results.append(outcome.value)
-        if errors:
-            raise errors[0]
-        return results
+            return run_round(start, calls, width, finish=self._journaled)
 
-
-def submit_bounded(runner, task, parameters: list[dict], width: int) -> list:
-    """The task with each set of parameters on the runner, never more than `width` running at once."""
-    futures: list = []
-    for params in parameters:
-        if len(futures) >= width:
-            futures[-width].wait()  # with every earlier one waited on before: at most width-1 still running
-        futures.append(runner.submit(task, params))
-    return futures
+    def _journaled(self, future):
+        """The step's value, its calls journaled first (a failed step's too; a lost worker's are lost)."""
+        try:
+            outcome = future.result()
+        except StepFailed as exc:
+            record_calls(self.store, self.run_id, exc.calls)
+            raise
+        record_calls(self.store, self.run_id, outcome.calls)
+        return outcome.value
 
 
 def _describe(method: str, args: tuple) -> str:

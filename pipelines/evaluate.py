@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import queue
 import socket
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,6 +38,7 @@ from pipelines.report import SCORES
 from pipelines.runner import RunConfig, alive, make_backend, summarize_document
 from pipelines.secrets import redact
 from pipelines.store import Store, utc
+from pipelines.summarize.executors import completions
 
 BASELINE = "extractive"
 
@@ -253,31 +253,15 @@ def evaluate(
 def drive(pending: Iterable[tuple[int, CorpusItem, RunConfig]], launcher: Launcher, store: Store, corpus: str,
           width: int) -> Iterable[tuple[int, Outcome]]:
     """Yield each pair's outcome as it completes, never more than `width`
-    started and unfinished; each completion starts the next pair at once."""
-    finished: queue.SimpleQueue = queue.SimpleQueue()
-    waiting = iter(pending)
-    running = 0
-
-    def start_next() -> bool:
-        pair = next(waiting, None)
-        if pair is None:
-            return False
-        future = launcher.start(pair[1], pair[2], corpus)
-        future.add_done_callback(lambda done, pair=pair: finished.put((pair, done)))
-        return True
-
-    while running < width and start_next():
-        running += 1
-    while running:
-        (n, item, config), future = finished.get()
-        running -= 1
+    started and unfinished; each completion starts the next pair at once
+    (`completions`, the executors' driver)."""
+    started = completions(pending, lambda pair: launcher.start(pair[1], pair[2], corpus), width)
+    for (n, item, config), future in started:
         try:
             outcome = launcher.finish(item, config, corpus, future)
         except Exception as exc:  # noqa: BLE001 - a lost worker: this document failed, the others go on
             outcome = _lost(store, item, config, corpus, exc)
         yield n, outcome
-        if start_next():
-            running += 1
 
 
 def _lost(store: Store, item: CorpusItem, config: RunConfig, corpus: str, exc: Exception) -> Outcome:

@@ -14,15 +14,25 @@ arguments and returning a picklable result.
   (`flows/executor.py`), which Prefect may place on Dask: the worker rebuilds
   the owner from `owner.recipe()` around an LLM of its own.
 
+Both drive a round with `run_round`, each supplying only how a step starts
+(a thread pool's `submit`, a task runner's) and, for the flows, what is done
+with a finished one. `completions` is the driver beneath it, and beneath the
+evaluation harness's documents x configurations too (`pipelines.evaluate`):
+at most `width` started and unfinished, each completion starting the next at
+once.
+
 The same inputs give the same results on every executor: the owners' step
 methods are the only code that runs a step.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import queue
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,18 +67,48 @@ class ThreadExecutor:
         if workers <= 1:
             return [step(*args) for args in calls]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="longsum-step") as pool:
-            futures = [pool.submit(step, *args) for args in calls]
-        return gather(futures)
+            return run_round(lambda args: pool.submit(step, *args), calls, workers)
 
 
-def gather(futures) -> list:
-    """Results of finished futures in order; the first failure is raised once all are done."""
-    results, errors = [], []
-    for future in futures:
+def run_round(start: Callable[[tuple], Future], calls: Sequence[tuple], width: int,
+              finish: Callable[[Future], Any] | None = None) -> list:
+    """`start(args)` for each args in calls, at most `width` unfinished at once;
+    `finish(future)` of each as it completes (in the caller's thread) gives its
+    result (default: the future's result). Results in the order of `calls`;
+    the first failure (in that order) is raised once every step has finished."""
+    results: list = [None] * len(calls)
+    errors: dict[int, Exception] = {}
+    for n, future in completions(range(len(calls)), lambda n: start(calls[n]), width):
         try:
-            results.append(future.result())
+            results[n] = finish(future) if finish else future.result()
         except Exception as exc:  # noqa: BLE001 - re-raised below, after the others finished
-            errors.append(exc)
+            errors[n] = exc
     if errors:
-        raise errors[0]
+        raise errors[min(errors)]
     return results
+
+
+def completions(items: Iterable[T], start: Callable[[T], Future], width: int) -> Iterator[tuple[T, Future]]:
+    """Yield (item, its finished future) as each completes, never more than
+    `width` started and unfinished; each completion starts the next item at
+    once (once the consumer has taken it). `start` returns a future at once;
+    any future with `add_done_callback` does (concurrent, Prefect, Dask)."""
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    waiting = iter(items)
+    running = 0
+
+    def start_next() -> bool:
+        for item in waiting:
+            future = start(item)
+            future.add_done_callback(lambda done, item=item: finished.put((item, done)))
+            return True
+        return False
+
+    while running < max(1, width) and start_next():
+        running += 1
+    while running:
+        item, future = finished.get()
+        running -= 1
+        yield item, future
+        if start_next():
+            running += 1
