@@ -4,9 +4,10 @@
     export PREFECT_API_URL=http://127.0.0.1:4200/api
     summarize serve books/ --cron "0 2 * * *" --db nightly.duckdb
 
-or, equivalently, `python -m flows.deploy books/ --cron "0 2 * * *"`. This
-creates two deployments on the server and runs their flow runs in this
-process until it is stopped:
+or `python -m flows.deploy books/ --cron "0 2 * * *"`, a shorter option list
+over the same code (`serving`, then `serve_deployments`). This creates two
+deployments on the server and runs their flow runs in this process until it
+is stopped:
 
 * `evaluate-corpus/nightly-evaluation`: the corpus flow over the folder (or
   SQuALITY .jsonl) on the cron schedule (or every `--interval` seconds);
@@ -107,6 +108,23 @@ def serve_policy(source: str, configs: list[dict] | None = None, db: str | None 
     return ServePolicy.build([source, *read_roots], urls, folder, dask_address, models, lakes=[lake] if lake else [])
 
 
+def serving(source: str, configs: list[dict] | None = None, *, db: str | None = None,
+            dask_address: str | None = None, read_roots=(), allowed_urls=(), write_dir: str | None = None,
+            **options):
+    """What `summarize serve` serves: the deployments of SOURCE (`build_deployments`,
+    given `options`) and the policy their runs are held to (`serve_policy`),
+    checked against each other. A ValueError, one line without a credential,
+    when they cannot be served."""
+    if db and str(db).startswith("ducklake:"):  # no password in a deployment's parameters
+        from pipelines.lake import Lake
+
+        db = str(Lake.parse(str(db)).spec)
+    deployments = build_deployments(source, configs=configs, db=db, dask_address=dask_address, **options)
+    policy = serve_policy(source, configs, db, dask_address, read_roots, allowed_urls, write_dir)
+    check_deployments(deployments, policy)
+    return deployments, policy
+
+
 def check_deployments(deployments, policy) -> None:
     """The deployments' own parameters must keep to the policy, or every run would be refused."""
     for deployment in deployments:
@@ -128,6 +146,8 @@ def serve_deployments(deployments, policy=None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`python -m flows.deploy`: a few of `summarize serve`'s options, parsed
+    here, then served by the same code."""
     parser = argparse.ArgumentParser(description="Serve longsum's deployments with a schedule.")
     parser.add_argument("source", help="folder of documents or a SQuALITY .jsonl file")
     parser.add_argument("--cron", help='cron schedule, e.g. "0 2 * * *" (nightly at 02:00)')
@@ -151,20 +171,13 @@ def main(argv: list[str] | None = None) -> None:
     with redacted_stderr():  # argparse's usage errors and every message after, as the CLI's
         args = parser.parse_args(argv)
         try:
-            if args.db and args.db.startswith("ducklake:"):  # no password in a deployment's parameters
-                from pipelines.lake import Lake
-
-                args.db = Lake.parse(args.db).spec
-            configs = json.loads(args.configs) if args.configs else None
-            deployments = build_deployments(
-                args.source, cron=args.cron, interval=args.interval, configs=configs,
-                metrics=args.metrics.split(",") if args.metrics else None, db=args.db,
-                dask_address=args.dask_address, limit=args.limit, export_dir=args.export_dir, batch=args.batch,
-                max_cost=args.max_cost,
+            deployments, policy = serving(
+                args.source, json.loads(args.configs) if args.configs else None, db=args.db,
+                dask_address=args.dask_address, read_roots=args.read_root, allowed_urls=args.allow_base_url,
+                write_dir=args.write_dir, cron=args.cron, interval=args.interval,
+                metrics=args.metrics.split(",") if args.metrics else None, limit=args.limit,
+                export_dir=args.export_dir, batch=args.batch, max_cost=args.max_cost,
             )
-            policy = serve_policy(args.source, configs, args.db, args.dask_address, args.read_root,
-                                  args.allow_base_url, args.write_dir)
-            check_deployments(deployments, policy)
         except ValueError as exc:
             parser.error(str(exc))
         serve_deployments(deployments, policy)

@@ -45,21 +45,19 @@ def serve_command(source, cron, interval, api_limit, methods, model, base_url, c
     prefect_environment()
     if (cron is None) == (interval is None):
         raise UserError("give exactly one of --cron or --interval")
-    check_batch(batch, corpus_configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json),
-                 dask_address)
-    from flows.deploy import build_deployments, check_deployments, serve_deployments, serve_policy
-
     configs = corpus_configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json)
+    check_batch(batch, configs, dask_address)
+    from flows.deploy import serve_deployments, serving
+
     try:
-        deployments = build_deployments(
-            str(source), cron=cron, interval=interval, configs=configs,
-            metrics=metrics.split(",") if metrics else None, db=str(db_path) if db_path else None,
-            dask_address=dask_address, limit=limit, export_dir=export_dir, concurrency=concurrency, batch=batch,
-            max_cost=max_cost, judge_model=judge_model, judge_concurrency=judge_concurrency,
+        deployments, policy = serving(
+            str(source), configs, db=str(db_path) if db_path else None, dask_address=dask_address,
+            read_roots=[str(r) for r in read_roots], allowed_urls=allowed_urls,
+            write_dir=str(write_dir) if write_dir else None, cron=cron, interval=interval,
+            metrics=metrics.split(",") if metrics else None, limit=limit, export_dir=export_dir,
+            concurrency=concurrency, batch=batch, max_cost=max_cost, judge_model=judge_model,
+            judge_concurrency=judge_concurrency,
         )
-        policy = serve_policy(str(source), configs, str(db_path) if db_path else None, dask_address,
-                              [str(r) for r in read_roots], allowed_urls, str(write_dir) if write_dir else None)
-        check_deployments(deployments, policy)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if api_limit:
