@@ -40,18 +40,20 @@ def build_deployments(
     max_cost: float | None = None,
     judge_model: str | None = None,
     judge_concurrency: int = 1,
+    db_password_secret: str | None = None,
 ):
     from flows.evaluate_flow import evaluate_corpus
     from flows.summarize_flow import summarize_document_flow
 
     if (cron is None) == (interval is None):
         raise ValueError("give exactly one of a cron schedule or an interval")
-    db = str(Path(db).expanduser().resolve()) if db else None
+    if db and not str(db).startswith("ducklake:"):  # a lake's spec is not a path
+        db = str(Path(db).expanduser().resolve())
     parameters = {
         "source": str(Path(source).expanduser().resolve()), "configs": configs, "metrics": metrics, "db": db,
         "dask_address": dask_address, "limit": limit, "export_dir": export_dir, "concurrency": concurrency,
         "batch": batch or None, "max_cost": max_cost, "judge_model": judge_model,
-        "judge_concurrency": judge_concurrency,
+        "judge_concurrency": judge_concurrency, "db_password_secret": db_password_secret,
     }
     refuse_credentials(parameters)
     schedule = {"cron": cron} if cron else {"interval": interval}
@@ -60,8 +62,9 @@ def build_deployments(
         name=name, parameters={k: v for k, v in parameters.items() if v is not None}, tags=["longsum"],
         concurrency_limit=1, **schedule,
     )
-    single = summarize_document_flow.to_deployment(name="on-demand", parameters={"db": db} if db else {},
-                                                   tags=["longsum"])
+    store = {"db": db, "db_password_secret": db_password_secret}
+    single = summarize_document_flow.to_deployment(
+        name="on-demand", parameters={k: v for k, v in store.items() if v is not None}, tags=["longsum"])
     return [corpus, single]
 
 
@@ -156,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", help="comma-separated: rouge,bertscore,booookscore")
     parser.add_argument("--db", help="DuckDB file, or a lake: ducklake:postgres:<conninfo> (password from PGPASSWORD "
                         "or a service file, never in the conninfo)")
+    parser.add_argument("--db-password-secret", help="Prefect Secret block holding the lake's catalog password")
     parser.add_argument("--dask-address", help="tcp://host:port of an existing Dask scheduler")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--export-dir", help="also export each evaluation's runs as Parquet files here")
@@ -177,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
                 write_dir=args.write_dir, cron=args.cron, interval=args.interval,
                 metrics=args.metrics.split(",") if args.metrics else None, limit=args.limit,
                 export_dir=args.export_dir, batch=args.batch, max_cost=args.max_cost,
+                db_password_secret=args.db_password_secret,
             )
         except ValueError as exc:
             parser.error(str(exc))

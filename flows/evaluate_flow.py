@@ -30,6 +30,7 @@ from pipelines.corpus import CorpusItem, load_corpus
 from pipelines.evaluate import Outcome, evaluate, failures, load_item, summary_table
 from pipelines.defaults import DEFAULT_MODEL
 from pipelines.llm import is_tiny_model, parse_spec
+from pipelines.lake import password_from_secret
 from pipelines.runner import RunConfig
 from pipelines.store import Store, add_run_tables, document_calls, export_parquet
 
@@ -67,6 +68,7 @@ def evaluate_corpus(
     report: str | None = None,
     judge_model: str | None = None,
     judge_concurrency: int = 1,
+    db_password_secret: str | None = None,
 ) -> list[dict]:
     """Summarize every document with every configuration, `concurrency`
     documents at a time; score, tabulate, attach the table.
@@ -81,8 +83,11 @@ def evaluate_corpus(
     `report`: where the HTML report goes (default: beside the database,
     `longsum-report-ID.html`); the flow run links to it. `judge_model`:
     the LLM judging BooookScore and faithfulness (default: the embedded
-    instruct model), `judge_concurrency` of its calls in flight."""
+    instruct model), `judge_concurrency` of its calls in flight.
+    `db_password_secret`: the Prefect Secret block holding a lake's catalog
+    password (the flow's process, which writes the lake, reads it)."""
     items = load_corpus(source, limit)
+    password_from_secret(db_password_secret)
     store = Store(db)
     options = judge_options(judge_model, judge_concurrency)
     if batch or max_cost is not None:

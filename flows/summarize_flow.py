@@ -25,6 +25,7 @@ from flows.redacting import flow
 from flows.runners import task_runner_for
 from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMMARY_WORDS
 from pipelines.documents import load_document
+from pipelines.lake import password_from_secret
 from pipelines.runner import RunConfig, make_backend, summarize_document
 from pipelines.store import Store, call_records, document_calls
 
@@ -53,15 +54,18 @@ def summarize_document_flow(
     dask_address: str | None = None,
     judge_model: str | None = None,
     judge_concurrency: int = 1,
+    db_password_secret: str | None = None,
 ) -> dict:
     """Summarize one document and store everything in DuckDB; returns the run's JSON.
-    `judge_model` judges BooookScore and faithfulness (default: the embedded instruct model)."""
+    `judge_model` judges BooookScore and faithfulness (default: the embedded instruct model);
+    `db_password_secret` names the Prefect Secret block holding a lake's catalog password."""
     config = RunConfig(
         method=method, model=model, base_url=base_url, context_window=context_window, chunk_size=chunk_size,
         summary_words=summary_words, concurrency=concurrency, compress=compress, compress_ratio=compress_ratio,
         compress_query=compress_query,
     )
     config.validate()
+    password_from_secret(db_password_secret)
     store = Store(db)
     document = load_document(path, kind=config.kind)
     backend = make_backend(config)

@@ -391,3 +391,42 @@ def test_a_corpus_flow_run_as_another_user_in_its_folder_writes_the_lake_and_sco
     scored = run(["score", run_id, "--reference", reference, "--score", "rouge", "--db", lake], cli_env)
     assert scored.returncode == 0, scored.stderr
     assert reader.execute("SELECT count(*) FROM scores WHERE run_id = ? AND metric LIKE 'rouge%'", [run_id])[0][0] > 0
+
+
+def test_a_flow_reads_the_lakes_password_from_a_prefect_secret_block(shared, prefect_harness, monkeypatch):
+    """A catalog that asks for a password (PostgreSQL over TCP, scram-sha-256): the flow given only
+    the name of a Prefect Secret block logs in with the block's value; without it the run is
+    refused in one line. The password is in no parameter, row or snapshot."""
+    import uuid
+
+    from prefect.blocks.system import Secret
+
+    from flows.evaluate_flow import evaluate_corpus
+
+    require_lake()
+    database, role, password = create_database(), "longsum_lake_pw", f"pw-{uuid.uuid4().hex}"
+    made = subprocess.run(["su", "postgres", "-c", f"psql -qc \"DROP ROLE IF EXISTS {role}\" -c \"CREATE ROLE {role} "
+                           f"LOGIN SUPERUSER PASSWORD '{password}'\""], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    corpus = shared / "secret-corpus"
+    corpus.mkdir(exist_ok=True)
+    (corpus / "story.txt").write_text(json.loads((shared / "stories1.jsonl").read_text().splitlines()[0])["document"],
+                                      encoding="utf-8")
+    Secret(value=password).save("longsum-lake-password", overwrite=True)
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("LONGSUM_DATA_PATH", str(shared / "secret-data"))
+    lake = f"ducklake:postgres:dbname={database} host=127.0.0.1 user={role}"
+    try:
+        with pytest.raises(Exception) as refused:
+            evaluate_corpus(str(corpus), configs=[{"method": "extractive"}], db=lake)
+        assert "password" in str(refused.value).lower() and len(str(refused.value).splitlines()) == 1
+        evaluate_corpus(str(corpus), configs=[{"method": "extractive"}], db=lake,
+                        db_password_secret="longsum-lake-password")
+        store = Store(lake, read_only=True)
+        assert store.execute("SELECT count(*) FROM runs WHERE status = 'ok'") == [(1,)]
+        stored = " ".join(str(store.execute(f"SELECT string_agg(CAST(t AS VARCHAR), ' ') FROM {t} t")[0][0])
+                          for t in ("runs", "corpora", "lake.snapshots()"))
+        assert password not in stored
+    finally:
+        drop_database(database)
+        subprocess.run(["su", "postgres", "-c", f"psql -qc \"DROP ROLE IF EXISTS {role}\""], capture_output=True)

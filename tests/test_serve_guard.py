@@ -213,3 +213,20 @@ def test_the_default_lake_is_served_and_its_password_stays_out(tmp_path, monkeyp
     assert shown.returncode == 0 and "dbname=served" in shown.stdout
     assert "s3cret-pw" not in shown.stdout + shown.stderr
     assert os.environ.get("PGPASSWORD") == "s3cret-pw"  # where the password went
+
+
+def test_a_lake_is_served_as_its_spec_with_only_a_secret_blocks_name(tmp_path, monkeypatch):
+    """`summarize serve --db ducklake:... --db-password-secret BLOCK`: both deployments write the
+    lake (its spec, not a path made of it, and no password), name the Secret block that holds
+    the password, and keep to the policy served beside them."""
+    from flows.deploy import serving
+
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    lake = "ducklake:postgres:dbname=served host=/var/run/postgresql"
+    deployments, policy = serving(str(tmp_path), [{"method": "extractive"}], db=f"{lake} password=s3cret-pw",
+                                  cron="0 2 * * *", db_password_secret="longsum-lake-password")
+    for deployment in deployments:
+        assert deployment.parameters["db"] == lake, deployment.parameters
+        assert deployment.parameters["db_password_secret"] == "longsum-lake-password"
+        assert "s3cret-pw" not in json.dumps(deployment.parameters)
+        policy.check(deployment.name, deployment.parameters)

@@ -25,10 +25,14 @@ from pipelines.defaults import DEFAULT_MODEL
               help="Another base URL flow runs may call (besides the configurations'); repeat for several.")
 @click.option("--write-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The folder flow runs may write into: database, exports, reports (default: the database's).")
+@click.option("--db-password-secret", default=None, metavar="BLOCK",
+              help="Prefect Secret block holding the lake's catalog password: flow runs read it, their "
+                   "parameters name only the block.")
 @db_option
 def serve_command(source, cron, interval, api_limit, methods, model, base_url, chunk_size, summary_words,
                   configs_json, metrics, limit, dask_address, concurrency, call_concurrency, export_dir, batch,
-                  judge_model, judge_concurrency, max_cost, read_roots, allowed_urls, write_dir, db_path) -> None:
+                  judge_model, judge_concurrency, max_cost, read_roots, allowed_urls, write_dir, db_password_secret,
+                  db_path) -> None:
     """Serve the flows as Prefect deployments with a schedule.
 
     SOURCE (a folder, or a SQuALITY .jsonl) is evaluated on the schedule.
@@ -56,7 +60,7 @@ def serve_command(source, cron, interval, api_limit, methods, model, base_url, c
             write_dir=str(write_dir) if write_dir else None, cron=cron, interval=interval,
             metrics=metrics.split(",") if metrics else None, limit=limit, export_dir=export_dir,
             concurrency=concurrency, batch=batch, max_cost=max_cost, judge_model=judge_model,
-            judge_concurrency=judge_concurrency,
+            judge_concurrency=judge_concurrency, db_password_secret=db_password_secret,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
