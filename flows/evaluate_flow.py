@@ -25,12 +25,12 @@ from pathlib import Path
 from flows.limits import configured_limit, held_slots
 from flows.redacting import flow
 from flows.runners import task_runner_for
+from flows.secrets import password_from_secret
 from flows.tasks import evaluate_document_task
 from pipelines.corpus import CorpusItem, load_corpus
 from pipelines.evaluate import Outcome, evaluate, failures, load_item, summary_table
 from pipelines.defaults import DEFAULT_MODEL
 from pipelines.llm import is_tiny_model, parse_spec
-from pipelines.lake import password_from_secret
 from pipelines.runner import RunConfig
 from pipelines.store import Store, add_run_tables, document_calls, export_parquet
 

@@ -23,9 +23,9 @@ from flows.executor import PrefectExecutor
 from flows.limits import configured_limit
 from flows.redacting import flow
 from flows.runners import task_runner_for
+from flows.secrets import password_from_secret
 from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMMARY_WORDS
 from pipelines.documents import load_document
-from pipelines.lake import password_from_secret
 from pipelines.runner import RunConfig, make_backend, summarize_document
 from pipelines.store import Store, call_records, document_calls
 

@@ -45,20 +45,6 @@ class LakeError(ValueError):
     """A lake that cannot be named or reached, in one line (a StoreError to the store)."""
 
 
-def password_from_secret(name: str | None) -> None:
-    """The catalog password from the Prefect Secret block `name`, into PGPASSWORD for libpq:
-    a deployment's parameters name the block, never the password."""
-    if not name:
-        return
-    from prefect.blocks.system import Secret
-
-    try:
-        value = Secret.load(name).get()
-    except ValueError as exc:  # no such block (or not a Secret)
-        raise LakeError(f"no Prefect Secret block {name!r} for the lake's password: {first_line(str(exc))}") from None
-    os.environ["PGPASSWORD"] = str(value)
-
-
 @dataclass(frozen=True)
 class Lake:
     """A lake target. `str(lake)` is its spec, without a password: safe to store, log and pass on."""

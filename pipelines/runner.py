@@ -246,7 +246,7 @@ def step_width(config: RunConfig, backend: LLMBackend) -> int:
 
 def compress_chunks(store: Store, run_id: str, document: Document, chunks: list[Chunk], config: RunConfig,
                     llm: RecordingLLM, executor: Executor, width: int) -> list[Chunk]:
-    from pipelines.compress.chunks import ChunkCompressor
+    from pipelines.compress.chunk_compression import ChunkCompressor
 
     # `width` calls in flight in all: split between the chunks and the rewrites inside each.
     workers = max(1, min(width, len(chunks)))

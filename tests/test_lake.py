@@ -418,9 +418,9 @@ def test_a_flow_reads_the_lakes_password_from_a_prefect_secret_block(shared, pre
     lake = f"ducklake:postgres:dbname={database} host=127.0.0.1 user={role}"
     try:
         with pytest.raises(Exception) as refused:
-            evaluate_corpus(str(corpus), configs=[{"method": "extractive"}], db=lake)
+            evaluate_corpus(str(corpus), configs=[{"method": "extractive"}], db=lake, report=str(shared / "r.html"))
         assert "password" in str(refused.value).lower() and len(str(refused.value).splitlines()) == 1
-        evaluate_corpus(str(corpus), configs=[{"method": "extractive"}], db=lake,
+        evaluate_corpus(str(corpus), configs=[{"method": "extractive"}], db=lake, report=str(shared / "r.html"),
                         db_password_secret="longsum-lake-password")
         store = Store(lake, read_only=True)
         assert store.execute("SELECT count(*) FROM runs WHERE status = 'ok'") == [(1,)]

@@ -538,7 +538,7 @@ def test_run_compresses_code_across_the_whole_file(monkeypatch, scorer_model):
     whole file, and each chunk gets back what survived of its own span. With
     a scoring model its AMI joins the ranking, journaled under the run."""
     from pipelines.chunking import chunk_text
-    from pipelines.compress.chunks import ChunkCompressor
+    from pipelines.compress.chunk_compression import ChunkCompressor
 
     llm = _OneLLM()
     monkeypatch.setattr(ChunkCompressor, "_scorer", lambda self: llm.scorer)

@@ -93,7 +93,7 @@ def real_run(document, config, backend):
     compression, its workflow, on its executor), with the journal in memory instead of a store
     (a store's writes cost tens of milliseconds each; `test_the_real_run_is_summarize_document`
     checks that the two agree)."""
-    from pipelines.compress.chunks import ChunkCompressor
+    from pipelines.compress.chunk_compression import ChunkCompressor
     from pipelines.llm.recording import MemoryJournal, RecordingLLM
     from pipelines.runner import count_tokens_for, make_chunks, step_width, summarizer_for
     from pipelines.summarize.common import Progress

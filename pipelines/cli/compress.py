@@ -65,7 +65,7 @@ def compress_command(file, query, ratio, method, model, base_url, compress_model
         from pipelines.compress.longcodezip import compress_code
         from pipelines.llm.logprobs import default_scorer
 
-        from pipelines.compress.chunks import longcodezip_settings
+        from pipelines.compress.chunk_compression import longcodezip_settings
 
         result = compress_code(document.text, ratio, query, scorer=default_scorer(path) if compress_model else None,
                                count_tokens=llm.count_tokens, language=document.language or "python",

@@ -55,7 +55,7 @@ class CompressionResult:
     seconds: float = 0.0
     stats: dict = field(default_factory=dict)
     # LongCodeZip: the text as pieces (start, end, text, verbatim) of the input,
-    # in order; "".join(texts) == text (pipelines.compress.chunks.split_result)
+    # in order; "".join(texts) == text (pipelines.compress.chunk_compression.split_result)
     layout: list = field(default_factory=list)
 
     @property

@@ -2,7 +2,7 @@
 
 `ChunkCompressor` is a step owner (see `pipelines.summarize.executors`).
 SCOPE compresses each chunk on its own: the executor runs `compress` for
-every chunk of the document as one batch, in threads here or as Prefect
+every chunk of the document as one round, in threads here or as Prefect
 tasks in a flow. LongCodeZip ranks the functions of the whole file against
 each other, so for code it is one step, `compress_document`, over the
 document the chunks cover; its result is cut back along the chunks'
