@@ -86,10 +86,27 @@ def local_counter(text: str, count_tokens: TokenCounter) -> TokenCounter:
         return count_tokens
     sample = text[:CALIBRATION_CHARS]
     starts = _token_starts(text, count_tokens)
-    exact = bisect.bisect_left(starts, len(sample)) if starts is not None else count_tokens.count(sample)
+    if starts is not None:
+        exact = bisect.bisect_left(starts, len(sample))
+    else:
+        sample, exact = _counted_start(sample, count_tokens.count)
     ratio = exact / max(1, count_tokens.estimate(sample)) * (1 + ESTIMATE_MARGIN)
     estimate = count_tokens.estimate
     return lambda piece: math.ceil(estimate(piece) * ratio) if piece else 0
+
+
+def _counted_start(sample: str, count: TokenCounter) -> tuple[str, int]:
+    """(sample, its exact count), the sample halved while the counter refuses it (a server
+    such as vLLM tokenizes at most its model's context)."""
+    from pipelines.llm.tokenizers import SMALLEST_WINDOW, TokenizerUnavailable
+
+    while True:
+        try:
+            return sample, count(sample)
+        except TokenizerUnavailable:
+            if len(sample) < 2 * SMALLEST_WINDOW:
+                raise
+            sample = sample[: len(sample) // 2]
 
 
 def _token_starts(text: str, count_tokens: TokenCounter) -> list[int] | None:

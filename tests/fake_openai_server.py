@@ -100,13 +100,15 @@ class FakeOpenAIServer:
     def __init__(self, delay: float = 0.0, faults: list[str | None] | None = None, port: int = 0, hang_s: float = 30.0,
                  prefix: str = "", count_tokens=None, context_window: int | None = None, tokenize: bool = False,
                  answer=None, batch_polls: int = 1, prompt_cache_min: int | None = None, encode=None,
-                 flaky: Flaky | None = None, pieces=None):
+                 flaky: Flaky | None = None, pieces=None, tokenize_max: int | None = None):
         self.delay = delay
         # /tokenize answers with these token ids (text -> ids) instead of placeholders
         self.encode = encode
         # text -> each token's bytes: /tokenize then answers `return_token_strs` as vLLM does, with a
         # byte-level vocabulary's strings (its count is then the number of pieces)
         self.pieces = pieces
+        # like vLLM, whose /tokenize refuses a text longer than the model's context
+        self.tokenize_max = tokenize_max
         self.flaky = flaky
         self._seen: Counter = Counter()  # (method, path, body) -> times asked, for the fault draw
         self.injected: list[tuple[str, str]] = []  # (fault, path) of every fault injected by `flaky`
@@ -409,6 +411,11 @@ class FakeOpenAIServer:
                         server.tokenize_calls += 1
                     pieces = server.pieces(body["prompt"]) if server.pieces else None
                     n = len(pieces) if pieces is not None else server.count_tokens(body["prompt"])
+                    if server.tokenize_max is not None and n > server.tokenize_max:
+                        self._json(400, {"object": "error", "type": "BadRequestError", "code": 400, "message":
+                                         f"This model's maximum context length is {server.tokenize_max} tokens. "
+                                         f"However, you requested {n} tokens in the messages."})
+                        return
                     ids = list(server.encode(body["prompt"])) if server.encode else list(range(n))
                     answer = {"count": n, "max_model_len": server.context_window, "tokens": ids}
                     if body.get("return_token_strs") and pieces is not None:

@@ -138,6 +138,19 @@ def test_a_story_needs_a_handful_of_tokenize_requests():
     assert chunks == 6 and requests <= 2 + 2 * chunks  # the probe, the story, each chunk (some twice)
 
 
+def test_a_server_that_tokenizes_at_most_its_context_is_asked_in_parts():
+    """vLLM's /tokenize refuses a text longer than the model's context (here 4,096 tokens, the
+    story ~11k): the story's token positions come from its halves and quarters, each cut where a
+    paragraph ends; a server that gives counts only is calibrated on a shorter start."""
+    text = STORY.read_text(encoding="utf-8")
+    with FakeOpenAIServer(count_tokens=count_cl100k, tokenize=True, pieces=cl100k_pieces, tokenize_max=4096) as spelled:
+        requests, chunks = _tokenize_requests(spelled, text)
+    assert chunks == 6 and requests <= 1 + 1 + 2 + 4  # the probe, the story, its halves, its quarters
+    with FakeOpenAIServer(count_tokens=count_cl100k, tokenize=True, tokenize_max=4096) as counts_only:
+        requests, chunks = _tokenize_requests(counts_only, text)
+    assert chunks == 6
+
+
 def test_a_story_preflight_and_run_send_at_most_five_tokenize_requests(tmp_path):
     """The whole job, not only chunking: the preflight and a hierarchical run of
     the story against a server whose tokenizer does not run here. The plan

@@ -125,6 +125,8 @@ PROBE_TEXT = (
 )
 SERVER_COUNT_CACHE = 65_536  # counts kept per process (keyed by a digest of the text)
 STARTS_KEPT = 8  # documents whose token positions are kept per process (a corpus runs a few at once)
+# A text the server refuses whole is asked for in halves, down to windows of about this many characters.
+SMALLEST_WINDOW = 2_000
 
 
 class ServerTokenizer:
@@ -232,17 +234,31 @@ class ServerTokenizer:
         with self._cache_lock:
             if digest in self._starts:
                 return self._starts[digest]
-        try:
-            payload = self._post(text, self._shape, pieces=True)
-        except TokenizerUnavailable:  # refused (too long for the server, say): counted the other way
-            starts = None
-        else:
-            starts = _starts_from_pieces(text, _pieces_of(payload))
-            self._keep(digest, len(starts) if starts is not None else _count_of(payload))
+        starts = self._starts_in_windows(text)
+        if starts is not None:
+            self._keep(digest, len(starts))
         with self._cache_lock:
             self._starts[digest] = starts
             while len(self._starts) > STARTS_KEPT:
                 self._starts.popitem(last=False)
+        return starts
+
+    def _starts_in_windows(self, text: str) -> list[int] | None:
+        """token_starts of `text` in one request, or where the server refuses it (vLLM's
+        /tokenize takes at most the model's context) of its halves, each cut where a
+        paragraph, a line or a word ends."""
+        try:
+            payload = self._post(text, self._shape, pieces=True)
+        except TokenizerUnavailable:
+            if len(text) < 2 * SMALLEST_WINDOW:
+                return None
+            cut = _break_near(text, len(text) // 2)
+            left = self._starts_in_windows(text[:cut])
+            right = self._starts_in_windows(text[cut:]) if left is not None else None
+            return None if right is None else left + [cut + start for start in right]
+        starts = _starts_from_pieces(text, _pieces_of(payload))
+        if starts is None:  # counts only: the request still counted the text
+            self._keep(self._key(text), _count_of(payload))
         return starts
 
     def _key(self, text: str) -> tuple:
@@ -339,6 +355,16 @@ def _sentencepiece_bytes(strs: list[str]) -> list[bytes]:
                 pass
         out.append(s.replace("▁", " ").encode("utf-8", "surrogatepass"))
     return out
+
+
+def _break_near(text: str, at: int) -> int:
+    """Where to cut `text` near `at` (after a blank line, else a line end, else a space), so
+    that no token of the whole text spans the cut."""
+    for separator in ("\n\n", "\n", " "):
+        found = text.rfind(separator, at // 2, at)
+        if found > 0:
+            return found + len(separator)
+    return at
 
 
 def _starts_from_pieces(text: str, pieces: list[bytes] | None) -> list[int] | None:
