@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from conftest import ROOT, excerpt
+from conftest import excerpt
 
 from pipelines.store import Store
 
@@ -64,15 +64,11 @@ def prefect_server(tmp_path):
     _stop(server)
 
 
-def test_scheduled_deployment_runs_and_writes_duckdb(prefect_server, tmp_path, scandal_text):
-    corpus = tmp_path / "nightly"
-    corpus.mkdir()
-    (corpus / "story.txt").write_text(excerpt(scandal_text, 600), encoding="utf-8")
-    db = tmp_path / "nightly.duckdb"
+def _serve_until_a_scheduled_run_completes(prefect_server: dict, tmp_path, corpus, db: str) -> None:
     serve = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "serve", str(corpus), "--cron", "* * * * *", "--method", "extractive",
-         "--summary-words", "40", "--db", str(db)],
-        env=prefect_server, cwd=ROOT, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT,
+         "--summary-words", "40", "--db", db],
+        env=prefect_server, cwd=tmp_path, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     from prefect.client.orchestration import get_client
@@ -98,6 +94,34 @@ def test_scheduled_deployment_runs_and_writes_duckdb(prefect_server, tmp_path, s
     finally:
         _stop(serve)
 
+
+def _story_folder(tmp_path, scandal_text):
+    corpus = tmp_path / "nightly"
+    corpus.mkdir()
+    (corpus / "story.txt").write_text(excerpt(scandal_text, 600), encoding="utf-8")
+    return corpus
+
+
+def test_scheduled_deployment_runs_and_writes_duckdb(prefect_server, tmp_path, scandal_text):
+    db = tmp_path / "nightly.duckdb"
+    _serve_until_a_scheduled_run_completes(prefect_server, tmp_path, _story_folder(tmp_path, scandal_text), str(db))
     store = Store(db)
     assert store.execute("SELECT count(*) FROM runs WHERE status = 'ok'")[0][0] >= 1
     assert store.execute("SELECT count(*) FROM summaries WHERE is_final")[0][0] >= 1
+
+
+def test_a_served_deployment_writes_a_lake(prefect_server, tmp_path, scandal_text):
+    """`summarize serve --db ducklake:postgres:...`: the scheduled run writes the lake (issue 23)."""
+    from lakes import conninfo, create_database, drop_database, require_lake
+
+    require_lake()
+    database = create_database()
+    try:
+        lake = conninfo(database)
+        prefect_server = {**prefect_server, "LONGSUM_DATA_PATH": str(tmp_path / "lake-data")}
+        _serve_until_a_scheduled_run_completes(prefect_server, tmp_path, _story_folder(tmp_path, scandal_text), lake)
+        store = Store(lake, read_only=True)
+        assert store.execute("SELECT count(*) FROM runs WHERE status = 'ok'")[0][0] >= 1
+        assert store.execute("SELECT count(*) FROM summaries WHERE is_final")[0][0] >= 1
+    finally:
+        drop_database(database)

@@ -237,6 +237,10 @@ def test_the_sandbox_holds_on_a_lake(written, cli_env, query, why):
 
 def test_every_store_command_works_on_a_lake(written, shared, cli_env):
     lake = written["lake"]
+    story = shared / "one-story.txt"
+    story.write_text(json.loads((shared / "stories2.jsonl").read_text().splitlines()[0])["document"], encoding="utf-8")
+    summarized = run([story, "--method", "extractive", "--summary-words", "40", "--db", lake], cli_env)
+    assert summarized.returncode == 0 and summarized.stdout.strip(), summarized.stderr  # `summarize FILE` itself
     run_id = Store(lake, read_only=True).execute("SELECT run_id FROM runs LIMIT 1")[0][0]
     for args in (["runs"], ["show", run_id], ["check"], ["db-path"], ["vacuum"],
                  ["report", "--last", "2", "-o", shared / "lake.html"]):
