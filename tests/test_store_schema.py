@@ -165,3 +165,17 @@ def test_paid_answers_survive_a_database_held_by_a_long_reader(tmp_path):
         llm = RecordingLLM(OpenAIBackend("served", base_url=server.base_url), DuckDBJournal(Store(db)))
         assert all(llm.complete(prompt(t), 30).cached for t in texts)
         assert len(server.requests) == 3
+
+
+def test_a_copy_that_cannot_be_made_is_one_line_and_leaves_the_target_empty(tmp_path, cli_env):
+    """`summarize db copy` from a file whose chunk_rows hold a token count that is not a
+    number (a file edited by hand): one line naming both files, and nothing copied."""
+    source, target = tmp_path / "edited.duckdb", tmp_path / "copy.duckdb"
+    Store(source).execute("SELECT 1")
+    con = duckdb.connect(str(source))
+    con.execute("ALTER TABLE chunk_rows ALTER n_tokens TYPE VARCHAR")
+    con.execute("INSERT INTO runs (run_id, doc_id, status) VALUES ('r1', 'd1', 'ok')")
+    con.execute("INSERT INTO chunk_rows (run_id, idx, n_tokens) VALUES ('r1', 0, 'many')")
+    con.close()
+    assert_one_line_error(run(["db", "copy", source, target], cli_env), "cannot copy", "edited.duckdb")
+    assert Store(target, read_only=True).execute("SELECT count(*) FROM runs") == [(0,)]

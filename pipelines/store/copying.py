@@ -48,16 +48,19 @@ def copy_store(source: Store, target: Store) -> dict[str, int]:
                 for table in tables:
                     con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM longsum_source.main."{table}"')
 
-            if target.lake is not None:
-                target._commit_retrying(copy, con)
-            else:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    copy()
-                    con.execute("COMMIT")
-                except BaseException:
-                    _rollback(con)
-                    raise
+            try:
+                if target.lake is not None:
+                    target._commit_retrying(copy, con)
+                else:
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        copy()
+                        con.execute("COMMIT")
+                    except BaseException:
+                        _rollback(con)
+                        raise
+            except duckdb.Error as exc:  # nothing was copied: the transaction rolled back
+                raise StoreError(f"cannot copy {source.path} into {target.path}: {first_line(str(exc))}") from None
             counts = {}
             for table in tables:
                 here, there = con.execute(f'SELECT (SELECT count(*) FROM "{table}"), '
