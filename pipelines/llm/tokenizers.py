@@ -154,8 +154,8 @@ class ServerTokenizer:
     _cache_lock = threading.Lock()
     # (url, model) -> (request shape or None, the same tokenizer run here or None)
     _probes: dict[tuple[str, str], tuple[str | None, tuple | None]] = {}
-    # digest of a text -> where its tokens start, for the last few documents
-    _starts: "collections.OrderedDict[bytes, list[int] | None]" = collections.OrderedDict()
+    # (url, model, digest of a text) -> where its tokens start, for the last few documents
+    _starts: "collections.OrderedDict[tuple, list[int] | None]" = collections.OrderedDict()
 
     def __init__(self, client, base_url: str, model: str):
         root = base_url.rstrip("/")
