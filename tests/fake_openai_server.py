@@ -71,6 +71,9 @@ class Flaky:
     reset: float = 0.15
     unavailable: float = 0.05
     seed: int = 7
+    # paths (prefixes) whose first request is always reset: the draw's keys hold random ids and
+    # multipart boundaries, so the few batch requests of a small run may all escape it
+    first_reset: tuple[str, ...] = ()
 
     def draw(self, key: str, occurrence: int) -> str | None:
         x = random.Random(f"{self.seed}|{key}|{occurrence}").random()
@@ -111,6 +114,7 @@ class FakeOpenAIServer:
         self.tokenize_max = tokenize_max
         self.flaky = flaky
         self._seen: Counter = Counter()  # (method, path, body) -> times asked, for the fault draw
+        self._first_reset_done: set[str] = set()  # Flaky.first_reset prefixes already reset once
         self.injected: list[tuple[str, str]] = []  # (fault, path) of every fault injected by `flaky`
         self.open_connections = 0
         self.max_open_connections = 0
@@ -288,10 +292,14 @@ class FakeOpenAIServer:
         if self.flaky is None:
             return None
         key = f"{method} {path} {raw.decode('utf-8', 'replace')}"
+        first = next((prefix for prefix in self.flaky.first_reset if path.startswith(prefix)), None)
         with self._lock:
             self._seen[key] += 1
             occurrence = self._seen[key]
-        fault = self.flaky.draw(key, occurrence)
+            forced = first is not None and first not in self._first_reset_done
+            if forced:
+                self._first_reset_done.add(first)
+        fault = "reset" if forced else self.flaky.draw(key, occurrence)
         if fault:
             with self._lock:
                 self.injected.append((fault, path))

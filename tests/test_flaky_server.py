@@ -23,7 +23,7 @@ from pipelines.llm.tokenizers import ServerTokenizer, cl100k, count_cl100k
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = ROOT / "tests" / "data" / "squality" / "dev_subset.jsonl"
 PRICE_AS = "openai:gpt-4o-mini"
-FLAKY = Flaky(reset=0.15, unavailable=0.05, seed=7)
+FLAKY = Flaky(reset=0.15, unavailable=0.05, seed=7, first_reset=("/v1/files", "/v1/batches"))
 
 
 @pytest.fixture()
