@@ -36,6 +36,7 @@ def story_summary(scandal_text: str) -> str:
     return ". ".join(sentences[:12]).strip() + "."
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_checker_calls_run_concurrently_with_the_same_judgements(server, tmp_path, scandal_text, version):
     summary = story_summary(scandal_text)
@@ -56,6 +57,7 @@ def test_checker_calls_run_concurrently_with_the_same_judgements(server, tmp_pat
     assert [a.flagged for a in concurrent.annotations] == [flagged(a.sentence_num) for a in concurrent.annotations]
 
 
+@pytest.mark.slow
 def test_scope_rewrites_run_concurrently_and_the_ratio_holds(server, tmp_path, scandal_text):
     text = excerpt(scandal_text, 900)
     llm = api_llm(server, tmp_path, "scope")

@@ -77,6 +77,7 @@ def byte_tokens(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tokenize", [True, False], ids=["server-tokenize", "margin"])
 def test_budgets_never_overflow_the_context_window_on_non_latin_text(tmp_path, cli_env, tokenize):
     """A server that counts tokens its own way and refuses (HTTP 400, as vLLM
@@ -150,6 +151,7 @@ def test_url_credentials_are_stripped():
     assert "Pl4ntedPassw0rd" not in text and QUERY_KEY not in text and "api-version=2024-10-21" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_key", [False, True])
 def test_credentials_in_the_base_url_never_reach_the_database_or_output(tmp_path, cli_env, scandal_text, with_key):
     from conftest import excerpt

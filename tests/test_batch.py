@@ -63,6 +63,7 @@ def _finals(store) -> dict[str, str]:
     return {(doc, method): text for doc, method, text in rows}
 
 
+@pytest.mark.slow
 def test_a_batched_corpus_gives_the_same_summaries_at_half_the_cost(server, tmp_path, monkeypatch):
     monkeypatch.setenv("LONGSUM_PRICE_AS", PRICE_AS)
     sync_store, sync = _evaluate(tmp_path / "sync.duckdb", server.base_url, batch=False,
@@ -86,6 +87,7 @@ def test_a_batched_corpus_gives_the_same_summaries_at_half_the_cost(server, tmp_
     assert sum(n for _, n, _ in batches) == len(server.batch_lines) == len(calls)
 
 
+@pytest.mark.slow
 def test_requests_already_answered_are_never_submitted(server, tmp_path):
     db = tmp_path / "again.duckdb"
     _evaluate(db, server.base_url, batch=True, limit=2)
@@ -99,6 +101,7 @@ def test_requests_already_answered_are_never_submitted(server, tmp_path):
     assert new and not {l["custom_id"] for l in new} & {l["custom_id"] for l in server.batch_lines[:lines]}
 
 
+@pytest.mark.slow
 def test_an_expired_batch_resubmits_its_unfinished_requests_and_nothing_else(server, tmp_path):
     server.expire_next_batch = 4
     store, outcomes = _evaluate(tmp_path / "expired.duckdb", server.base_url, batch=True)
@@ -131,6 +134,7 @@ with prefect_test_harness(server_startup_timeout=120):
 """
 
 
+@pytest.mark.slow
 def test_a_crashed_flow_resumes_against_its_pending_batch(server, tmp_path, cli_env, prefect_harness):
     from pipelines.llm.openai_backend import OpenAIBackend
     from pipelines.plan import estimate_document
@@ -183,6 +187,7 @@ def _journaled(db: Path) -> int:
         return -1
 
 
+@pytest.mark.slow
 def test_the_corpus_flow_in_batch_mode(server, tmp_path, prefect_harness, monkeypatch):
     """evaluate_corpus(batch=True): the flow runs the documents in its process
     through the collector; every answer came from a batch, at half price."""
@@ -221,6 +226,7 @@ def _evaluate_anthropic(db: Path, base_url: str, *, batch: bool, limit=None):
     return store, outcomes
 
 
+@pytest.mark.slow
 def test_anthropic_message_batches_give_the_same_summaries_at_half_the_cost(tmp_path, monkeypatch):
     """Message Batches through the official SDK against a local server that
     speaks Anthropic's API: the same summaries as synchronous calls, each
@@ -255,6 +261,7 @@ def test_anthropic_message_batches_give_the_same_summaries_at_half_the_cost(tmp_
             assert ANTHROPIC_KEY not in json.dumps(store.execute("SELECT * FROM runs"), default=str)
 
 
+@pytest.mark.slow
 def test_an_expired_anthropic_batch_resubmits_its_unfinished_requests_and_nothing_else(tmp_path, monkeypatch):
     """A message batch that ends with some requests `expired`: those, and only
     those, go out again in a later batch; the corpus completes."""

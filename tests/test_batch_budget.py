@@ -43,6 +43,7 @@ def _upper_bound(request: dict) -> float:
     return BATCH_DISCOUNT * cost_usd("openai", "gpt-4o-mini", Completion("", prompt, request["max_tokens"], "length", 0))
 
 
+@pytest.mark.slow
 def test_a_batch_wave_is_sized_by_the_remaining_budget(tmp_path, monkeypatch):
     monkeypatch.setenv("LONGSUM_PRICE_AS", PRICE_AS)
     with FakeOpenAIServer(count_tokens=count_cl100k, tokenize=True, context_window=32_768) as server:

@@ -70,6 +70,7 @@ def _record(call_id: str, run_id: str | None, request_hash: str, response: str, 
     )
 
 
+@pytest.mark.slow
 def test_every_writer_path_keeps_its_rows_while_another_process_holds_the_file(tmp_path, short_timeout):
     """Calls from flow steps (a replayed call_id becomes a cached replay), a
     worker's run tables, a failure, a failed run's update, scores and journaled
@@ -186,6 +187,7 @@ def _held_while_answering(db):
     return holder, answer
 
 
+@pytest.mark.slow
 def test_a_summarize_flow_keeps_every_step_call_while_the_file_is_held(tmp_path, scandal_text, short_timeout,
                                                                          harness):
     """Held from the first request to the end of the flow: every step's calls
@@ -215,6 +217,7 @@ def test_a_summarize_flow_keeps_every_step_call_while_the_file_is_held(tmp_path,
         assert len(server.requests) == paid and again["usage"]["cache_hits"] == paid
 
 
+@pytest.mark.slow
 def test_a_corpus_flow_loses_no_run_failure_score_or_paid_call_while_the_file_is_held(tmp_path, scandal_text, books,
                                                                                     short_timeout, harness):
     """Held from the first request to the end of the flow: whatever the flow

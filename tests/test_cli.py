@@ -37,6 +37,7 @@ def test_help_lists_commands(cli_env):
     assert own.returncode == 0 and "Usage: summarize db copy" in own.stdout, own.stderr
 
 
+@pytest.mark.slow
 def test_extractive_run_json_output_file_and_queries(tmp_path, cli_env, db, scandal_text):
     story = tmp_path / "story.txt"
     story.write_text(excerpt(scandal_text, 2000), encoding="utf-8")

@@ -70,6 +70,7 @@ def _assert_bracketed(seen: list[tuple]) -> None:
         assert estimate.cost_high is not None and estimate.cost_low <= estimate.cost_high
 
 
+@pytest.mark.slow
 def test_preflight_brackets_the_real_tokens_of_squality_stories(server, tmp_path, monkeypatch):
     monkeypatch.setenv("LONGSUM_PRICE_AS", PRICE_AS)
     seen = _bracket(SUBSET, None, server, tmp_path)
@@ -82,6 +83,7 @@ def test_preflight_brackets_the_real_tokens_of_squality_stories(server, tmp_path
         assert abs(e.input_typical - inputs) <= 0.15 * inputs, (name, method, inputs, e)
 
 
+@pytest.mark.slow
 def test_preflight_brackets_a_run_that_compresses_with_scope(server, tmp_path, monkeypatch):
     """SCOPE's rewrites are planned too. The test server's answers fail SCOPE's checks, so passages are
     asked again: the run makes more calls than the uncompressed plan allows, and stays inside this one."""
@@ -123,6 +125,7 @@ def test_summarize_chunks_prints_the_preflight_without_calling_the_model(cli_env
     assert hier["input_min"] >= payload["tokens"]  # the chunks are in the prompts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [[str(BOOK), "-q"], ["corpus", str(SUBSET), "--method", "hierarchical"]],
                          ids=["summarize", "corpus"])
 def test_dry_run_and_max_cost_refusal_start_nothing(server, tmp_path, cli_env, command):
@@ -167,6 +170,7 @@ def test_budget_stops_a_running_run_cleanly_and_a_rerun_resumes(server, tmp_path
     assert len(server.requests) == asked + result.usage.calls
 
 
+@pytest.mark.slow
 def test_prompt_cache_reads_are_recorded_priced_and_shown(tmp_path, cli_env):
     """OpenAI-style cached_tokens (the test server caches a repeated system
     message) land in llm_calls, lower the cost, and `summarize runs` shows the share."""

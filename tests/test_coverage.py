@@ -35,6 +35,7 @@ def sentence_at(share: float) -> str:
     raise AssertionError("no sentence found")
 
 
+@pytest.mark.slow
 def test_each_sentence_is_aligned_to_the_decile_it_comes_from(index):
     picks = [0.05, 0.33, 0.62, 0.95]
     summary = " ".join(sentence_at(p) for p in picks)
@@ -64,6 +65,7 @@ def test_generic_sentences_are_not_pinned_to_a_page(index):
     assert values["grounded"] == 0 and values["deciles"] == 0 and values["end_share"] is None
 
 
+@pytest.mark.slow
 def test_score_run_stores_the_profile_for_sql(tmp_path):
     from pipelines.cli import cli
     from pipelines.store import Store
@@ -84,6 +86,7 @@ def test_score_run_stores_the_profile_for_sql(tmp_path):
     assert wide == (pytest.approx(0.2), pytest.approx(0.5), 1.0)
 
 
+@pytest.mark.slow
 def test_summarize_file_with_score_coverage_profiles_the_run(tmp_path):
     from pipelines.cli import cli
     from pipelines.store import Store

@@ -62,6 +62,7 @@ def echo_server():
         yield server
 
 
+@pytest.mark.slow
 def test_quiet_still_says_degraded_and_strict_makes_it_an_error(tmp_path, cli_env, echo_server):
     db = tmp_path / "degraded.duckdb"
     args = [SCANDAL, "--model", "openai:echo", "--base-url", echo_server.base_url, "--chunk-size", "800",
@@ -82,12 +83,14 @@ def test_quiet_still_says_degraded_and_strict_makes_it_an_error(tmp_path, cli_en
     assert shown.returncode == 0 and shown.stdout == quiet.stdout and "is degraded" in shown.stderr
 
 
+@pytest.mark.slow
 def test_a_clean_run_under_strict_exits_zero(tmp_path, cli_env, fake_openai):
     result = run([SCANDAL, "--model", "openai:fake", "--base-url", fake_openai.base_url, "--chunk-size", "800",
                   "--summary-words", "120", "--db", tmp_path / "ok.duckdb", "-q", "--strict"], cli_env)
     assert result.returncode == 0 and result.stdout.strip() and not result.stderr.strip(), result.stderr
 
 
+@pytest.mark.slow
 def test_a_corpus_with_a_failed_document_says_which_and_why(tmp_path, books, cli_env, prefect_harness):
     """Exit status 4, each failed document with its reason on stdout (not only in a Prefect log
     line); `runs` names the failed run's document and model; `show` gives its reason."""

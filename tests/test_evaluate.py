@@ -24,6 +24,7 @@ def failing_on(marker: str):
     return answer
 
 
+@pytest.mark.slow
 def test_one_failure_rule_bad_documents_are_recorded_the_others_complete(store, tmp_path):
     stories = squality_items(SQUALITY, limit=2)
     marker = " ".join(stories[1].document.text.split()[10:16])  # in its first chunk only
@@ -91,6 +92,7 @@ class Overlapping(ScriptedBackend):
                     del self.asking[me]
 
 
+@pytest.mark.slow
 def test_documents_run_concurrently_with_the_same_results(store, tmp_path):
     from pipelines.store import Store
 

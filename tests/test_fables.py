@@ -191,6 +191,7 @@ def test_limit_takes_a_fixed_sample_across_books_and_models():
     assert len({b for b, _, _ in first}) > 10 and len({m for _, m, _ in first}) == 5
 
 
+@pytest.mark.slow
 def test_cli_eval_fables_against_an_api_judge_from_the_imported_set(tmp_path, monkeypatch, fake_openai):
     from pipelines.cli import cli
     from pipelines.store import Store

@@ -301,6 +301,7 @@ def test_passages_are_lossless_spans_of_the_chunks():
     assert words == len(text.split())
 
 
+@pytest.mark.slow
 def test_hybrid_retrieval_finds_the_passage_a_claim_comes_from():
     _, chunks = doyle_chunks()
     index = SourceIndex(passages_from_chunks(chunks))
@@ -363,6 +364,7 @@ def test_a_run_without_source_chunks_is_a_clear_error(store):
         score_run(store, run_id, ["faithfulness"], llm=llm)
 
 
+@pytest.mark.slow
 def test_cli_scores_faithfulness_with_an_api_judge_and_concurrent_calls(tmp_path, monkeypatch, fake_openai):
     from pipelines.cli import cli
     from pipelines.store import Store

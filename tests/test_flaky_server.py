@@ -117,6 +117,7 @@ def test_a_corpus_survives_a_flaky_server(path, server, tmp_path, cli_env, prefe
     assert cost == pytest.approx(clean[2]) and cost > 0
 
 
+@pytest.mark.slow
 def test_a_document_that_fails_after_retries_says_why_and_the_others_complete(tmp_path):
     """One configuration's server resets every connection: its run fails with
     the transport error, the attempts and the time they took; the other
@@ -163,6 +164,7 @@ def run_corpus(server, folder: Path, db: Path, *, batch: bool, concurrency: int 
     return threads.peak, server.max_open_connections, server.max_in_flight
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [False, True], ids=["sync", "batch"])
 def test_threads_and_connections_are_bounded_by_configuration_not_corpus_size(tmp_path, batch):
     """3 documents x 3 calls at once: the same bound on 4 and on 12 documents

@@ -40,6 +40,7 @@ def test_no_module_opens_a_connection_of_its_own():
     assert offenders == []
 
 
+@pytest.mark.slow
 def test_tokenize_and_chat_survive_resets_and_503s_over_one_pool():
     """A server that resets 15 % of connections and answers 5 % with 503, on
     /tokenize and on chat: every count and every call succeeds, each call is
@@ -73,6 +74,7 @@ def test_what_is_not_transient_fails_at_once():
         assert "attempt" not in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_a_call_that_runs_out_of_attempts_says_why():
     """Every connection reset: the error names the transport failure, the
     attempts (the first and 2 retries) and the time they took; one line."""

@@ -25,6 +25,8 @@ from textdata import excerpt
 WRITERS = 3
 STORIES = 2  # per writer
 USERS = ("longsum_lake_a", "longsum_lake_b")  # writers 1 and 2 (writer 0 is this user)
+# Every test needs PostgreSQL, which `make test` starts and `make test-fast` does not.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -431,6 +431,7 @@ def test_chunk_names_defined_and_read():
     assert defined == {"f"} and "helper" in read and "def" not in read
 
 
+@pytest.mark.slow
 def test_structure_keeps_what_the_answer_uses_without_a_model():
     """On every stdlib task in tests/data, the structure signal alone (no
     model) keeps more of the definitions the answer uses than random whole

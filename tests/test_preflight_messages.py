@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import shlex
 
+import pytest
+
 from clitools import assert_one_line_error, run
 from conftest import DATA
 
@@ -15,6 +17,7 @@ STORY = DATA / "books" / "doyle_scandal_in_bohemia.txt"
 API = "openai:gpt-4o-mini"
 
 
+@pytest.mark.slow
 def test_levels_are_said_once_and_as_the_workflow_plans_them(cli_env):
     """The header made its own guess of the merge levels (8 summaries a
     merge: "merges over 3+ levels") above the estimate's "up to 2 levels";
@@ -39,6 +42,7 @@ def test_an_incremental_dry_run_speaks_of_incremental_only(cli_env):
     assert "hierarchical" not in result.stdout and "merge" not in result.stdout
 
 
+@pytest.mark.slow
 def test_the_refusal_suggests_the_command_it_was_given(cli_env, tmp_path):
     """--max-cost refused: the dry run it suggests has the --model (and the
     other options) of the refused command, and running it prints the plan

@@ -135,6 +135,7 @@ def store(tmp_path_factory):
     return Store(tmp_path_factory.mktemp("property") / "runs.duckdb")
 
 
+@pytest.mark.slow
 def test_the_real_run_is_summarize_document(store):
     """`real_run` spends what `summarize_document` spends, with and without SCOPE."""
     from pipelines.runner import RunConfig, summarize_document
@@ -153,6 +154,7 @@ def test_the_real_run_is_summarize_document(store):
         assert usage.calls > 1
 
 
+@pytest.mark.slow
 def test_a_real_run_stays_within_the_preflight_for_random_documents_and_settings():
     from pipelines.runner import check_budgets
 

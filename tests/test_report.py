@@ -87,12 +87,14 @@ def tree_size(store, run_ids):
                              "(SELECT count(*) FROM chunks WHERE run_id = ?)", [r, r])[0][0] for r in run_ids)
 
 
+@pytest.mark.slow
 def test_the_tree_holds_every_summary_and_chunk_once(filled):
     store, run_ids = filled
     for run_id in run_ids:
         assert count_nodes(_tree(store, run_id)) == tree_size(store, [run_id])
 
 
+@pytest.mark.slow
 def test_runs_are_selected_by_id_last_document_and_corpus_run(filled, tmp_path):
     store, run_ids = filled
     assert select_runs(store, [run_ids[0][:8]]) == [run_ids[0]]
@@ -109,6 +111,7 @@ def test_runs_are_selected_by_id_last_document_and_corpus_run(filled, tmp_path):
         select_runs(store, corpus_run="nope")
 
 
+@pytest.mark.slow
 def test_the_command_writes_the_report_and_refuses_nothing_to_report(filled, tmp_path):
     from pipelines.cli import cli
 
@@ -122,6 +125,7 @@ def test_the_command_writes_the_report_and_refuses_nothing_to_report(filled, tmp
     assert bad.exit_code == 1 and "no runs selected" in bad.output and not (tmp_path / "x.html").exists()
 
 
+@pytest.mark.slow
 def test_the_baseline_is_marked_and_the_best_scores_highlighted(filled):
     store, run_ids = filled
     page = build_report(store, run_ids)
@@ -131,6 +135,7 @@ def test_the_baseline_is_marked_and_the_best_scores_highlighted(filled):
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/", "")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
 def test_the_report_in_a_real_browser(filled, tmp_path):
     from playwright.sync_api import sync_playwright
@@ -251,6 +256,7 @@ def not_blank(png: bytes) -> bool:
     return len(set(image.getdata())) > 50
 
 
+@pytest.mark.slow
 def test_a_report_of_100_runs_stays_under_5_mb(filled, tmp_path):
     store, run_ids = filled
     big = Store(tmp_path / "big.duckdb")

@@ -73,6 +73,7 @@ def _hold(db, seconds):
     return proc
 
 
+@pytest.mark.slow
 def test_second_process_waits_for_the_lock_then_proceeds(tmp_path):
     db = tmp_path / "shared.duckdb"
     holder = _hold(db, 2.0)

@@ -72,6 +72,7 @@ def within(ratio: float, target: float, tolerance: float = 0.1) -> bool:
 # --- 1. optimized semantic chunking ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_semantic_chunks_break_where_the_topic_changes(story, count):
     austen = (BOOKS / "austen_prideprejudice.txt").read_text(encoding="utf-8")
     first = excerpt(austen, 450)

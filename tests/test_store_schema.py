@@ -125,6 +125,7 @@ def test_a_newer_database_is_refused(tmp_path, cli_env):
     con.close()
 
 
+@pytest.mark.slow
 def test_paid_answers_survive_a_database_held_by_a_long_reader(tmp_path):
     """A reader (another process, read-only) holds the file while calls return:
     the answers go to the side journal, the run goes on, nothing is asked twice,

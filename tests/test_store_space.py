@@ -85,6 +85,7 @@ def _checkpointed_size(db: Path) -> int:
     return file_size(db)
 
 
+@pytest.mark.slow
 def test_the_demo_story_re_run_five_times_keeps_the_files_size(tmp_path, books):
     """Issue 22's measure: the demo story at the default chunk size, one run and
     five identical re-runs, each file size taken after a CHECKPOINT (its free
@@ -120,6 +121,7 @@ def _run(store: Store, story: Path):
                           backend=ScriptedBackend(context_window=8192))
 
 
+@pytest.mark.slow
 def test_five_identical_re_runs_store_no_text_again(tmp_path, books):
     """The file after one run of a long story and after five identical re-runs
     that replay every call (each measured after `vacuum`: CHECKPOINT and a
@@ -147,6 +149,7 @@ def test_five_identical_re_runs_store_no_text_again(tmp_path, books):
     assert store.execute("SELECT count(*) FROM summaries WHERE text IS NULL") == [(0,)]
 
 
+@pytest.mark.slow
 def test_vacuum_drops_what_no_run_references_and_shrinks_the_file(tmp_path, books, cli_env):
     """Two documents; one run's row deleted by the user: vacuum drops its
     chunks, summaries and replays and every text only they named, keeps its

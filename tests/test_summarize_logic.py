@@ -302,6 +302,7 @@ class _TakingTurns(ScriptedBackend):
                 self.in_flight -= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel_calls", [1, None])
 def test_steps_run_side_by_side_only_as_far_as_the_backend_serves_calls(tmp_path, store, parallel_calls,
                                                                          scandal_text):

@@ -110,6 +110,7 @@ def _summarize(path, server, db, env, *extra):
                 "--summary-words", "60", "--db", db, "--json", "-q", *extra], env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, encoding, text",
     [
@@ -135,6 +136,7 @@ def test_legacy_encodings_and_other_scripts_work(tmp_path, cli_env, db, fake_ope
     assert verify(Store(db)) == []
 
 
+@pytest.mark.slow
 def test_one_long_line_without_punctuation_chunks(tmp_path, cli_env, db, fake_openai):
     path = tmp_path / "line.txt"
     words = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor " * 4000)[:200_000]
@@ -147,6 +149,7 @@ def test_one_long_line_without_punctuation_chunks(tmp_path, cli_env, db, fake_op
     assert json.loads(result.stdout)["n_chunks"] >= 20
 
 
+@pytest.mark.slow
 def test_fifty_megabyte_text_chunks_in_bounded_memory(tmp_path, cli_env, books):
     novel = (books / "austen_prideprejudice.txt").read_bytes()
     path = tmp_path / "huge.txt"
@@ -182,6 +185,7 @@ def test_fifty_megabyte_text_chunks_in_bounded_memory(tmp_path, cli_env, books):
     assert "".join(chunk.text for chunk in plan.chunks) == text
 
 
+@pytest.mark.slow
 def test_unreachable_base_url_fails_the_run_with_its_reason(tmp_path, cli_env, db):
     import socket
 
@@ -220,6 +224,7 @@ def test_database_that_is_not_duckdb(tmp_path, cli_env):
     assert bogus.read_text().startswith("this is not a database")  # left untouched
 
 
+@pytest.mark.slow
 def test_bad_model_specs_and_missing_keys(cli_env, db):
     story = BOOKS / "doyle_scandal_in_bohemia.txt"
     assert_one_line_error(run([story, "--model", "gpt-4", "--db", db], cli_env), "unknown model spec")

@@ -38,6 +38,7 @@ def reference_summary(story, cli_env, tmp_path_factory):
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "faults",
     [
@@ -64,6 +65,7 @@ def test_transient_faults_are_retried_and_the_run_completes(story, cli_env, tmp_
     assert verify(Store(db)) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault, fragment", [("401", "rejected the API key"), ("500", "HTTP 500")])
 def test_permanent_faults_fail_cleanly_then_resume_without_repeating(story, cli_env, tmp_path, reference_summary, fault, fragment):
     db = tmp_path / "permanent.duckdb"
@@ -87,6 +89,7 @@ def test_permanent_faults_fail_cleanly_then_resume_without_repeating(story, cli_
     assert repeated == [] and verify(store) == []
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_rerun(story, cli_env, tmp_path, reference_summary):
     """Ten kills: one during start-up, the others after a random number of
     calls plus a random delay (mid-call, mid-write, between levels)."""
@@ -142,6 +145,7 @@ def both_asking():
     return answer, state["released"]
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_database(story, cli_env, tmp_path, scandal_text):
     """Both processes are mid-run on the one file at once, and their writes
     interleave (each holds it only for a unit of work): contention happens, and

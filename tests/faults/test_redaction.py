@@ -139,6 +139,7 @@ def test_build_deployments_refuses_credentials_whoever_calls_it(tmp_path):
     assert PASSWORD not in str(refused.value)
 
 
+@pytest.mark.slow
 def test_a_failed_flow_run_sends_prefect_no_credential(tmp_path, prefect_harness):
     """A flow that fails with a URL in its error: the caller still gets the
     error by its type; Prefect's run state, and every log, hold it masked."""

@@ -157,6 +157,7 @@ def gullible(messages: list[dict]) -> str | None:
     return None  # the server's ordinary summary
 
 
+@pytest.mark.slow
 def test_document_instructions_stay_fenced_as_data(tmp_path, cli_env):
     from fake_openai_server import FakeOpenAIServer
 
