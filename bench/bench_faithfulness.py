@@ -69,7 +69,7 @@ def main() -> None:
     from pipelines.llm.llamacpp import DEFAULT_CONTEXT_WINDOW, LlamaCppBackend
     from pipelines.llm.recording import MemoryJournal, RecordingLLM
     from pipelines.text import sentences
-    from scoring.evidence import SourceIndex, passages_from_chunks
+    from pipelines.retrieval import SourceIndex, passages_from_chunks
     from scoring.faithfulness import FaithfulnessChecker
 
     path = data_file(SHARED / "squality" / "dev.jsonl", LOCAL / "squality" / "dev_subset.jsonl")

@@ -1,7 +1,7 @@
 """Coverage profile: which parts of the document a summary draws from (no LLM).
 
 Each summary sentence is aligned to the passage of the run's source chunks
-it most likely draws from (`scoring.evidence`: MiniLM embeddings and BM25
+it most likely draws from (`pipelines.retrieval`: MiniLM embeddings and BM25
 fused by rank). A sentence counts as grounded when that passage shares a
 content word with it and their cosine similarity is at least `threshold`;
 generic sentences ("The novel explores grief") align to nothing in
@@ -30,9 +30,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipelines.retrieval import SUPPORT_THRESHOLD, supports
 from pipelines.text import sentences as split_sentences
 
-DEFAULT_THRESHOLD = 0.25
+DEFAULT_THRESHOLD = SUPPORT_THRESHOLD
 DECILES = 10
 
 
@@ -75,7 +76,7 @@ class CoverageResult:
 
 
 def profile(summary: str, index, threshold: float = DEFAULT_THRESHOLD) -> CoverageResult:
-    """Align every sentence of `summary` to its best passage of `index` (a scoring.evidence.SourceIndex)."""
+    """Align every sentence of `summary` to its best passage of `index` (a pipelines.retrieval.SourceIndex)."""
     sentences = split_sentences(summary)
     alignments = []
     for number, (sentence, hits) in enumerate(zip(sentences, index.search(sentences, k=1)), 1):
@@ -85,7 +86,7 @@ def profile(summary: str, index, threshold: float = DEFAULT_THRESHOLD) -> Covera
         alignments.append(Alignment(
             sentence_num=number, sentence=sentence, chunk_idx=passage.chunk_idx, start=passage.start, end=passage.end,
             position=position, decile=min(DECILES - 1, int(position * DECILES)), similarity=hit.dense,
-            lexical=hit.lexical, grounded=hit.lexical > 0 and hit.dense >= threshold,
+            lexical=hit.lexical, grounded=supports(hit, threshold),
         ))
     config = {"method": "minilm+bm25 rank fusion, best passage per sentence", "threshold": threshold,
               "grounded_rule": "shares a content word and cosine >= threshold", "deciles": DECILES,

@@ -13,7 +13,7 @@ LLM does both steps, with retrieval standing in for the reader's memory:
    hash differs and the cache does not replay it); a sentence still without
    claims is stored as one `unparseable` row, never silently dropped.
 2. **Evidence.** Each claim retrieves the `evidence_k` best passages of the
-   run's own source chunks (`scoring.evidence`: MiniLM embeddings and BM25,
+   run's own source chunks (`pipelines.retrieval`: MiniLM embeddings and BM25,
    fused by rank).
 3. **Verdict.** A judge labels the claim against those passages
    (`prompts/faithfulness_judge.txt`) as Yes / PartialSupport / No /
@@ -365,7 +365,7 @@ class FaithfulnessChecker:
     def check(self, summary: str, index, *, first: int | None = None, max_claims: int | None = None) -> FaithfulnessResult:
         """Claims of `summary` (its `first` sentences only, if given; at most
         `max_claims` judged), each judged against passages of `index` (a
-        scoring.evidence.SourceIndex)."""
+        pipelines.retrieval.SourceIndex)."""
         claims = self.extract(summary, first=first)
         if max_claims is not None:
             kept = [c for c in claims if c.claim is not None][:max_claims]

@@ -86,7 +86,7 @@ def score_runs(store, jobs: Sequence[ScoreJob], metrics: Sequence[str] | str, *,
 def _grounded_rows(store, jobs, metrics, options: ScoringOptions, created, llm, on_progress):
     """Faithfulness and coverage: both read the run's source chunks through one index per run."""
     from scoring.coverage import coverage_rows, profile
-    from scoring.evidence import EvidenceError, index_for_run
+    from pipelines.retrieval import EvidenceError, index_for_run
     from scoring.faithfulness import FaithfulnessChecker, claim_rows
 
     rows, claims, coverage = [], [], []

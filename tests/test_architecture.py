@@ -169,3 +169,15 @@ def test_scoring_imports_neither_compression_nor_summarizing():
     problems = [f"{module} imports {t}" for module in scoring for t in edges[module]
                 if any(t == f or t.startswith(f + ".") for f in forbidden)]
     assert problems == []
+
+
+def test_one_retrieval_below_summarizing_and_scoring():
+    """Passages, embeddings and BM25 live in pipelines.retrieval, which both the citations and
+    the scorers use; it imports neither side, and summarizing imports nothing from scoring/."""
+    edges = graph()
+    assert "pipelines.retrieval" in edges["pipelines.citations"]
+    assert {"pipelines.retrieval"} <= edges["scoring.coverage"] | edges["scoring.run"]
+    sides = ("scoring", "pipelines.summarize", "pipelines.citations", "pipelines.runner")
+    assert [t for t in edges["pipelines.retrieval"] if t.startswith(sides)] == []
+    summarizing = [m for m in edges if m.startswith(("pipelines.summarize", "pipelines.citations"))]
+    assert [f"{m} imports {t}" for m in summarizing for t in edges[m] if t == "scoring" or t.startswith("scoring.")] == []

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from conftest import BOOKS
 from scoring.coverage import profile
-from scoring.evidence import SourceIndex, passages_from_chunks
+from pipelines.retrieval import SourceIndex, passages_from_chunks
 from scoring_helpers import make_run
 from pipelines.text import sentences
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import BOOKS, DATA
 from pipelines.llm.base import LLMCallError
 from pipelines.llm.recording import MemoryJournal, RecordingLLM
-from scoring.evidence import SourceIndex, passages_from_chunks
+from pipelines.retrieval import SourceIndex, passages_from_chunks
 from scoring.faithfulness import FaithfulnessChecker, parse_claims, parse_verdict, quotes_found
 from scoring_helpers import make_run
 from scripted import ScriptedBackend
@@ -325,7 +325,7 @@ def make_grounded_run(store, summary: str, chunks) -> str:
 
 
 def test_score_run_writes_claims_and_scores_and_replays_from_the_journal(store, monkeypatch):
-    import scoring.evidence as evidence
+    import pipelines.retrieval as evidence
     from pipelines.store import DuckDBJournal
     from scoring import score_run
 

@@ -60,6 +60,9 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
 @click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
               help="Refuse to start when the estimate's upper bound exceeds USD; stop (status failed, reason "
                    "budget, resumable) when the recorded cost reaches it.")
+@click.option("--citations", is_flag=True,
+              help="Cite the source of every sentence of every summary (table citations) and print a marker such "
+                   "as [ch. III] or [ll. 12-40] after each sentence of the summary; with --json, a list.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (run_id, summary, usage) instead of the summary.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the summary to this file.")
 @click.option("-q", "--quiet", is_flag=True,
@@ -69,7 +72,7 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
 @db_option
 def run_command(file, method, model, base_url, context_window, chunk_size, chunker, overlap, summary_words,
                 concurrency, kind, password, compress, compress_ratio, compress_query, compress_model, timeout_s, max_retries, references, score_spec,
-                dry_run, max_cost, as_json, output, quiet, strict, db_path, **scoring_values) -> None:
+                dry_run, max_cost, citations, as_json, output, quiet, strict, db_path, **scoring_values) -> None:
     """Summarize FILE (a book, a paper or a source file)."""
     from pipelines.progress import RunProgress
     from pipelines.runner import RunConfig, make_backend, summarize_file
@@ -124,8 +127,14 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
                                     on_call=progress.on_call, password=password)
     except BudgetExceeded as exc:
         raise UserError(f"{exc} (the run is marked failed with reason 'budget'; see `summarize runs`)") from None
+    shown, cited = result.summary, None
+    if citations:
+        from pipelines.citations import with_markers
+
+        cited = cite(store, result)
+        shown = with_markers(result.summary, cited)
     if output is not None:
-        write_atomically(output, result.summary + "\n")
+        write_atomically(output, shown + "\n")
     scores = score(store, result.run_id) if score else []
     if as_json:
         import json
@@ -133,15 +142,21 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
         payload = result.as_json()
         if score:
             payload["scores"] = scores
+        if cited is not None:
+            from pipelines.citations import as_json as citations_json
+
+            payload["citations"] = citations_json(cited)
         click.echo(json.dumps(payload, ensure_ascii=False, default=str))
     else:
-        click.echo(result.summary)
+        click.echo(shown)
     if score and not as_json:
         from pipelines.sql import render
         from scoring import summary_table
 
         click.echo(render(*summary_table(scores)), err=True)
     if not quiet:
+        if cited is not None:
+            click.echo(citation_line(cited), err=True)
         if compress != "none":
             ((before, after),) = store.execute(
                 "SELECT tokens_before_compression, tokens_after_compression FROM runs WHERE run_id = ?", [result.run_id])
@@ -163,3 +178,26 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
                    f"(the run is {result.status}); {step}: {first.note}", err=True)
     if result.status != "ok" and (strict if strict is not None else strict_from_environment()):
         click.get_current_context().exit(EXIT_DEGRADED)
+
+
+def cite(store, result) -> list:
+    """The final summary's citations, after citing every summary of the run into the store."""
+    from pipelines.citations import cite_run
+    from pipelines.retrieval import EvidenceError
+
+    try:
+        cited = cite_run(store, result.run_id)
+    except EvidenceError as exc:
+        raise UserError(f"cannot cite run {result.run_id}: {exc}") from None
+    (final,) = store.execute("SELECT summary_id FROM summaries WHERE run_id = ? AND is_final", [result.run_id])
+    return cited.get(final[0], [])
+
+
+def citation_line(cited: list) -> str:
+    methods: dict[int, set] = {}
+    for c in cited:
+        methods.setdefault(c.sentence_idx, set()).add(c.method)
+    supported = sum(1 for m in methods.values() if m != {"unsupported"})
+    kinds = ", ".join(f"{k} {sum(1 for m in methods.values() if k in m)}" for k in ("aligned", "traced"))
+    return (f"citations: {supported} of {len(methods)} sentences of the summary cite their source ({kinds}); "
+            f"every summary's are in the table citations")

@@ -98,7 +98,7 @@ def _score_and_warn(store, run_id: str, metrics, texts, ids, options) -> list[di
 def _scoring_errors():
     from scoring import ScoringError
     from scoring.booookscore import CheckerError
-    from scoring.evidence import EvidenceError
+    from pipelines.retrieval import EvidenceError
     from scoring.fables import FablesError
     from scoring.faithfulness import FaithfulnessError
 

@@ -62,14 +62,17 @@ def clean_inline(text: str) -> str:
     return _SPACES.sub(" ", text)
 
 
-def join_blocks(blocks: list[tuple[str, str, int]]) -> tuple[str, list[Heading]]:
+def join_blocks(blocks: list[tuple[str, str, int]], starts: list[int] | None = None) -> tuple[str, list[Heading]]:
     """Paragraphs (kind, text, level) into one text with blank lines between
-    them; headings become sections at their offsets."""
+    them; headings become sections at their offsets. `starts`, when given,
+    receives each block's offset in the text (an empty block: where the next begins)."""
     parts: list[str] = []
     headings: list[Heading] = []
     offset = 0
     for kind, text, level in blocks:
         text = text.strip()
+        if starts is not None:
+            starts.append(offset + 2 if parts and text else offset)
         if not text:
             continue
         if parts:

@@ -213,8 +213,10 @@ def read_pdf(path: Path, password: str | None = None) -> Extracted:
     if not any(line.text for line in lines):
         raise ReaderError(f"{path}: the PDF has no text layer; OCR is not supported (scanned pages?)")
     blocks, title = _layout(lines, sizes)
-    text, headings = join_blocks(blocks)
+    starts: list[int] = []
+    text, headings = join_blocks([(kind, body, level) for kind, body, level, _ in blocks], starts)
     info = {"pages_without_text": empty_pages} if empty_pages else {}
+    info["page_starts"] = page_starts([page for *_, page in blocks], starts, n_pages)
     title = metadata.get("Title") or title
     return Extracted(
         text=text, format="pdf", extractor="pypdfium2",
@@ -222,6 +224,23 @@ def read_pdf(path: Path, password: str | None = None) -> Extracted:
         headings=headings, title=title or None, pages=n_pages,
         metadata={**info, **{k.lower(): v for k, v in metadata.items() if k in ("Author", "Creator", "Producer")}},
     )
+
+
+def page_starts(pages: list[int], starts: list[int], n_pages: int) -> list[int]:
+    """Where each page begins in the text (page p, from 1, at `[p - 1]`): the first paragraph
+    that starts on it or later. A paragraph that runs on to the next page counts on the page
+    it starts on."""
+    first: dict[int, int] = {}
+    for page, start in zip(pages, starts):
+        first[page] = min(start, first.get(page, start))
+    out, begin = [0] * n_pages, max(starts, default=0)
+    for page in reversed(range(n_pages)):
+        begin = min(begin, first.get(page, begin))
+        out[page] = begin
+    out[0] = 0
+    for page in range(1, n_pages):  # a float set after its paragraph: keep the starts in order
+        out[page] = max(out[page], out[page - 1])
+    return out
 
 
 def _reason(exc: Exception) -> str:
@@ -319,7 +338,7 @@ def _page_lines(textpage, page_index: int, box: tuple[float, float, float, float
 # --- 2.-6. layout -----------------------------------------------------------------
 
 
-def _layout(lines: list[_Line], sizes: list[tuple[float, float]]) -> tuple[list[tuple[str, str, int]], str | None]:
+def _layout(lines: list[_Line], sizes: list[tuple[float, float]]) -> tuple[list[tuple[str, str, int, int]], str | None]:
     n_pages = len(sizes)
     _drop_line_numbers(lines)
     _drop_furniture(lines, sizes)
@@ -642,32 +661,33 @@ def _vocabulary(lines: list[_Line]) -> _Vocabulary:
     return vocabulary
 
 
-def _paragraphs(blocks: list[_Block], vocabulary: _Vocabulary) -> list[tuple[str, str, int]]:
-    out: list[tuple[str, str, int]] = []
-    floats: list[tuple[str, str, int]] = []
+def _paragraphs(blocks: list[_Block], vocabulary: _Vocabulary) -> list[tuple[str, str, int, int]]:
+    """(kind, text, heading level, the page it starts on) of each paragraph, in reading order."""
+    out: list[tuple[str, str, int, int]] = []
+    floats: list[tuple[str, str, int, int]] = []
     para: list[_Line] = []
     edges = _column_edges(blocks)
     references = False  # in a reference list, entries are told apart by their hanging indent
 
     def close() -> None:
         if para:
-            out.append(("text", _join_lines(para, vocabulary), 0))
+            out.append(("text", _join_lines(para, vocabulary), 0, para[0].page))
             para.clear()
         out.extend(floats)
         floats.clear()
 
     for block in blocks:
         if block.kind in ("caption", "footnote", "table", "figure"):
-            floats.append(("text", _join_lines(block.lines, vocabulary), 0))
+            floats.append(("text", _join_lines(block.lines, vocabulary), 0, block.first.page))
             continue
         if block.kind == "heading":
             close()
             references = _REFERENCES.match(block.first.text) is not None
-            out.append(("heading", _join_lines(block.lines, vocabulary), block.first.level))
+            out.append(("heading", _join_lines(block.lines, vocabulary), block.first.level, block.first.page))
             continue
         if block.kind == "title":
             close()
-            out.append(("text", _join_lines(block.lines, vocabulary), 0))
+            out.append(("text", _join_lines(block.lines, vocabulary), 0, block.first.page))
             continue
         left, right = _block_edges(block, edges)
         hanging = references or _hanging(block, left)

@@ -9,7 +9,7 @@ from pipelines.store.schema import utc
 
 
 EXPORT_TABLES = ("runs", "chunks", "compressed_chunks", "summaries", "llm_calls", "scores", "booookscore_annotations",
-                 "claims", "claim_summaries", "coverage")
+                 "claims", "claim_summaries", "coverage", "citations")
 
 
 def export_parquet(store: Store, run_ids: list[str], folder: str | Path) -> Path:

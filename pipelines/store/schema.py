@@ -181,6 +181,14 @@ CREATE TABLE IF NOT EXISTS coverage (
     chunk_idx INTEGER, start_char BIGINT, end_char BIGINT, position DOUBLE, decile INTEGER,
     similarity DOUBLE, lexical DOUBLE, grounded BOOLEAN, config_hash VARCHAR, created_at TIMESTAMP
 );
+-- citations (pipelines/citations.py): one row per summary sentence and passage it rests on;
+-- method aligned | traced | unsupported (no chunk: nothing the summary was given supports it)
+CREATE TABLE IF NOT EXISTS citations (
+    run_id VARCHAR, summary_id VARCHAR, sentence_idx INTEGER, sentence VARCHAR, chunk_idx INTEGER,
+    start_char BIGINT, end_char BIGINT, page INTEGER, last_page INTEGER, section VARCHAR, first_line INTEGER,
+    last_line INTEGER,
+    method VARCHAR, score DOUBLE, created_at TIMESTAMP
+);
 -- evaluations (pipelines/evaluate.py): one row each; a pair's result the moment it finishes, so a
 -- killed evaluation resumes with the pairs that have none
 CREATE TABLE IF NOT EXISTS corpora (
@@ -266,7 +274,7 @@ LAKE_SCHEMA_HASH = __import__("hashlib").sha256(lake_schema().encode()).hexdiges
 
 TABLES = (
     "documents", "runs", "chunks", "compressed_chunks", "summaries", "llm_calls", "scores", "booookscore_annotations",
-    "claims", "claim_summaries", "coverage", "llm_batches", "corpora", "corpus_results",
+    "claims", "claim_summaries", "coverage", "citations", "llm_batches", "corpora", "corpus_results",
 )
 ROW_TABLES = tuple(rows for rows, _, _ in ADDRESSED.values())
 

@@ -1,5 +1,6 @@
-"""Evidence retrieval from a run's source chunks, for the faithfulness judge
-and the coverage profile.
+"""Retrieval over a run's source chunks: one module below both sides. The
+summarizer's citations (`pipelines.citations`) and the scorers'
+faithfulness evidence and coverage profile all find passages here.
 
 The chunks a run summarized (table `chunks`, lossless, with character
 offsets) are cut into passages of a few sentences, never across a chunk
@@ -29,10 +30,13 @@ from pipelines.text import split_sentences
 
 PASSAGE_WORDS = 120
 RRF_K = 60
+# A text supports a query when they share a content word and their cosine is at least this:
+# generic sentences ("The novel explores grief") match nothing in particular and stay unsupported.
+SUPPORT_THRESHOLD = 0.25
 
 
 class EvidenceError(ValueError):
-    """The run has no source text to retrieve evidence from."""
+    """The run has no source text to retrieve passages from."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class Passage:
 
 @dataclass(frozen=True)
 class Hit:
-    passage: int  # index into SourceIndex.passages
+    passage: int  # index into the searched texts (SourceIndex.passages)
     dense: float  # cosine similarity
     lexical: float  # BM25 score (0: no shared word)
     fused: float
@@ -106,24 +110,50 @@ def _tokenize(texts: list[str]):
     return bm25s.tokenize(texts, stopwords="en", show_progress=False, return_ids=False)
 
 
-class SourceIndex:
-    """Passages of one document with their embeddings and a BM25 index."""
+class TextIndex:
+    """Short texts (passages, a summary's sentences) with their embeddings and a BM25 index,
+    ranked for a query by the fusion described above."""
 
-    def __init__(self, passages: Sequence[Passage], embed: Callable[[list[str]], "object"] | None = None):
+    def __init__(self, texts: Sequence[str], embed: Callable[[list[str]], "object"] | None = None):
         import bm25s
         import numpy as np
 
-        if not passages:
-            raise EvidenceError("no source passages to search")
         if embed is None:
             from pipelines.embeddings import embed
         self.embed = embed
-        self.passages = list(passages)
-        self.vectors = np.asarray(embed([p.text for p in self.passages]), dtype=np.float32)
+        self.vectors = np.asarray(embed(list(texts)), dtype=np.float32)
         self.bm25 = bm25s.BM25()
-        self.bm25.index(bm25s.tokenize([p.text for p in self.passages], stopwords="en", show_progress=False),
-                        show_progress=False)
+        self.bm25.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
         self._lock = threading.Lock()
+        self.size = len(texts)
+
+    def search(self, queries: Sequence[str], k: int = 3, among: Sequence[int] | None = None) -> list[list[Hit]]:
+        """The `k` best texts for each query, best first; with `among`, only those texts are ranked."""
+        import numpy as np
+
+        if not queries:
+            return []
+        dense = np.asarray(self.embed(list(queries)), dtype=np.float32) @ self.vectors.T
+        tokens = _tokenize(list(queries))
+        candidates = np.arange(self.size) if among is None else np.asarray(among, dtype=np.int64)
+        out = []
+        for row, words in zip(dense, tokens):
+            with self._lock:  # bm25s keeps scratch state on the index
+                lexical = self.bm25.get_scores(words) if words else np.zeros(self.size, dtype=np.float32)
+            lexical = np.asarray(lexical, dtype=np.float64)
+            out.append([Hit(i, float(row[i]), float(lexical[i]), fused)
+                        for i, fused in fuse(row[candidates], lexical[candidates], candidates, k)])
+        return out
+
+
+class SourceIndex(TextIndex):
+    """The passages of one document, searchable (`Hit.passage` indexes `passages`)."""
+
+    def __init__(self, passages: Sequence[Passage], embed: Callable[[list[str]], "object"] | None = None):
+        if not passages:
+            raise EvidenceError("no source passages to search")
+        self.passages = list(passages)
+        super().__init__([p.text for p in self.passages], embed)
         self.passage_words: int | None = None  # set by whoever cut the passages
         self.start = min(p.start for p in self.passages)
         self.end = max(p.end for p in self.passages)
@@ -133,29 +163,27 @@ class SourceIndex:
         span = max(1, self.end - self.start)
         return min(1.0, max(0.0, ((passage.start + passage.end) / 2 - self.start) / span))
 
-    def search(self, queries: Sequence[str], k: int = 3) -> list[list[Hit]]:
-        """The `k` best passages for each query, best first."""
-        import numpy as np
+    def in_chunks(self, first: int, last: int) -> list[int]:
+        """The passages of chunks `first` to `last`: what a summary of those chunks was given."""
+        return [i for i, p in enumerate(self.passages) if first <= p.chunk_idx <= last]
 
-        if not queries:
-            return []
-        dense = np.asarray(self.embed(list(queries)), dtype=np.float32) @ self.vectors.T
-        tokens = _tokenize(list(queries))
-        out = []
-        n = len(self.passages)
-        for row, words in zip(dense, tokens):
-            with self._lock:  # bm25s keeps scratch state on the index
-                lexical = self.bm25.get_scores(words) if words else np.zeros(n, dtype=np.float32)
-            lexical = np.asarray(lexical, dtype=np.float64)
-            fused = np.zeros(n, dtype=np.float64)
-            fused[np.argsort(-row, kind="stable")] += 1.0 / (RRF_K + 1 + np.arange(n))
-            matched = np.flatnonzero(lexical > 0)
-            if matched.size:
-                order = matched[np.argsort(-lexical[matched], kind="stable")]
-                fused[order] += 1.0 / (RRF_K + 1 + np.arange(order.size))
-            best = np.argsort(-fused, kind="stable")[:k]
-            out.append([Hit(int(i), float(row[i]), float(lexical[i]), float(fused[i])) for i in best])
-        return out
+
+def supports(hit: Hit, threshold: float = SUPPORT_THRESHOLD) -> bool:
+    return hit.lexical > 0 and hit.dense >= threshold
+
+
+def fuse(dense, lexical, ids, k: int) -> list[tuple[int, float]]:
+    """The `k` best of `ids` by reciprocal-rank fusion of their dense and lexical scores: (id, fused)."""
+    import numpy as np
+
+    n = len(ids)
+    fused = np.zeros(n, dtype=np.float64)
+    fused[np.argsort(-dense, kind="stable")] += 1.0 / (RRF_K + 1 + np.arange(n))
+    matched = np.flatnonzero(lexical > 0)
+    if matched.size:
+        order = matched[np.argsort(-lexical[matched], kind="stable")]
+        fused[order] += 1.0 / (RRF_K + 1 + np.arange(order.size))
+    return [(int(ids[i]), float(fused[i])) for i in np.argsort(-fused, kind="stable")[:k]]
 
 
 def load_chunks(store, run_id: str) -> list[tuple[int, int, str]]:
