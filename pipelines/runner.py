@@ -41,6 +41,8 @@ CHUNKERS = ("structured", "fixed")
 COMPRESSORS = ("none", "scope", "longcodezip", "auto")
 # Room a chunk prompt needs besides the chunk and the answer (instructions).
 PROMPT_OVERHEAD_TOKENS = 256
+# Grounded merging: the share of a merge's room (besides its output and context) given to source passages.
+GROUNDING_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,13 @@ class RunConfig:
     compress_ratio: float = 0.5
     compress_query: str = ""
     compress_model: str | None = None  # LongCodeZip's scoring model: llamacpp (default) or llamacpp:PATH
+    grounded: bool = False  # hierarchical: each merge also reads the source passages it merges (GROUNDING_SHARE)
 
     def settings(self) -> SummarizeSettings:
         return SummarizeSettings(
             summary_words=self.summary_words, max_attempts=self.max_attempts,
             temperature=self.temperature, concurrency=self.concurrency,
+            grounding_share=GROUNDING_SHARE if self.grounded else 0.0,
         )
 
     def validate(self) -> None:
@@ -85,6 +89,8 @@ class RunConfig:
             raise ValueError(f"unknown compression {self.compress!r}; choose one of {', '.join(COMPRESSORS)}")
         if not 0 < self.compress_ratio <= 1:
             raise ValueError("--compress-ratio must be in (0, 1]")
+        if self.grounded and self.method != "hierarchical":
+            raise ValueError("--grounded grounds the merges of --method hierarchical")
         if self.compress != "none" and self.method == "extractive":
             raise ValueError("--compress needs an LLM method (hierarchical or incremental), not extractive")
         if self.compress_model:

@@ -29,7 +29,7 @@ from importlib import resources
 _HEADER = re.compile(r"^### (system|user|assistant)( \(varies\))?[ \t]*$", re.MULTILINE)
 # Tags the templates use to fence data; a value must not be able to close one.
 _FENCE_TAG = re.compile(
-    r"<(/?)\s*(document|excerpt|summary|summaries|story_so_far|new_excerpt|sentence|text|code)\s*>",
+    r"<(/?)\s*(document|excerpt|summary|summaries|story_so_far|new_excerpt|sentence|text|code|passages)\s*>",
     re.IGNORECASE,
 )
 

@@ -69,6 +69,7 @@ def _where(store, run_id, text: str) -> int:
     return offsets["".join(flat).index(text[:60])]
 
 
+@pytest.mark.slow
 def test_every_sentence_of_every_summary_cites_the_passage_it_came_from(cited_run):
     store, result, cited = cited_run
     nodes = store.execute("SELECT summary_id, level, kind, text, first_chunk, last_chunk FROM summaries "
@@ -95,6 +96,7 @@ def test_every_sentence_of_every_summary_cites_the_passage_it_came_from(cited_ru
     assert checked >= 10
 
 
+@pytest.mark.slow
 def test_citations_are_rows_that_sql_reads_and_that_resolve_to_the_chunks(cited_run):
     store, result, cited = cited_run
     rows = store.execute(
@@ -111,6 +113,7 @@ def test_citations_are_rows_that_sql_reads_and_that_resolve_to_the_chunks(cited_
     assert final[0][0] == len([s for s in sentences(result.summary) if s != INVENTED]) > 0
 
 
+@pytest.mark.slow
 def test_citing_again_replaces_the_runs_rows(cited_run):
     from pipelines.citations import cite_run
 
@@ -121,6 +124,7 @@ def test_citing_again_replaces_the_runs_rows(cited_run):
     assert store.execute("SELECT count(*) FROM citations WHERE run_id = ?", [result.run_id]) == before
 
 
+@pytest.mark.slow
 def test_the_cli_prints_markers_and_json_carries_them(story, tmp_path, cli_env):
     """Through the real CLI (the extractive baseline: no model), a run replayed from the store cites the same."""
     db = tmp_path / "cli.duckdb"
@@ -199,6 +203,7 @@ def test_a_real_model_run_cites_only_real_chunks_and_spans(story, tmp_path, cli_
     assert [c["sentence"] for c in payload["citations"]] == sentences(payload["summary"])
 
 
+@pytest.mark.slow
 def test_a_pdf_sentence_cites_the_pages_it_is_printed_on(tmp_path, cli_env):
     """Checked against the PDF's own text layer: each cited sentence is printed on a page of its citation's range."""
     import pypdfium2
@@ -222,6 +227,7 @@ def test_a_pdf_sentence_cites_the_pages_it_is_printed_on(tmp_path, cli_env):
             (sentence["sentence"], source, printed_on)
 
 
+@pytest.mark.slow
 def test_a_summary_never_cites_a_chunk_it_was_not_given(story):
     """A chunk summary that states what another chunk says is unsupported, not cited to that
     chunk: a citation says what the step read, not where else the words occur."""

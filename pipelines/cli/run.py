@@ -48,6 +48,9 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
               help="Also rank code by this model's AMI (fused with the structure signal): llamacpp (the embedded "
                    "Qwen2.5-Coder-1.5B-Instruct, a code model: the paper's setting) or llamacpp:/path.gguf. "
                    "Without it LongCodeZip needs no model.")
+@click.option("--grounded", is_flag=True,
+              help="Hierarchical: each merge also reads the source passages most relevant to the summaries it "
+                   "merges (they share its token budget).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=None, help="API backends: seconds per request (default 120).")
 @click.option("--retries", "max_retries", type=click.IntRange(min=0), default=None, help="API backends: retries with jittered backoff on connection resets, timeouts, 408/409/429 and 5xx (default 6; see pipelines/llm/http.py).")
 @click.option("--reference", "references", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -71,7 +74,7 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
               help=f"A degraded run exits with status {EXIT_DEGRADED}, not 0 (default: $LONGSUM_STRICT, e.g. 1).")
 @db_option
 def run_command(file, method, model, base_url, context_window, chunk_size, chunker, overlap, summary_words,
-                concurrency, kind, password, compress, compress_ratio, compress_query, compress_model, timeout_s, max_retries, references, score_spec,
+                concurrency, kind, password, compress, compress_ratio, compress_query, compress_model, grounded, timeout_s, max_retries, references, score_spec,
                 dry_run, max_cost, citations, as_json, output, quiet, strict, db_path, **scoring_values) -> None:
     """Summarize FILE (a book, a paper or a source file)."""
     from pipelines.progress import RunProgress
@@ -81,7 +84,7 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
         method=method, model=model, base_url=base_url, context_window=context_window, chunk_size=chunk_size,
         chunker=chunker, overlap=overlap, summary_words=summary_words, concurrency=concurrency, kind=kind,
         timeout_s=timeout_s, max_retries=max_retries, compress=compress, compress_ratio=compress_ratio,
-        compress_query=compress_query, compress_model=compress_model,
+        compress_query=compress_query, compress_model=compress_model, grounded=grounded,
     )
     config.validate()
     if not file.exists():

@@ -7,6 +7,13 @@ prompt, with the previous merge of the same level given as context. Levels
 repeat until one summary is left. Token limits shrink down the levels: the
 top summary gets the full limit and each level below `level_shrink` of the
 one above, so that the inputs of a merge fit its context.
+
+Grounded merging (`grounding_share` > 0, `--grounded`; after Ou & Lapata
+2025, context-aware hierarchical merging): each merge prompt also carries
+the source passages of its chunks most relevant to the summaries it merges
+(`pipelines.retrieval`), in document order. They take that share of the
+merge's room, so the packing of summaries leaves it to them, and the
+preflight, which runs this code, counts them too.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from pipelines.summarize.extractive import salvage
 from pipelines.text import sentences
 
 MIN_LEVEL_TOKENS = 64
+GROUNDING_HITS = 3  # passages retrieved per summary sentence, before the budget picks among them
 MAX_LEVELS = 12
 _LABEL_TOKENS = 8  # "Summary N:" and separators around each merged summary
 _SEPARATOR = "\n\n"
@@ -46,6 +54,7 @@ class HierarchicalSummarizer:
         self.generation = Generation(llm, settings)
         self.learning = RetryLearning(settings)
         self._common = prompt_values(kind)
+        self.sources = None  # the chunks' passages, searchable, when merges are grounded (see `run`)
 
     def recipe(self) -> Recipe:
         return Recipe(HierarchicalSummarizer, {"settings": self.settings, "kind": self.kind})
@@ -61,17 +70,28 @@ class HierarchicalSummarizer:
 
     def _overhead(self, template: str) -> int:
         """Prompt tokens of a template with all variable parts empty."""
-        empty = prompts.render(template, words=9999, text="", summaries="", context="", position="", **self._common)
+        empty = prompts.render(template, words=9999, text="", summaries="", context="", position="", passages="",
+                               **self._common)
         return prompt_tokens(self.llm.backend, empty.messages) + CONTEXT_SAFETY_TOKENS
 
-    def merge_room(self, out_limit: int, with_context: bool) -> int:
-        """Tokens available for the summaries being merged (context excluded)."""
-        template = "merge_with_context" if with_context else "merge"
-        room = self.llm.context_window - self._overhead(template) - out_limit
+    def _template(self, with_context: bool) -> str:
+        return ("merge_grounded" if self.settings.grounding_share else "merge") + \
+            ("_with_context" if with_context else "")
+
+    def _inputs_room(self, out_limit: int, with_context: bool) -> int:
+        """Tokens available for the summaries being merged and their passages (context excluded)."""
+        room = self.llm.context_window - self._overhead(self._template(with_context)) - out_limit
         return room - self.context_budget(out_limit) if with_context else room
 
+    def merge_room(self, out_limit: int, with_context: bool) -> int:
+        """Tokens available for the summaries being merged (context and passages excluded)."""
+        return self._inputs_room(out_limit, with_context) - self.passage_budget(out_limit, with_context)
+
+    def passage_budget(self, out_limit: int, with_context: bool) -> int:
+        return int(self.settings.grounding_share * self._inputs_room(out_limit, with_context))
+
     def context_budget(self, out_limit: int) -> int:
-        room = self.llm.context_window - self._overhead("merge_with_context") - out_limit
+        room = self.llm.context_window - self._overhead(self._template(True)) - out_limit
         return int(self.settings.context_share * room)
 
     def plan_limits(self, n_chunks: int) -> list[int]:
@@ -96,6 +116,7 @@ class HierarchicalSummarizer:
         raise PromptTooLongError(
             f"the {self.llm.context_window}-token context window is too small to merge {n_chunks} chunk summaries "
             f"into a {top}-token summary; use a model with a larger context, fewer --summary-words or larger chunks"
+            + (" (grounded merges give source passages a share of each merge)" if self.settings.grounding_share else "")
         )
 
     # -- steps -------------------------------------------------------------
@@ -159,22 +180,45 @@ class HierarchicalSummarizer:
         for idx, group in enumerate(groups):
             # Each merge reads the end of the one before: one step at a time.
             context = self.context_from(merged[-1].text, out_limit) if merged else ""
-            merged.append(call(executor, self.merge, group, level, idx, out_limit, context))
+            passages = self.grounding(group, self.passage_budget(out_limit, bool(merged)))
+            merged.append(call(executor, self.merge, group, level, idx, out_limit, context, passages))
             self._learn(merged[-1:])
         return merged
 
-    def merge(self, group: list[SummaryRecord], level: int, idx: int, out_limit: int, context: str) -> SummaryRecord:
+    def merge(self, group: list[SummaryRecord], level: int, idx: int, out_limit: int, context: str,
+              passages: str = "") -> SummaryRecord:
         words = words_for_tokens(out_limit)
         text = _SEPARATOR.join(_labelled(i + 1, r.text) for i, r in enumerate(group))
-        template = "merge_with_context" if context else "merge"
+        template = ("merge_grounded" if passages else "merge") + ("_with_context" if context else "")
         outcome = self.generation.run(
-            template, {"summaries": text, "context": context, **self._common},
+            template, {"summaries": text, "context": context, "passages": passages, **self._common},
             out_limit, words, step=f"merge:{level}.{idx}",
             fallback=lambda w: salvage("\n\n".join(r.text for r in group), w),
         )
         self.progress.step("merge")
         return SummaryRecord.from_outcome(outcome, level=level, idx=idx, kind="merge", token_limit=out_limit, word_limit=words,
                        first_chunk=group[0].first_chunk, last_chunk=group[-1].last_chunk)
+
+    def grounding(self, group: list[SummaryRecord], budget: int) -> str:
+        """The passages of the group's chunks most relevant to its summaries, within `budget`
+        tokens, in document order ("" when merges are not grounded)."""
+        if self.sources is None or budget <= 0:
+            return ""
+        among = self.sources.in_chunks(group[0].first_chunk, group[-1].last_chunk)
+        queries = [s for record in group for s in sentences(record.text)]
+        if not among or not queries:
+            return ""
+        relevance: dict[int, float] = {}
+        for hits in self.sources.search(queries, k=GROUNDING_HITS, among=among):
+            for hit in hits:
+                relevance[hit.passage] = max(relevance.get(hit.passage, 0.0), hit.fused)
+        chosen, used = [], 0
+        for i in sorted(relevance, key=lambda i: (-relevance[i], i)):
+            cost = self.llm.count_tokens(self.sources.passages[i].text) + 2  # and its separator
+            if used + cost <= budget:
+                chosen.append(i)
+                used += cost
+        return _SEPARATOR.join(self.sources.passages[i].text for i in sorted(chosen))
 
     def context_from(self, previous: str, out_limit: int) -> str:
         """The end of the previous merge, whole sentences, within the context budget."""
@@ -201,6 +245,11 @@ class HierarchicalSummarizer:
         if not chunks:
             return []
         executor = executor or ThreadExecutor(self.settings.concurrency)
+        if self.settings.grounding_share:
+            from pipelines.retrieval import SourceIndex, passages_from_chunks
+
+            passages = passages_from_chunks([(c.idx, c.start, c.text) for c in chunks])
+            self.sources = SourceIndex(passages) if passages else None  # chunks compressed to nothing
         limits = self.plan_limits(len(chunks))
         self.progress.expect(len(chunks))
         current = []

@@ -1,0 +1,139 @@
+"""Grounded merging (issue 26, item 3): each merge prompt carries the source
+passages of its own chunks most relevant to the summaries it merges, within
+the share of the merge's room they are given; the packing and the preflight
+count them (the property test in test_preflight_property.py draws grounded
+cases too)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import BOOKS, excerpt
+from scripted import ScriptedBackend, echo_answer
+
+from pipelines.documents import Document
+from pipelines.runner import GROUNDING_SHARE, RunConfig, summarize_document
+
+WINDOW = 1024
+pytestmark = pytest.mark.slow  # each run embeds its passages (MiniLM): seconds
+
+
+@pytest.fixture(scope="module")
+def document():
+    text = excerpt((BOOKS / "doyle_scandal_in_bohemia.txt").read_text(encoding="utf-8"), 1500)
+    return Document(path="scandal.txt", text=text, kind="book", encoding="utf-8")
+
+
+def _run(document, tmp_path, grounded: bool):
+    from pipelines.store import Store
+
+    backend = ScriptedBackend(echo_answer, context_window=WINDOW)
+    config = RunConfig(method="hierarchical", model="scripted", chunk_size=160, summary_words=60, grounded=grounded)
+    result = summarize_document(document, config, Store(tmp_path / f"grounded-{grounded}.duckdb"), backend=backend)
+    return result, backend
+
+
+def _block(request, tag: str) -> str | None:
+    found = re.search(rf"<{tag}>\n(.*?)\n</{tag}>", request.messages[-1]["content"], re.S)
+    return found.group(1) if found else None
+
+
+def test_each_merge_reads_passages_of_its_own_chunks_within_its_window(document, tmp_path):
+    result, backend = _run(document, tmp_path, grounded=True)
+    merges = [r for r in backend.requests if _block(r, "summaries") is not None]
+    assert merges and all(_block(r, "passages") for r in merges)
+    assert result.n_chunks >= 6
+    normalized = " ".join(document.text.split())
+    for request in merges:
+        passages = _block(request, "passages").split("\n\n")
+        for passage in passages:
+            assert passage in normalized  # the document's own words, whole passages
+        prompt = sum(backend.count_tokens(m["content"]) for m in request.messages)
+        assert prompt + request.max_tokens <= WINDOW
+        # Passages take at most their share of what the summaries and passages may fill.
+        passage_tokens = sum(backend.count_tokens(p) + 2 for p in passages)
+        assert passage_tokens <= GROUNDING_SHARE * (WINDOW - request.max_tokens)
+
+
+def test_a_merge_is_given_passages_of_its_chunks_only(document, tmp_path):
+    """A level-1 merge of chunks a..b reads passages from a..b: located in the document, each
+    passage lies within the merged chunks' span."""
+    from pipelines.store import Store
+
+    result, backend = _run(document, tmp_path, grounded=True)
+    store_rows = Store(tmp_path / "grounded-True.duckdb").execute(
+        "SELECT idx, start_char, end_char FROM chunks WHERE run_id = ? ORDER BY idx", [result.run_id])
+    spans = {idx: (start, end) for idx, start, end in store_rows}
+    level_one = [r for r in result.records if r.kind == "merge" and r.level == 1]
+    requests = [r for r in backend.requests if _block(r, "passages") is not None]
+    assert len(level_one) >= 2 and len(requests) >= len(level_one)
+    for merge, request in zip(level_one, requests):  # level 1's merges are asked first, in order
+        first, last = spans[merge.first_chunk][0], spans[merge.last_chunk][1]
+        region = " ".join(document.text[first:last].split())
+        for passage in _block(request, "passages").split("\n\n"):
+            assert passage in region, (merge.first_chunk, merge.last_chunk, passage[:80])
+
+
+def test_passages_come_from_the_merged_chunks_even_when_another_chunk_matches_better(document):
+    """The summaries being merged retell a later chunk (a model's slip): the passages still come
+    from the chunks this merge covers, never from the one they retell."""
+    from pipelines.chunking import fixed_window_chunks
+    from pipelines.llm.recording import MemoryJournal, RecordingLLM
+    from pipelines.retrieval import SourceIndex, passages_from_chunks
+    from pipelines.summarize.common import SummarizeSettings, SummaryRecord
+    from pipelines.summarize.hierarchical import HierarchicalSummarizer
+    from pipelines.text import sentences
+
+    backend = ScriptedBackend(echo_answer, context_window=WINDOW)
+    chunks = fixed_window_chunks(document.text, 300, backend.count_tokens)
+    summarizer = HierarchicalSummarizer(RecordingLLM(backend, MemoryJournal()),
+                                        SummarizeSettings(grounding_share=GROUNDING_SHARE))
+    summarizer.sources = SourceIndex(passages_from_chunks([(c.idx, c.start, c.text) for c in chunks]))
+    retold = " ".join(sentences(chunks[-1].text)[:3])
+    group = [SummaryRecord(level=0, idx=i, kind="chunk", text=retold, token_limit=80, word_limit=60,
+                           first_chunk=i, last_chunk=i) for i in (0, 1)]
+    given = " ".join((chunks[0].text + chunks[1].text).split())
+    passages = summarizer.grounding(group, budget=400).split("\n\n")
+    assert passages and all(p in given for p in passages)
+
+
+def test_a_plain_run_reads_no_passages_and_grounding_is_recorded(document, tmp_path):
+    import json
+
+    from pipelines.store import Store
+
+    plain, backend = _run(document, tmp_path, grounded=False)
+    assert not any(_block(r, "passages") for r in backend.requests)
+    grounded, _ = _run(document, tmp_path, grounded=True)
+    params = dict(Store(tmp_path / "grounded-True.duckdb").execute(
+        "SELECT run_id, params FROM runs WHERE run_id = ?", [grounded.run_id]))
+    assert json.loads(params[grounded.run_id])["grounded"] is True
+
+
+def test_grounding_is_refused_for_incremental_and_extractive():
+    for method in ("incremental", "extractive"):
+        with pytest.raises(ValueError, match="--grounded"):
+            RunConfig(method=method, grounded=True).validate()
+
+
+@pytest.mark.llm
+def test_grounded_merges_through_the_embedded_model_stay_within_the_preflight(gemma, tmp_path):
+    """The tiny embedded model: every merge it is asked carries passages, and the run's calls and
+    prompt tokens fall within what the preflight (the same code, a planning backend) bounds."""
+    from pipelines.llm.llamacpp import LlamaCppBackend
+    from pipelines.plan import estimate_document
+    from pipelines.store import Store
+
+    text = excerpt((BOOKS / "doyle_red_headed_league.txt").read_text(encoding="utf-8"), 700)
+    document = Document(path="league.txt", text=text, kind="book", encoding="utf-8")
+    backend = LlamaCppBackend("gemma-3-270m", context_window=1024)
+    config = RunConfig(method="hierarchical", chunk_size=200, summary_words=40, context_window=1024,
+                       max_attempts=1, grounded=True)
+    estimate = estimate_document(document, config, backend)
+    store = Store(tmp_path / "gemma.duckdb")
+    result = summarize_document(document, config, store, backend=backend)
+    merges = store.execute("SELECT request FROM llm_calls WHERE run_id = ? AND step LIKE 'merge%'", [result.run_id])
+    assert merges and all("<passages>" in request for (request,) in merges)
+    assert estimate.calls_min <= result.usage.calls <= estimate.calls_max
+    assert estimate.input_min <= result.usage.input_tokens <= estimate.input_max
