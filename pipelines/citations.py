@@ -16,6 +16,10 @@ How a citation is made, recorded in its `method`:
   citations, so a final summary's sentence leads through the tree to the
   chunks its children cited. When no child sentence supports it (new
   wording, or content of an update's new chunk), it is aligned instead.
+* `model`: a grounded merge's model named the passages of its prompt a
+  sentence rests on (`pipelines.summarize.passage_ids`); ids the prompt did
+  not give are dropped and counted (`dropped`, on the sentence's first row).
+  A sentence that names none is traced or aligned as above.
 * `unsupported`: nothing it was given supports it (no shared content word,
   or a cosine under `SUPPORT_THRESHOLD`). One row, with no chunk: never a
   guess.
@@ -36,7 +40,7 @@ from pipelines.retrieval import SUPPORT_THRESHOLD, SourceIndex, TextIndex, passa
 from pipelines.text import sentences as split_sentences
 
 TRACED_CHILDREN = 3  # a merge sentence often fuses several child sentences: the best few that support it
-METHODS = ("aligned", "traced", "unsupported")
+METHODS = ("model", "aligned", "traced", "unsupported")
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Citation:
     method: str
     score: float | None = None
     source: Source | None = None  # None: unsupported
+    dropped: int = 0  # ids the model named for this sentence that its prompt did not give (or past the cap)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ class SummaryNode:
     first_chunk: int
     last_chunk: int
     is_final: bool = False
+    answer: str | None = None  # a grounded merge: the model's answer with its passage ids
+    passages: dict[int, str] | None = None  # and the passages its prompt gave, by id
 
 
 class Locator:
@@ -125,10 +132,43 @@ def cite_summaries(nodes: Sequence[SummaryNode], index: SourceIndex, locator: Lo
     cited: dict[str, list[Citation]] = {}
     for node in sorted(nodes, key=_written_order):
         sentences = split_sentences(node.text)
+        by_model = _by_model(sentences, node, index, locator)
         traced = _traced(sentences, children_of(node, nodes), cited, index.embed, threshold)
         aligned = _aligned(sentences, node, index, locator, threshold)
-        cited[node.summary_id] = [c for n in range(len(sentences)) for c in (traced.get(n) or aligned[n])]
+        cited[node.summary_id] = []
+        for n in range(len(sentences)):
+            named, dropped = by_model.get(n, ([], 0))
+            cited[node.summary_id] += _with_dropped(named or traced.get(n) or aligned[n], dropped)
     return cited
+
+
+def _with_dropped(citations: list[Citation], dropped: int) -> list[Citation]:
+    if not dropped:
+        return citations
+    first = citations[0]
+    return [Citation(first.sentence_idx, first.sentence, first.method, first.score, first.source, dropped),
+            *citations[1:]]
+
+
+def _by_model(sentences: list[str], node: SummaryNode, index: SourceIndex,
+              locator: Locator) -> dict[int, tuple[list[Citation], int]]:
+    """Sentence number -> (its citations by the passage ids the model gave, ids dropped)."""
+    if not node.answer or not node.passages:
+        return {}
+    from pipelines.summarize.passage_ids import cited_ids
+
+    at = {}  # passage text -> its passage in the index (the prompt's passages are the index's)
+    for i in index.in_chunks(node.first_chunk, node.last_chunk):
+        at.setdefault(index.passages[i].text, index.passages[i])
+    out = {}
+    for n, (ids, dropped) in cited_ids(node.answer, set(node.passages)).items():
+        if n >= len(sentences):  # a sentence the summary did not keep (an answer cut to its last full stop)
+            continue
+        found = [at[node.passages[k]] for k in ids if node.passages[k] in at]
+        dropped += len(ids) - len(found)
+        out[n] = ([Citation(n, sentences[n], "model", None, locator.source(p.chunk_idx, p.start, p.end))
+                   for p in found], dropped)
+    return out
 
 
 def _aligned(sentences: list[str], node: SummaryNode, index: SourceIndex, locator: Locator,
@@ -181,14 +221,29 @@ def cite_run(store, run_id: str, embed: Callable | None = None,
 
     chunks = load_chunks(store, run_id)
     index = SourceIndex(passages_from_chunks(chunks), embed)
-    nodes = [SummaryNode(*row) for row in store.execute(
-        "SELECT summary_id, level, idx, kind, text, first_chunk, last_chunk, is_final FROM summaries "
-        "WHERE run_id = ? AND text IS NOT NULL", [run_id])]
+    nodes = [_node(*row) for row in store.execute(
+        "SELECT s.summary_id, s.level, s.idx, s.kind, s.text, s.first_chunk, s.last_chunk, s.is_final, "
+        "any_value(c.request), any_value(c.response) FROM summaries s LEFT JOIN llm_calls c "
+        "ON c.request_hash = s.request_hash AND c.status = 'ok' AND s.kind = 'merge' AND NOT s.degraded "
+        "WHERE s.run_id = ? AND s.text IS NOT NULL GROUP BY ALL", [run_id])]
     cited = cite_summaries(nodes, index, locator_for_run(store, run_id, chunks), threshold)
     created = utc()
     rows = [citation_row(run_id, summary_id, c, created) for summary_id, cs in cited.items() for c in cs]
     store.write([sql_op("DELETE FROM citations WHERE run_id = ?", [run_id]), insert_op("citations", rows)])
     return cited
+
+
+def _node(summary_id, level, idx, kind, text, first_chunk, last_chunk, is_final, request, response) -> SummaryNode:
+    """A summary, with a grounded merge's answer and the passages its prompt gave."""
+    from pipelines.summarize.passage_ids import given
+
+    passages = None
+    if request and response:
+        prompt = json.loads(request)["messages"][-1]["content"]
+        block = re.search(r"<passages>\n(.*?)\n</passages>", prompt, re.S)
+        passages = given(block.group(1)) if block else None
+    return SummaryNode(summary_id, level, idx, kind, text, first_chunk, last_chunk, is_final,
+                       response if passages else None, passages)
 
 
 def locator_for_run(store, run_id: str, chunks: Sequence[tuple[int, int, str]]) -> Locator:
@@ -216,8 +271,8 @@ def citation_row(run_id: str, summary_id: str, c: Citation, created) -> dict:
     s = c.source or Source(None, None, None)
     return {"run_id": run_id, "summary_id": summary_id, "sentence_idx": c.sentence_idx, "sentence": c.sentence,
             "chunk_idx": s.chunk_idx, "start_char": s.start_char, "end_char": s.end_char, "page": s.page,
-            "last_page": s.last_page, "section": s.section, "first_line": s.first_line, "last_line": s.last_line, "method": c.method,
-            "score": c.score, "created_at": created}
+            "last_page": s.last_page, "section": s.section, "first_line": s.first_line, "last_line": s.last_line,
+            "method": c.method, "score": c.score, "dropped": c.dropped, "created_at": created}
 
 
 # -- what a reader sees -----------------------------------------------------------
@@ -278,7 +333,7 @@ def as_json(citations: Sequence[Citation]) -> list[dict]:
                                                 "marker": "", "sources": []})
         if c.source is not None:
             entry["sources"].append({**{k: v for k, v in vars(c.source).items() if v is not None},
-                                     "method": c.method, "score": round(c.score, 4)})
+                                     "method": c.method, **({"score": round(c.score, 4)} if c.score else {})})
     for n, entry in out.items():
         entry["marker"] = marker([c for c in citations if c.sentence_idx == n])
     return [out[n] for n in sorted(out)]

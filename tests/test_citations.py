@@ -245,3 +245,63 @@ def test_a_summary_never_cites_a_chunk_it_was_not_given(story):
     cited = cite_summaries(nodes, index, Locator(text))
     assert [(c.method, c.source and c.source.chunk_idx) for c in cited["a"]] == [("aligned", 0), ("unsupported", None)]
     assert [(c.method, c.source.chunk_idx) for c in cited["c"]] == [("aligned", 2)]
+
+
+def citing_answer(request) -> str:
+    """A grounded merge copies each summary's first sentence and names, after it, the prompt's
+    passage that holds it (when one does); and three sentences a careless model might write: one
+    naming forty passages, one naming a passage the prompt never gave, and one naming none."""
+    from pipelines.summarize.passage_ids import given
+
+    content = request.messages[-1]["content"]
+    if "<passages>" not in content:
+        return copying_answer(request)
+    passages = given(re.search(r"<passages>\n(.*?)\n</passages>", content, re.S).group(1))
+    block = re.search(r"<summaries>\n(.*?)\n</summaries>", content, re.S).group(1)
+    out = []
+    for part in (p.strip() for p in re.split(r"Summary \d+:\n", block) if p.strip()):
+        sentence = _first_sentence(part)
+        holding = [k for k, text in passages.items() if sentence[:60] in text]
+        out.append(f"{sentence} [P{holding[0]}]" if holding else sentence)
+    careless = ["Holmes said so. [" + ", ".join(f"P{k}" for k in range(1, 41)) + "]", f"{INVENTED} [P99]"]
+    return " ".join(careless + out + ["The story goes on."])
+
+
+@pytest.mark.slow
+def test_the_model_cites_the_passages_of_its_prompt_and_bad_ids_are_dropped_and_counted(story, tmp_path):
+    from pipelines.citations import cite_run
+    from pipelines.store import Store
+    from pipelines.summarize.passage_ids import MAX_IDS
+
+    store = Store(tmp_path / "model.duckdb")
+    config = RunConfig(method="hierarchical", model="scripted", chunk_size=120, summary_words=200,
+                       context_window=2048, grounded=True)
+    result = summarize_file(story, config, store, backend=ScriptedBackend(citing_answer, context_window=2048))
+    merges = store.execute("SELECT summary_id, text, first_chunk, last_chunk FROM summaries "
+                           "WHERE run_id = ? AND kind = 'merge' AND NOT degraded", [result.run_id])
+    assert merges and not any("[P" in text for _, text, _, _ in merges)  # the summaries keep no ids
+    cited = cite_run(store, result.run_id)
+    named = 0
+    for summary_id, text, first, last in merges:
+        by_sentence = {}
+        for c in cited[summary_id]:
+            by_sentence.setdefault(c.sentence_idx, []).append(c)
+        for n, sentence in enumerate(sentences(text)):
+            rows = by_sentence[n]
+            if sentence == INVENTED:  # its one id was never given: dropped, counted, and nothing else supports it
+                assert rows[0].dropped == 1 and [c.method for c in rows] == ["unsupported"]
+            elif sentence == "Holmes said so.":  # forty ids: at most MAX_IDS kept, the rest counted
+                assert [c.method for c in rows] == ["model"] * len(rows) and len(rows) <= MAX_IDS
+                assert rows[0].dropped == 40 - len(rows)
+            elif sentence == "The story goes on.":  # none named: aligned, traced or unsupported, never "model"
+                assert all(c.method != "model" for c in rows)
+            else:  # copied: named by the model when a passage of its prompt held it, else traced
+                assert {c.method for c in rows} in ({"model"}, {"traced"}), rows
+                origin = _where(store, result.run_id, sentence)
+                assert any(c.source.start_char <= origin < c.source.end_char for c in rows), sentence
+                assert all(first <= c.source.chunk_idx <= last for c in rows)
+                named += rows[0].method == "model"
+    assert named >= 3
+    rows = store.execute("SELECT method, count(*), sum(dropped) FROM citations WHERE run_id = ? GROUP BY 1",
+                         [result.run_id])
+    assert {method for method, _, _ in rows} >= {"model", "aligned"}

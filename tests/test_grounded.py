@@ -14,6 +14,7 @@ from scripted import ScriptedBackend, echo_answer
 
 from pipelines.documents import Document
 from pipelines.runner import GROUNDING_SHARE, RunConfig, summarize_document
+from pipelines.summarize.passage_ids import given
 
 WINDOW = 1024
 pytestmark = pytest.mark.slow  # each run embeds its passages (MiniLM): seconds
@@ -46,13 +47,13 @@ def test_each_merge_reads_passages_of_its_own_chunks_within_its_window(document,
     assert result.n_chunks >= 6
     normalized = " ".join(document.text.split())
     for request in merges:
-        passages = _block(request, "passages").split("\n\n")
+        passages = list(given(_block(request, "passages")).values())
         for passage in passages:
             assert passage in normalized  # the document's own words, whole passages
         prompt = sum(backend.count_tokens(m["content"]) for m in request.messages)
         assert prompt + request.max_tokens <= WINDOW
         # Passages take at most their share of what the summaries and passages may fill.
-        passage_tokens = sum(backend.count_tokens(p) + 2 for p in passages)
+        passage_tokens = sum(backend.count_tokens(p) + 6 for p in passages)
         assert passage_tokens <= GROUNDING_SHARE * (WINDOW - request.max_tokens)
 
 
@@ -71,7 +72,7 @@ def test_a_merge_is_given_passages_of_its_chunks_only(document, tmp_path):
     for merge, request in zip(level_one, requests):  # level 1's merges are asked first, in order
         first, last = spans[merge.first_chunk][0], spans[merge.last_chunk][1]
         region = " ".join(document.text[first:last].split())
-        for passage in _block(request, "passages").split("\n\n"):
+        for passage in given(_block(request, "passages")).values():
             assert passage in region, (merge.first_chunk, merge.last_chunk, passage[:80])
 
 
@@ -93,9 +94,9 @@ def test_passages_come_from_the_merged_chunks_even_when_another_chunk_matches_be
     retold = " ".join(sentences(chunks[-1].text)[:3])
     group = [SummaryRecord(level=0, idx=i, kind="chunk", text=retold, token_limit=80, word_limit=60,
                            first_chunk=i, last_chunk=i) for i in (0, 1)]
-    given = " ".join((chunks[0].text + chunks[1].text).split())
-    passages = summarizer.grounding(group, budget=400).split("\n\n")
-    assert passages and all(p in given for p in passages)
+    merged = " ".join((chunks[0].text + chunks[1].text).split())
+    passages = list(given(summarizer.grounding(group, budget=400)).values())
+    assert passages and all(p in merged for p in passages)
 
 
 def test_a_plain_run_reads_no_passages_and_grounding_is_recorded(document, tmp_path):

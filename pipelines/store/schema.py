@@ -182,12 +182,13 @@ CREATE TABLE IF NOT EXISTS coverage (
     similarity DOUBLE, lexical DOUBLE, grounded BOOLEAN, config_hash VARCHAR, created_at TIMESTAMP
 );
 -- citations (pipelines/citations.py): one row per summary sentence and passage it rests on;
--- method aligned | traced | unsupported (no chunk: nothing the summary was given supports it)
+-- method model | aligned | traced | unsupported (no chunk: nothing the summary was given supports it);
+-- dropped: passage ids the model named that its prompt did not give (on the sentence's first row)
 CREATE TABLE IF NOT EXISTS citations (
     run_id VARCHAR, summary_id VARCHAR, sentence_idx INTEGER, sentence VARCHAR, chunk_idx INTEGER,
     start_char BIGINT, end_char BIGINT, page INTEGER, last_page INTEGER, section VARCHAR, first_line INTEGER,
     last_line INTEGER,
-    method VARCHAR, score DOUBLE, created_at TIMESTAMP
+    method VARCHAR, score DOUBLE, dropped INTEGER, created_at TIMESTAMP
 );
 -- evaluations (pipelines/evaluate.py): one row each; a pair's result the moment it finishes, so a
 -- killed evaluation resumes with the pairs that have none

@@ -196,8 +196,11 @@ class Generation:
         word_limit: int,
         step: str,
         fallback: Callable[[int], str] | None = None,
+        clean: Callable[[str], str] | None = None,
     ) -> Outcome:
-        """`fallback(words)` supplies text without the LLM when no attempt gave a valid answer."""
+        """`fallback(words)` supplies text without the LLM when no attempt gave a valid answer;
+        `clean(answer)` is what the summary keeps of an answer (a grounded merge's, without its
+        passage ids), checked and counted as such."""
         attempts: list[Attempt] = []
         for n in range(self.settings.max_attempts):
             words = max(8, round(word_limit * (1 - RETRY_SHRINK * n)))
@@ -210,7 +213,7 @@ class Generation:
                 prompt, token_limit, temperature=temperature, seed=n, step=f"{step}#{n + 1}",
                 repeat_penalty=penalty, watch=watch,
             )
-            attempt = self._check(result, token_limit, words, watch)
+            attempt = self._check(result, token_limit, words, watch, clean)
             attempts.append(attempt)
             if attempt.acceptable:
                 return Outcome(attempt.text, attempt.n_tokens, n + 1, False, attempt.salvaged, None, result.request_hash)
@@ -250,8 +253,9 @@ class Generation:
             words = words[: min(len(words) - 1, int(len(words) * 0.9))]
         return " ".join(words)
 
-    def _check(self, result: LLMResult, token_limit: int, words_asked: int, watch: Watch | None = None) -> Attempt:
-        text = result.text.strip()
+    def _check(self, result: LLMResult, token_limit: int, words_asked: int, watch: Watch | None = None,
+               clean: Callable[[str], str] | None = None) -> Attempt:
+        text = clean(result.text) if clean is not None else result.text.strip()
         # A replayed answer was maybe made without the watch: check it whole.
         problem = watch.check(text) if watch is not None else None
         if problem is not None:

@@ -36,6 +36,7 @@ from pipelines.summarize.common import (
 )
 from pipelines.summarize.executors import Executor, Recipe, ThreadExecutor, call
 from pipelines.summarize.extractive import salvage
+from pipelines.summarize.passage_ids import with_ids, without_ids
 from pipelines.text import sentences
 
 MIN_LEVEL_TOKENS = 64
@@ -194,6 +195,7 @@ class HierarchicalSummarizer:
             template, {"summaries": text, "context": context, "passages": passages, **self._common},
             out_limit, words, step=f"merge:{level}.{idx}",
             fallback=lambda w: salvage("\n\n".join(r.text for r in group), w),
+            clean=without_ids if passages else None,
         )
         self.progress.step("merge")
         return SummaryRecord.from_outcome(outcome, level=level, idx=idx, kind="merge", token_limit=out_limit, word_limit=words,
@@ -201,7 +203,7 @@ class HierarchicalSummarizer:
 
     def grounding(self, group: list[SummaryRecord], budget: int) -> str:
         """The passages of the group's chunks most relevant to its summaries, within `budget`
-        tokens, in document order ("" when merges are not grounded)."""
+        tokens, in document order, each with its id ("" when merges are not grounded)."""
         if self.sources is None or budget <= 0:
             return ""
         among = self.sources.in_chunks(group[0].first_chunk, group[-1].last_chunk)
@@ -213,12 +215,13 @@ class HierarchicalSummarizer:
             for hit in hits:
                 relevance[hit.passage] = max(relevance.get(hit.passage, 0.0), hit.fused)
         chosen, used = [], 0
+        label = len(f"[P{len(relevance)}] ".encode()) + 2  # its id and separator, bounded by their bytes
         for i in sorted(relevance, key=lambda i: (-relevance[i], i)):
-            cost = self.llm.count_tokens(self.sources.passages[i].text) + 2  # and its separator
+            cost = self.llm.count_tokens(self.sources.passages[i].text) + label
             if used + cost <= budget:
                 chosen.append(i)
                 used += cost
-        return _SEPARATOR.join(self.sources.passages[i].text for i in sorted(chosen))
+        return with_ids([self.sources.passages[i].text for i in sorted(chosen)])
 
     def context_from(self, previous: str, out_limit: int) -> str:
         """The end of the previous merge, whole sentences, within the context budget."""
