@@ -305,3 +305,27 @@ def test_the_model_cites_the_passages_of_its_prompt_and_bad_ids_are_dropped_and_
     rows = store.execute("SELECT method, count(*), sum(dropped) FROM citations WHERE run_id = ? GROUP BY 1",
                          [result.run_id])
     assert {method for method, _, _ in rows} >= {"model", "aligned"}
+
+
+@pytest.mark.slow
+def test_the_report_shows_each_sentences_marker_and_its_passages(cited_run):
+    """In the HTML report each sentence of the final summary carries its marker, and its note (shown
+    on hover or focus) quotes the passages it cites: the document's own text."""
+    import lxml.html
+
+    from pipelines.report import build_report
+
+    store, result, cited = cited_run
+    page = lxml.html.fromstring(build_report(store, [result.run_id]))
+    spans = page.find_class("summary")[0].find_class("sentence")
+    document = " ".join(document_text(store.execute(
+        "SELECT idx, start_char, text FROM chunks WHERE run_id = ?", [result.run_id])).split())
+    assert len(spans) == len(sentences(result.summary))
+    for span, sentence in zip(spans, sentences(result.summary)):
+        (sup,) = span.find_class("cite")
+        quotes = [q.text_content().rstrip(" …") for q in span.xpath(".//b[contains(@class, 'source')]/following-sibling::q[1]")]
+        if sentence == INVENTED:
+            assert sup.text_content() == "[unsupported]" and quotes == []
+        else:
+            assert sup.text_content().startswith("[") and quotes
+            assert all(" ".join(q.split()) in document for q in quotes)
