@@ -39,7 +39,11 @@ from typing import Callable, Sequence
 from pipelines.retrieval import SUPPORT_THRESHOLD, SourceIndex, TextIndex, passages_from_chunks, supports
 from pipelines.text import sentences as split_sentences
 
-TRACED_CHILDREN = 3  # a merge sentence often fuses several child sentences: the best few that support it
+# A merge sentence often fuses several child sentences: it inherits from the best few that support it,
+# as long as they match it nearly as well as the best one does (a copy's best match is the copied sentence,
+# and a sentence of the same kind is no source of it).
+TRACED_CHILDREN = 3
+TRACE_MARGIN = 0.1
 METHODS = ("model", "aligned", "traced", "unsupported")
 
 
@@ -198,8 +202,9 @@ def _traced(sentences: list[str], children: list[SummaryNode], cited: dict[str, 
     out: dict[int, list[Citation]] = {}
     for n, (sentence, hits) in enumerate(zip(sentences, index.search(sentences, k=TRACED_CHILDREN))):
         sources: dict[Source, float] = {}
+        best = max(hit.dense for hit in hits)
         for hit in hits:
-            if not supports(hit, threshold):
+            if not supports(hit, threshold) or hit.dense < best - TRACE_MARGIN:
                 continue
             child_id, k, _ = by_sentence[hit.passage]
             for inherited in cited.get(child_id, []):
