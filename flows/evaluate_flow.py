@@ -37,7 +37,7 @@ from pipelines.store import Store, add_run_tables, document_calls, export_parque
 DEFAULT_CONFIGS = ({"method": "hierarchical"}, {"method": "incremental"}, {"method": "extractive"})
 CONFIG_KEYS = {
     "method", "model", "chunk_size", "summary_words", "compress", "compress_ratio", "compress_query", "base_url",
-    "context_window", "concurrency", "chunker", "overlap", "timeout_s", "max_retries",
+    "context_window", "concurrency", "chunker", "overlap", "timeout_s", "max_retries", "grounded", "citations",
 }
 
 

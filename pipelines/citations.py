@@ -280,6 +280,28 @@ def citation_row(run_id: str, summary_id: str, c: Citation, created) -> dict:
             "method": c.method, "score": c.score, "dropped": c.dropped, "created_at": created}
 
 
+def stored_citations(store, run_id: str, summary_id: str) -> list[tuple[Citation, str | None]]:
+    """A summary's citations as the table holds them, each with the text of its passage."""
+    rows = store.execute(
+        "SELECT c.sentence_idx, c.sentence, c.method, c.score, c.chunk_idx, c.start_char, c.end_char, c.section, "
+        "c.first_line, c.last_line, c.page, c.last_page, c.dropped, "
+        "substr(k.text, c.start_char - k.start_char + 1, c.end_char - c.start_char) FROM citations c "
+        "LEFT JOIN chunks k ON k.run_id = c.run_id AND k.idx = c.chunk_idx "
+        "WHERE c.run_id = ? AND c.summary_id = ? ORDER BY c.sentence_idx, c.start_char", [run_id, summary_id])
+    out = []
+    for idx, sentence, method, score, chunk, start, end, section, first_line, last_line, page, last_page, dropped, \
+            passage in rows:
+        source = None if chunk is None else Source(chunk, start, end, section, first_line, last_line, page, last_page)
+        out.append((Citation(idx, sentence, method, score, source, dropped or 0), passage))
+    return out
+
+
+def final_citations(store, run_id: str) -> list[Citation]:
+    """The citations of the run's final summary, as stored."""
+    final = store.execute("SELECT summary_id FROM summaries WHERE run_id = ? AND is_final", [run_id])
+    return [c for c, _ in stored_citations(store, run_id, final[0][0])] if final else []
+
+
 # -- what a reader sees -----------------------------------------------------------
 
 

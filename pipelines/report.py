@@ -247,17 +247,11 @@ def _sentences(store: Store, run_id: str, summary_id: str | None, text: str) -> 
 
 def _citations(store: Store, run_id: str, summary_id: str | None, sentences: list[Sentence]) -> None:
     """Each sentence's marker and the passages it cites (table citations), when the run was cited."""
-    from pipelines.citations import Citation, Source, marker
+    from pipelines.citations import marker, stored_citations
 
-    rows = store.execute(
-        "SELECT c.sentence_idx, c.method, c.chunk_idx, c.start_char, c.end_char, c.page, c.last_page, c.section, "
-        "c.first_line, c.last_line, substr(k.text, c.start_char - k.start_char + 1, c.end_char - c.start_char) "
-        "FROM citations c LEFT JOIN chunks k ON k.run_id = c.run_id AND k.idx = c.chunk_idx "
-        "WHERE c.run_id = ? AND c.summary_id = ? ORDER BY c.sentence_idx, c.start_char", [run_id, summary_id])
     by_idx: dict[int, list] = {}
-    for idx, method, chunk, start, end, page, last_page, section, first_line, last_line, passage in rows:
-        source = None if chunk is None else Source(chunk, start, end, section, first_line, last_line, page, last_page)
-        by_idx.setdefault(idx, []).append((Citation(idx, "", method, None, source), passage))
+    for citation, passage in stored_citations(store, run_id, summary_id):
+        by_idx.setdefault(citation.sentence_idx, []).append((citation, passage))
     for idx, sentence in enumerate(sentences):  # citations number the non-empty sentences from 0
         cited = by_idx.get(idx)
         if cited:

@@ -66,6 +66,7 @@ class RunConfig:
     compress_query: str = ""
     compress_model: str | None = None  # LongCodeZip's scoring model: llamacpp (default) or llamacpp:PATH
     grounded: bool = False  # hierarchical: each merge also reads the source passages it merges (GROUNDING_SHARE)
+    citations: bool = False  # cite every summary sentence's source when the run ends (pipelines.citations)
 
     def settings(self) -> SummarizeSettings:
         return SummarizeSettings(
@@ -232,6 +233,10 @@ def summarize_document(
     except BaseException as exc:
         fail_run(store, run_id, exc, time.time() - started)
         raise
+    if config.citations:  # after the run is stored: a citation that fails loses no summary
+        from pipelines.citations import cite_run
+
+        cite_run(store, run_id)
     try:
         usage = run_usage(store, run_id)
     except StoreBusy:  # finished and stored (or spooled); this process's own count stands in

@@ -329,3 +329,26 @@ def test_the_report_shows_each_sentences_marker_and_its_passages(cited_run):
         else:
             assert sup.text_content().startswith("[") and quotes
             assert all(" ".join(q.split()) in document for q in quotes)
+
+
+@pytest.mark.slow
+def test_a_corpus_cites_every_run_it_makes(tmp_path, story, cli_env, prefect_harness):
+    """summarize corpus --citations (the evaluate-corpus flow): every run it stores is cited, through
+    the one run orchestration every face uses."""
+    from prefect.settings import PREFECT_API_URL
+
+    from pipelines.store import Store
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "scandal.txt").write_text(story.read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / "league.txt").write_text(excerpt((BOOKS / "doyle_red_headed_league.txt").read_text(encoding="utf-8"),
+                                               600), encoding="utf-8")
+    db = tmp_path / "corpus.duckdb"
+    done = run(["corpus", folder, "--method", "extractive", "--summary-words", "60", "--citations", "--db", db],
+               {**cli_env, "PREFECT_API_URL": PREFECT_API_URL.value()})
+    assert done.returncode == 0, done.stderr
+    store = Store(db, read_only=True)
+    rows = store.execute("SELECT r.run_id, count(c.run_id), count(c.chunk_idx) FROM runs r "
+                         "LEFT JOIN citations c USING (run_id) GROUP BY 1")
+    assert len(rows) == 2 and all(cited > 0 and located == cited for _, cited, located in rows), rows

@@ -15,7 +15,8 @@ from pipelines.defaults import DEFAULT_MODEL
 
 
 def corpus_configs(methods: tuple[str, ...], model: str, base_url: str | None, chunk_size: int | None,
-             summary_words: int | None, call_concurrency: int, configs_json: str | None) -> list[dict]:
+             summary_words: int | None, call_concurrency: int, configs_json: str | None, *,
+             citations: bool = False, grounded: bool = False) -> list[dict]:
     if configs_json:
         try:
             configs = json.loads(configs_json)
@@ -26,7 +27,9 @@ def corpus_configs(methods: tuple[str, ...], model: str, base_url: str | None, c
     else:
         extra = {k: v for k, v in (("chunk_size", chunk_size), ("summary_words", summary_words)) if v}
         llm = {"model": model, "concurrency": call_concurrency, **({"base_url": base_url} if base_url else {})}
-        configs = [{"method": m, **(llm if m != "extractive" else {}), **extra} for m in methods]
+        extra.update({k: True for k, on in (("citations", citations),) if on})
+        configs = [{"method": m, **(llm if m != "extractive" else {}), **extra,
+                    **({"grounded": True} if grounded and m == "hierarchical" else {})} for m in methods]
     for config in configs:
         _refuse_credentials(config.get("base_url"))
     return configs
@@ -52,6 +55,8 @@ corpus_options = [
     click.option("--chunk-size", type=click.IntRange(min=64), default=None),
     click.option("--summary-words", type=click.IntRange(min=10), default=None),
     click.option("--configs", "configs_json", default=None, help="JSON list of configurations (overrides --method/--model)."),
+    click.option("--citations", is_flag=True, help="Cite the source of every summary sentence of every run (table citations)."),
+    click.option("--grounded", is_flag=True, help="Hierarchical runs: each merge also reads the source passages it merges."),
     click.option("--metrics", default=None, help="rouge,bertscore,booookscore (default: rouge when references exist)."),
     click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N documents."),
     click.option("--dask-address", default=None, metavar="tcp://HOST:PORT", help="Run tasks on this existing Dask cluster."),
@@ -131,13 +136,14 @@ def _preflight(source: Path, configs: list[dict], limit: int | None, batch: bool
 @db_option
 def corpus_command(source, methods, model, base_url, chunk_size, summary_words, configs_json, metrics, limit,
                    dask_address, concurrency, call_concurrency, export_dir, batch, judge_model, judge_concurrency,
-                   max_cost, dry_run, db_path) -> None:
+                   max_cost, dry_run, citations, grounded, db_path) -> None:
     """Run the evaluate-corpus flow once over a folder or a SQuALITY file.
 
     Every document of SOURCE (a folder, or a SQuALITY .jsonl) with every configuration.
     Prints the table, then each failed document with its reason; exits with status 4
     when any document failed (the others finished)."""
-    configs = corpus_configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json)
+    configs = corpus_configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json,
+                             citations=citations, grounded=grounded)
     check_batch(batch, configs, dask_address)
     if dry_run or max_cost is not None:
         _preflight(source, configs, limit, batch, max_cost, show=dry_run)

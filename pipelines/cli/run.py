@@ -84,7 +84,7 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
         method=method, model=model, base_url=base_url, context_window=context_window, chunk_size=chunk_size,
         chunker=chunker, overlap=overlap, summary_words=summary_words, concurrency=concurrency, kind=kind,
         timeout_s=timeout_s, max_retries=max_retries, compress=compress, compress_ratio=compress_ratio,
-        compress_query=compress_query, compress_model=compress_model, grounded=grounded,
+        compress_query=compress_query, compress_model=compress_model, grounded=grounded, citations=citations,
     )
     config.validate()
     if not file.exists():
@@ -124,17 +124,21 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
         backend = BudgetedBackend(backend, Budget(max_cost))
     from pipelines.budget import BudgetExceeded
 
+    from pipelines.retrieval import EvidenceError
+
     try:
         with RunProgress(enabled=not quiet, label=file.name) as progress:
             result = summarize_file(file, config, store, backend=backend, progress=progress.callbacks,
                                     on_call=progress.on_call, password=password)
     except BudgetExceeded as exc:
         raise UserError(f"{exc} (the run is marked failed with reason 'budget'; see `summarize runs`)") from None
+    except EvidenceError as exc:  # the run is stored; only its citations could not be made
+        raise UserError(f"the run is stored, but its citations could not be made: {exc}") from None
     shown, cited = result.summary, None
     if citations:
-        from pipelines.citations import with_markers
+        from pipelines.citations import final_citations, with_markers
 
-        cited = cite(store, result)
+        cited = final_citations(store, result.run_id)
         shown = with_markers(result.summary, cited)
     if output is not None:
         write_atomically(output, shown + "\n")
@@ -181,19 +185,6 @@ def run_command(file, method, model, base_url, context_window, chunk_size, chunk
                    f"(the run is {result.status}); {step}: {first.note}", err=True)
     if result.status != "ok" and (strict if strict is not None else strict_from_environment()):
         click.get_current_context().exit(EXIT_DEGRADED)
-
-
-def cite(store, result) -> list:
-    """The final summary's citations, after citing every summary of the run into the store."""
-    from pipelines.citations import cite_run
-    from pipelines.retrieval import EvidenceError
-
-    try:
-        cited = cite_run(store, result.run_id)
-    except EvidenceError as exc:
-        raise UserError(f"cannot cite run {result.run_id}: {exc}") from None
-    (final,) = store.execute("SELECT summary_id FROM summaries WHERE run_id = ? AND is_final", [result.run_id])
-    return cited.get(final[0], [])
 
 
 def citation_line(cited: list) -> str:

@@ -32,7 +32,7 @@ from pipelines.defaults import DEFAULT_MODEL
 def serve_command(source, cron, interval, api_limit, methods, model, base_url, chunk_size, summary_words,
                   configs_json, metrics, limit, dask_address, concurrency, call_concurrency, export_dir, batch,
                   judge_model, judge_concurrency, max_cost, read_roots, allowed_urls, write_dir, db_password_secret,
-                  db_path) -> None:
+                  citations, grounded, db_path) -> None:
     """Serve the flows as Prefect deployments with a schedule.
 
     SOURCE (a folder, or a SQuALITY .jsonl) is evaluated on the schedule.
@@ -49,7 +49,8 @@ def serve_command(source, cron, interval, api_limit, methods, model, base_url, c
     prefect_environment()
     if (cron is None) == (interval is None):
         raise UserError("give exactly one of --cron or --interval")
-    configs = corpus_configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json)
+    configs = corpus_configs(methods, model, base_url, chunk_size, summary_words, call_concurrency, configs_json,
+                             citations=citations, grounded=grounded)
     check_batch(batch, configs, dask_address)
     from flows.deploy import serve_deployments, serving
 
