@@ -179,7 +179,9 @@ def test_a_real_model_run_cites_only_real_chunks_and_spans(story, tmp_path, cli_
     resolves to a chunk of the run and a span inside it, and the final summary's sentences
     are all accounted for."""
     db = tmp_path / "real.duckdb"
-    result = run([story, "--model", "llamacpp:gemma-3-270m", "--chunk-size", "200", "--summary-words", "40",
+    short = tmp_path / "short.txt"  # three chunks and a merge: the tree to trace, at the tiny model's speed
+    short.write_text(excerpt(story.read_text(encoding="utf-8"), 380), encoding="utf-8")
+    result = run([short, "--model", "llamacpp:gemma-3-270m", "--chunk-size", "160", "--summary-words", "30",
                   "--citations", "--json", "-q", "--db", db], cli_env, timeout=900)
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
@@ -200,6 +202,7 @@ def test_a_real_model_run_cites_only_real_chunks_and_spans(story, tmp_path, cli_
     (cited,) = store.execute("SELECT count(DISTINCT summary_id) FROM citations WHERE run_id = ?",
                              [payload["run_id"]])[0]
     assert cited == summaries
+    assert store.execute("SELECT max(level) FROM summaries WHERE run_id = ?", [payload["run_id"]])[0][0] >= 1
     assert [c["sentence"] for c in payload["citations"]] == sentences(payload["summary"])
 
 
