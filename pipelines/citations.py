@@ -138,7 +138,8 @@ def cite_summaries(nodes: Sequence[SummaryNode], index: SourceIndex, locator: Lo
         sentences = split_sentences(node.text)
         by_model = _by_model(sentences, node, index, locator)
         traced = _traced(sentences, children_of(node, nodes), cited, index.embed, threshold)
-        aligned = _aligned(sentences, node, index, locator, threshold)
+        rest = [n for n in range(len(sentences)) if not by_model.get(n, ([], 0))[0] and n not in traced]
+        aligned = _aligned([sentences[n] for n in rest], rest, node, index, locator, threshold)
         cited[node.summary_id] = []
         for n in range(len(sentences)):
             named, dropped = by_model.get(n, ([], 0))
@@ -175,19 +176,20 @@ def _by_model(sentences: list[str], node: SummaryNode, index: SourceIndex,
     return out
 
 
-def _aligned(sentences: list[str], node: SummaryNode, index: SourceIndex, locator: Locator,
-             threshold: float) -> list[list[Citation]]:
+def _aligned(sentences: list[str], numbers: list[int], node: SummaryNode, index: SourceIndex, locator: Locator,
+             threshold: float) -> dict[int, list[Citation]]:
+    """Sentence number -> its citation among the passages the summary was given (or unsupported)."""
     given = index.in_chunks(node.first_chunk, node.last_chunk)
     if not given:
-        return [[Citation(n, s, "unsupported")] for n, s in enumerate(sentences)]
-    out = []
-    for n, (sentence, hits) in enumerate(zip(sentences, index.search(sentences, k=1, among=given))):
+        return {n: [Citation(n, s, "unsupported")] for n, s in zip(numbers, sentences)}
+    out = {}
+    for n, sentence, hits in zip(numbers, sentences, index.search(sentences, k=1, among=given)):
         hit = hits[0]
         if supports(hit, threshold):
             p = index.passages[hit.passage]
-            out.append([Citation(n, sentence, "aligned", hit.dense, locator.source(p.chunk_idx, p.start, p.end))])
+            out[n] = [Citation(n, sentence, "aligned", hit.dense, locator.source(p.chunk_idx, p.start, p.end))]
         else:
-            out.append([Citation(n, sentence, "unsupported")])
+            out[n] = [Citation(n, sentence, "unsupported")]
     return out
 
 

@@ -192,6 +192,6 @@ def citation_line(cited: list) -> str:
     for c in cited:
         methods.setdefault(c.sentence_idx, set()).add(c.method)
     supported = sum(1 for m in methods.values() if m != {"unsupported"})
-    kinds = ", ".join(f"{k} {sum(1 for m in methods.values() if k in m)}" for k in ("aligned", "traced"))
+    kinds = ", ".join(f"{k} {sum(1 for m in methods.values() if k in m)}" for k in ("model", "traced", "aligned"))
     return (f"citations: {supported} of {len(methods)} sentences of the summary cite their source ({kinds}); "
             f"every summary's are in the table citations")
