@@ -19,16 +19,19 @@ method:
 * `aligned`: each summary cites the whole document directly;
 * `traced`: a tree by construction (chunk summaries copy their chunk's facts,
   merges copy their children's), cited through it;
-* `model` and `traced` end to end: a grounded hierarchical run through a
-  scripted backend that copies fact sentences and, in merges, names the
-  passage holding each (when its prompt gave it), then `cite_run`.
+* `model`, `traced` and `aligned` end to end: a grounded hierarchical run
+  with citations through a scripted backend that copies fact sentences and,
+  in merges, names the passage holding each (when its prompt gave it); with
+  `--model`, through a real model too. Scored on the final summary's
+  sentences that name exactly one fact's person (a model paraphrases), and
+  every stored citation is checked to resolve to its chunk and span.
 
 The coverage profile (`scoring.coverage`) is scored by the mean absolute
 error between its per-decile shares of sentences and the truth's, and by
 whether it flags the end-heavy summary (half or more of its grounded
 sentences in the last 30 %).
 
-    python bench/bench_citations.py [--book austen_persuasion.txt] [--facts 20]
+    python bench/bench_citations.py [--book austen_persuasion.txt] [--facts 20] [--model llamacpp]
 """
 
 from __future__ import annotations
@@ -50,10 +53,19 @@ PLACES = ("Kestrel Moor", "Lower Wrexcombe", "Saint Aubyn's Quay", "Hollowmere",
           "Gallowfen", "Ashcombe Priory", "Marrowdown", "Thistlecote", "Wyvern Sands", "Cobblestone Reach")
 THINGS = ("silver lanterns", "copper kettles", "bolts of indigo silk", "casks of pear cider", "brass telescopes",
           "volumes of sea charts", "crates of quinces", "walnut chess sets")
+# Ten templates, each used twice: every fact has a look-alike that shares its wording but not its
+# name, number or place (the trap for retrieval), while a summary of all twenty is not so repetitive
+# that the degeneration check takes it for a loop (with four templates, 33 % of its 4-grams repeated).
 TEMPLATES = ("{name} kept exactly {n} {thing} in the cellar of the old house at {place}.",
              "It was said that {name} once walked {n} miles from {place} in a single night.",
              "The ledger at {place} records that {name} paid {n} guineas for the lease of the mill.",
-             "{name} had counted {n} {thing} on the quay at {place} before the storm broke.")
+             "{name} had counted {n} {thing} on the quay at {place} before the storm broke.",
+             "Every spring {name} shipped {n} {thing} down the river to {place}.",
+             "The parish clerk of {place} wrote that {name} was born in a house with {n} windows.",
+             "According to the innkeeper at {place}, {name} lost {n} pounds at cards in one evening.",
+             "{name} planted {n} pear trees along the lane that leads to {place}.",
+             "A letter from {place} claimed that {name} owned {n} {thing} and a grey mare.",
+             "Nobody at {place} forgot the winter when {name} fed {n} travellers from one kitchen.")
 SUMMARIES = ("all facts", "last 30 %", "numbers changed")
 
 
@@ -67,7 +79,7 @@ def plant(text: str, n: int, rng: random.Random) -> tuple[str, list[dict]]:
         number = rng.randint(101, 989)
         facts.append({"text": TEMPLATES[i % len(TEMPLATES)].format(
             name=NAMES[i % len(NAMES)], n=number, thing=THINGS[i % len(THINGS)], place=PLACES[i % len(PLACES)]),
-            "number": number})
+            "number": number, "name": NAMES[i % len(NAMES)]})
     pieces, last = [], 0
     for spot, fact in zip(spots, facts):
         pieces += [text[last:spot], fact["text"] + " "]
@@ -160,15 +172,11 @@ def coverage_rows(facts: list[dict], index) -> list[list]:
     return out
 
 
-def end_to_end(text: str, facts: list[dict], folder: Path) -> list[list]:
-    """A grounded hierarchical run through a scripted backend that copies fact sentences (and,
-    in merges, names the passage holding each when its prompt gave it), then cite_run."""
+def scripted_backend(facts: list[dict]):
+    """Copies fact sentences: a chunk summary is its chunk's facts (or its first full sentence), a merge
+    its children's facts, each with the id of the passage holding it when the prompt gave one."""
     from scripted import ScriptedBackend
 
-    from pipelines.citations import cite_run
-    from pipelines.documents import Document
-    from pipelines.runner import RunConfig, summarize_document
-    from pipelines.store import Store
     from pipelines.summarize.passage_ids import given
     from pipelines.text import sentences as split
 
@@ -178,7 +186,8 @@ def end_to_end(text: str, facts: list[dict], folder: Path) -> list[list]:
         content = request.messages[-1]["content"]
         excerpt = re.search(r"<excerpt>\n(.*?)\n</excerpt>", content, re.S)
         if excerpt:
-            return " ".join([s for s in split(excerpt.group(1)) if s in known] or split(excerpt.group(1))[:1])
+            whole = [s for s in split(excerpt.group(1)) if s.rstrip('"\'').endswith((".", "!", "?"))]
+            return " ".join([s for s in whole if s in known] or whole[:1])
         block = re.search(r"<summaries>\n(.*?)\n</summaries>", content, re.S).group(1)
         passages = re.search(r"<passages>\n(.*?)\n</passages>", content, re.S)
         given_ = given(passages.group(1)) if passages else {}
@@ -189,20 +198,52 @@ def end_to_end(text: str, facts: list[dict], folder: Path) -> list[list]:
                 out.append(f"{sentence} [P{holding[0]}]" if holding else sentence)
         return " ".join(out) or split(block)[0]
 
+    return ScriptedBackend(answer, context_window=16384)
+
+
+def end_to_end(text: str, facts: list[dict], folder: Path, model: str) -> tuple[list[list], str]:
+    """A grounded hierarchical run with citations, through the scripted backend or a real model: the
+    final summary's citations by method, scored on the sentences that name a fact's person (a real
+    model paraphrases), and a check that every stored citation resolves to its chunk and span."""
+    from pipelines.documents import Document
+    from pipelines.runner import RunConfig, make_backend, summarize_document
+    from pipelines.store import Store
+    from pipelines.citations import final_citations
+    from pipelines.text import sentences as split
+
     store = Store(folder / "planted.duckdb")
     document = Document(path="planted.txt", text=text, kind="book", encoding="utf-8")
-    config = RunConfig(method="hierarchical", model="scripted", chunk_size=2048, summary_words=600, grounded=True)
-    result = summarize_document(document, config, store, backend=ScriptedBackend(answer, context_window=16384))
-    cited = cite_run(store, result.run_id)
-    (final,) = store.execute("SELECT summary_id FROM summaries WHERE run_id = ? AND is_final", [result.run_id])
-    final_cited = cited[final[0]]
-    truth = {f["text"]: f for f in facts}
-    rows = []
-    for method in ("model", "traced"):
-        mine = [c for c in final_cited if c.method == method]
-        rows.append(row(f"end to end ({result.n_chunks} chunks, grounded)", method, score(mine, truth)))
-    share = len({c.sentence_idx for c in final_cited if c.source}) / max(1, len(split(result.summary)))
-    return rows, share, result
+    config = RunConfig(method="hierarchical", model=model, chunk_size=2048, summary_words=600, grounded=True,
+                       citations=True)
+    backend = scripted_backend(facts) if model == "scripted" else make_backend(config)
+    result = summarize_document(document, config, store, backend=backend)
+    final_cited = final_citations(store, result.run_id)
+    truth = {}
+    for c in final_cited:
+        named = [f for f in facts if f["name"] in c.sentence]
+        if len(named) == 1:
+            truth[c.sentence] = named[0]
+    label = f"end to end, {model} ({result.n_chunks} chunks, grounded)"
+    rows = [row(label, method, score([c for c in final_cited if c.method == method], truth))
+            for method in ("model", "traced", "aligned")]
+    sentences = len(split(result.summary))
+    share = len({c.sentence_idx for c in final_cited if c.source}) / max(1, sentences)
+    resolved, stored = resolving(store, result.run_id, text)
+    report = (f"{label}: status {result.status}, {result.usage.calls} calls, {result.usage.input_tokens:,} prompt "
+              f"tokens; {sentences} final sentences, {len(truth)} name a fact, {share:.0%} carry a citation; "
+              f"{resolved} of {stored} stored citations resolve to their chunk and span")
+    return rows, report
+
+
+def resolving(store, run_id: str, text: str) -> tuple[int, int]:
+    """(citations whose span lies inside their chunk and matches the document there, cited rows)."""
+    rows = store.execute(
+        "SELECT c.start_char, c.end_char, k.start_char, k.text FROM citations c LEFT JOIN chunks k "
+        "ON k.run_id = c.run_id AND k.idx = c.chunk_idx WHERE c.run_id = ? AND c.chunk_idx IS NOT NULL", [run_id])
+    good = sum(1 for a, b, start, chunk in rows
+               if chunk is not None and start <= a < b <= start + len(chunk)
+               and text[a:b] == chunk[a - start:b - start])
+    return good, len(rows)
 
 
 def main() -> None:
@@ -210,6 +251,8 @@ def main() -> None:
     parser.add_argument("--book", default="austen_persuasion.txt")
     parser.add_argument("--facts", type=int, default=20)
     parser.add_argument("--seed", type=int, default=26)
+    parser.add_argument("--model", action="append", default=[],
+                        help="also run end to end through this model spec (e.g. llamacpp, the embedded model)")
     args = parser.parse_args()
 
     from pipelines.chunking import chunk_text
@@ -220,14 +263,16 @@ def main() -> None:
     text, facts = plant(book(args.book).read_text(encoding="utf-8"), args.facts, random.Random(args.seed))
     chunks = chunk_text(text, 2048, count_cl100k)
     index = SourceIndex(passages_from_chunks([(c.idx, c.start, c.text) for c in chunks]))
-    print(f"{args.book}: {len(text.split()):,} words, {args.facts} planted facts (2 a decile), {len(chunks)} chunks "
+    print(f"{args.book}: {len(text.split()):,} words, {args.facts} planted facts ({args.facts / 10:g} a decile), {len(chunks)} chunks "
           f"of 2,048 cl100k tokens, {len(index.passages):,} passages\n")
-    rows = aligned_and_traced(text, facts, chunks, index)
-    with tempfile.TemporaryDirectory() as folder:
-        more, share, result = end_to_end(text, facts, Path(folder))
-    print(table(["summary", "method", "fact sentences", "citations", "precision", "recall"], rows + more))
-    print(f"\nend to end: {result.status}, {result.usage.calls} scripted calls; {share:.0%} of the final summary's "
-          "sentences carry a citation")
+    rows, reports = aligned_and_traced(text, facts, chunks, index), []
+    for model in ["scripted"] + args.model:
+        with tempfile.TemporaryDirectory() as folder:
+            more, report = end_to_end(text, facts, Path(folder), model)
+        rows += more
+        reports.append(report)
+    print(table(["summary", "method", "fact sentences", "citations", "precision", "recall"], rows))
+    print("\n" + "\n".join(reports))
     print()
     print(table(["summary", "sentences", "grounded", "decile MAE", "share in last 30 %", "flagged end-heavy",
                  "end-heavy by construction"], coverage_rows(facts, index)))

@@ -10,7 +10,7 @@ How a citation is made, recorded in its `method`:
 
 * `aligned`: the sentence is matched against the passages of the chunks its
   summary was given, and only those (`pipelines.retrieval`: MiniLM and BM25
-  fused by rank). A chunk summary can only cite its own chunk.
+  fused by rank, then pinned by `pin`). A chunk summary can only cite its own chunk.
 * `traced`: a sentence of a merge or an update is matched against the
   sentences of the summaries it was written from, and inherits their
   citations, so a final summary's sentence leads through the tree to the
@@ -183,8 +183,7 @@ def _aligned(sentences: list[str], numbers: list[int], node: SummaryNode, index:
     if not given:
         return {n: [Citation(n, s, "unsupported")] for n, s in zip(numbers, sentences)}
     out = {}
-    for n, sentence, hits in zip(numbers, sentences, index.search(sentences, k=1, among=given)):
-        hit = hits[0]
+    for n, sentence, hit in zip(numbers, sentences, index.pin(sentences, among=given, threshold=threshold)):
         if supports(hit, threshold):
             p = index.passages[hit.passage]
             out[n] = [Citation(n, sentence, "aligned", hit.dense, locator.source(p.chunk_idx, p.start, p.end))]

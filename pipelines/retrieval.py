@@ -18,6 +18,14 @@ The two rankings are fused by reciprocal rank (1/(60 + rank), Cormack et al.
 2009), which needs no calibration between a cosine and a BM25 score. A
 passage that shares no word with the query gets no lexical share, so a query
 the BM25 index cannot see is ranked by its embedding alone.
+
+Pinning a sentence to one span (a citation, the coverage profile) asks more
+than ranking: rank fusion forgets how far apart two scores are, so a passage
+that shares a name, a number and a place with the sentence (BM25 23.5) can
+tie with a look-alike that shares only the wording (BM25 14.3, a higher
+cosine). `pin` lets fusion propose the few best candidates, which keeps
+paraphrases findable, and takes among those that support the sentence the
+one sharing the most of its rare words.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from pipelines.text import split_sentences
 
 PASSAGE_WORDS = 120
 RRF_K = 60
+PIN_CANDIDATES = 5
 # A text supports a query when they share a content word and their cosine is at least this:
 # generic sentences ("The novel explores grief") match nothing in particular and stay unsupported.
 SUPPORT_THRESHOLD = 0.25
@@ -143,6 +152,17 @@ class TextIndex:
             lexical = np.asarray(lexical, dtype=np.float64)
             out.append([Hit(i, float(row[i]), float(lexical[i]), fused)
                         for i, fused in fuse(row[candidates], lexical[candidates], candidates, k)])
+        return out
+
+
+    def pin(self, queries: Sequence[str], among: Sequence[int] | None = None,
+            threshold: float = SUPPORT_THRESHOLD) -> list[Hit]:
+        """The one text each query rests on: among the fused ranking's best few, the supporting one with
+        the highest lexical score; the best fused text when none supports it."""
+        out = []
+        for hits in self.search(queries, k=PIN_CANDIDATES, among=among):
+            backing = [hit for hit in hits if supports(hit, threshold)]
+            out.append(max(backing, key=lambda hit: hit.lexical) if backing else hits[0])
         return out
 
 

@@ -1,8 +1,9 @@
 """Coverage profile: which parts of the document a summary draws from (no LLM).
 
 Each summary sentence is aligned to the passage of the run's source chunks
-it most likely draws from (`pipelines.retrieval`: MiniLM embeddings and BM25
-fused by rank). A sentence counts as grounded when that passage shares a
+it most likely draws from (`pipelines.retrieval.TextIndex.pin`: MiniLM
+embeddings and BM25 fused by rank propose five, the supporting one with the
+most shared rare words is taken). A sentence counts as grounded when that passage shares a
 content word with it and their cosine similarity is at least `threshold`;
 generic sentences ("The novel explores grief") align to nothing in
 particular and are left out of the profile rather than pinned to a random
@@ -79,8 +80,7 @@ def profile(summary: str, index, threshold: float = DEFAULT_THRESHOLD) -> Covera
     """Align every sentence of `summary` to its best passage of `index` (a pipelines.retrieval.SourceIndex)."""
     sentences = split_sentences(summary)
     alignments = []
-    for number, (sentence, hits) in enumerate(zip(sentences, index.search(sentences, k=1)), 1):
-        hit = hits[0]
+    for number, (sentence, hit) in enumerate(zip(sentences, index.pin(sentences, threshold=threshold)), 1):
         passage = index.passages[hit.passage]
         position = index.position(passage)
         alignments.append(Alignment(
@@ -88,7 +88,7 @@ def profile(summary: str, index, threshold: float = DEFAULT_THRESHOLD) -> Covera
             position=position, decile=min(DECILES - 1, int(position * DECILES)), similarity=hit.dense,
             lexical=hit.lexical, grounded=supports(hit, threshold),
         ))
-    config = {"method": "minilm+bm25 rank fusion, best passage per sentence", "threshold": threshold,
+    config = {"method": "minilm+bm25 rank fusion, best passage per sentence (pinned: most lexical of the top 5 that support it)", "threshold": threshold,
               "grounded_rule": "shares a content word and cosine >= threshold", "deciles": DECILES,
               "passages": len(index.passages), "embedding_model": "all-MiniLM-L6-v2"}
     return CoverageResult(alignments, config)

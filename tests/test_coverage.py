@@ -106,3 +106,29 @@ def test_summarize_file_with_score_coverage_profiles_the_run(tmp_path):
     assert found >= 0.8 * len(rows)
     ((deciles,),) = store.execute("SELECT coverage_deciles FROM scores_wide WHERE run_id = ?", [run_id])
     assert deciles >= 0.5
+
+
+def test_a_sentence_is_pinned_to_the_passage_with_its_names_not_to_a_look_alike():
+    """Rank fusion ties a look-alike (same wording, higher cosine) with the passage that holds the
+    sentence's names and number; the profile, like a citation, must take the latter."""
+    import numpy as np
+
+    look_alike = "Evander Moth had counted 311 casks of cider on the quay at Hollowmere before the storm broke."
+    holder = "Barnaby Quillfeather had counted 739 walnut chess sets on the quay at Gallowfen that spring."
+    other = "Anne walked to Uppercross with her sister in the rain."
+    texts = [look_alike, holder, other]
+    chunks, at = [], 0
+    for i, text in enumerate(texts):
+        chunks.append((i, at, text))
+        at += len(text) + 1
+    axes = {look_alike: [0.9, 0.436, 0], holder: [0.6, -0.8, 0], other: [0.1, 0, 0.995]}
+
+    def embed(batch):  # the summary sentence (any text not above) is the first axis
+        return np.asarray([axes.get(t, [1, 0, 0]) for t in batch], np.float32)
+
+    index = SourceIndex(passages_from_chunks(chunks), embed=embed)
+    sentence = "Barnaby Quillfeather counted 739 walnut chess sets on the quay at Gallowfen."
+    (fused,) = index.search([sentence], k=1)
+    assert index.passages[fused[0].passage].text == look_alike  # the trap: fusion alone picks the look-alike
+    (alignment,) = profile(sentence, index).alignments
+    assert alignment.grounded and alignment.chunk_idx == 1 and alignment.start == chunks[1][1]
