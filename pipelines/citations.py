@@ -241,13 +241,12 @@ def cite_run(store, run_id: str, embed: Callable | None = None,
 
 def _node(summary_id, level, idx, kind, text, first_chunk, last_chunk, is_final, request, response) -> SummaryNode:
     """A summary, with a grounded merge's answer and the passages its prompt gave."""
-    from pipelines.summarize.passage_ids import given
+    from pipelines.summarize.passage_ids import given, passages_block
 
     passages = None
     if request and response:
-        prompt = json.loads(request)["messages"][-1]["content"]
-        block = re.search(r"<passages>\n(.*?)\n</passages>", prompt, re.S)
-        passages = given(block.group(1)) if block else None
+        block = passages_block(json.loads(request)["messages"][-1]["content"])
+        passages = given(block) if block is not None else None
     return SummaryNode(summary_id, level, idx, kind, text, first_chunk, last_chunk, is_final,
                        response if passages else None, passages)
 

@@ -18,7 +18,10 @@ change a workflow and its preflight changes with it. Bounds, per run:
 * input tokens: at least the shortest run's prompt text (without the chunks'
   own text when a compressor may shorten them first), at most every attempt
   of the longest run's whole prompts (message overhead, the context margin
-  and a retry's few changed digits included);
+  and a retry's few changed digits included). Which source passages a
+  grounded step reads depends on what its summaries say, which no planned
+  run knows: the lower bound counts none of them, the upper bound counts
+  such a prompt as the whole room it may fill (its window less its answer);
 * output tokens: at most every attempt's max_tokens (a server cannot send more).
 
 The cost range runs from a typical run (every step accepted at its first
@@ -260,7 +263,7 @@ def _bound(estimate: Estimate, call: "_Call", attempts: int) -> None:
     from pipelines.llm.base import CONTEXT_SAFETY_TOKENS
 
     estimate.calls_max += attempts
-    estimate.input_max += attempts * (call.prompt + CONTEXT_SAFETY_TOKENS + RETRY_SLACK_TOKENS)
+    estimate.input_max += attempts * (call.most + CONTEXT_SAFETY_TOKENS + RETRY_SLACK_TOKENS)
     estimate.output_max += attempts * call.max_tokens
 
 
@@ -354,14 +357,16 @@ class _Journal:
 
 @dataclass
 class _Call:
-    """One call a planned run made: its prompt's text tokens; the whole prompt (message
-    overhead included); the leading system messages (what a provider may cache); max_tokens."""
+    """One call a planned run made: its prompt's text tokens (source passages left out); the whole
+    prompt (message overhead included); the leading system messages (what a provider may cache);
+    max_tokens; the most its prompt may be (a grounded step's passages may fill its room)."""
 
     text: int
     prompt: int
     prefix: int
     max_tokens: int
     first: bool = False  # SCOPE: a passage's first attempt
+    most: int = 0
 
 
 # Words that are one token in the common tokenizers; a planning answer is drawn from them
@@ -418,7 +423,8 @@ class PlanningBackend(WrappedBackend):
         return n
 
     def complete(self, request):
-        from pipelines.llm.base import Completion, prompt_tokens
+        from pipelines.llm.base import CONTEXT_SAFETY_TOKENS, Completion, prompt_tokens
+        from pipelines.summarize.passage_ids import passages_block
 
         limit = request.max_tokens
         n = {"longest": limit, "failing": limit, "typical": limit // 2, "shortest": 1}[self.length]
@@ -426,8 +432,12 @@ class PlanningBackend(WrappedBackend):
         messages = request.messages
         system = list(itertools.takewhile(lambda m: m["role"] == "system", messages))
         prompt = prompt_tokens(self, messages)
-        self.calls.append(_Call(sum(self.count_tokens(m["content"]) for m in messages), prompt,
-                                prompt_tokens(self, system), limit))
+        written, most = sum(self.count_tokens(m["content"]) for m in messages), prompt
+        passages = passages_block(messages[-1]["content"])
+        if passages is not None:
+            written = max(0, written - self.count_tokens(passages) - FLOOR_SLACK_TOKENS)
+            most = max(prompt, self.context_window - limit - CONTEXT_SAFETY_TOKENS)
+        self.calls.append(_Call(written, prompt, prompt_tokens(self, system), limit, most=most))
         return Completion(text, input_tokens=prompt, output_tokens=self.count_tokens(text), finish_reason="stop",
                           latency_s=0.0)
 

@@ -65,7 +65,7 @@ class RunConfig:
     compress_ratio: float = 0.5
     compress_query: str = ""
     compress_model: str | None = None  # LongCodeZip's scoring model: llamacpp (default) or llamacpp:PATH
-    grounded: bool = False  # hierarchical: each merge also reads the source passages it merges (GROUNDING_SHARE)
+    grounded: bool = False  # each merge (update) also reads the source passages it rests on (GROUNDING_SHARE)
     citations: bool = False  # cite every summary sentence's source when the run ends (pipelines.citations)
 
     def settings(self) -> SummarizeSettings:
@@ -90,8 +90,8 @@ class RunConfig:
             raise ValueError(f"unknown compression {self.compress!r}; choose one of {', '.join(COMPRESSORS)}")
         if not 0 < self.compress_ratio <= 1:
             raise ValueError("--compress-ratio must be in (0, 1]")
-        if self.grounded and self.method != "hierarchical":
-            raise ValueError("--grounded grounds the merges of --method hierarchical")
+        if self.grounded and self.method not in ("hierarchical", "incremental"):
+            raise ValueError("--grounded grounds the merges of --method hierarchical and the updates of --method incremental")
         if self.compress != "none" and self.method == "extractive":
             raise ValueError("--compress needs an LLM method (hierarchical or incremental), not extractive")
         if self.compress_model:

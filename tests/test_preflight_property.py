@@ -27,7 +27,7 @@ CASES = 80  # random documents x settings; seeded, so every run draws the same o
 SEED = 25
 SCOPE_SHARE = 0.1  # of the cases compress with SCOPE first (its embedding model costs seconds)
 GREEDY_SHARE = 0.25  # of the cases answer as long as the workflow keeps (see random_answer)
-GROUNDED_SHARE = 0.2  # of the hierarchical cases ground their merges in passages (drawn apart: the rest stay as drawn)
+GROUNDED_SHARE = 0.2  # of the cases ground their merges or updates in passages (drawn apart: the rest stay as drawn)
 TEXTS = ("austen_persuasion.txt", "austen_prideprejudice.txt", "doyle_red_headed_league.txt",
          "doyle_scandal_in_bohemia.txt")
 _FENCED = re.compile(r"<(?:excerpt|summaries|summary|text)>\n(.*?)\n</", re.S)
@@ -84,7 +84,7 @@ def random_case(rng: random.Random, i: int):
         method=rng.choice(["hierarchical", "incremental"]), model="scripted",
         chunk_size=rng.choice([128, 192, 256, 384, 512, 768]), summary_words=rng.choice([12, 25, 40, 70, 120, 200]),
         max_attempts=rng.choice([1, 2, 3]), compress=compress, compress_ratio=rng.choice([0.3, 0.5, 0.7]))
-    if config.method == "hierarchical" and random.Random(f"grounded-{i}").random() < GROUNDED_SHARE:
+    if random.Random(f"grounded-{i}").random() < GROUNDED_SHARE:
         config = dataclasses.replace(config, grounded=True)
     # Windows from barely enough for a chunk, its answer and a running summary (many merges) to roomy.
     window = config.chunk_size + 3 * config.summary_words + rng.choice([300, 350, 450, 600, 900, 1500, 3000, 8000])
@@ -187,6 +187,9 @@ def test_a_real_run_stays_within_the_preflight_for_random_documents_and_settings
     assert any(case[1] == "scope" for case in ok)
     assert sum(case[3] for case in ok) >= 5 and sum(case[4] for case in ok) >= 5
     assert sum(case[5] for case in ok) >= 2  # grounded merges, their passages counted by the same code
+    # Grounded updates take only the room the summary and the new part leave, so they always fit.
+    assert [case for case in seen if case[0] == "incremental" and case[6]] == \
+        [case for case in ok if case[0] == "incremental" and case[6]] != []
 
 
 def _runs_with(monkeypatch, owner, name, rule, document, config, backend):

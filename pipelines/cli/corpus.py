@@ -29,7 +29,7 @@ def corpus_configs(methods: tuple[str, ...], model: str, base_url: str | None, c
         llm = {"model": model, "concurrency": call_concurrency, **({"base_url": base_url} if base_url else {})}
         extra.update({k: True for k, on in (("citations", citations),) if on})
         configs = [{"method": m, **(llm if m != "extractive" else {}), **extra,
-                    **({"grounded": True} if grounded and m == "hierarchical" else {})} for m in methods]
+                    **({"grounded": True} if grounded and m in ("hierarchical", "incremental") else {})} for m in methods]
     for config in configs:
         _refuse_credentials(config.get("base_url"))
     return configs
@@ -56,7 +56,7 @@ corpus_options = [
     click.option("--summary-words", type=click.IntRange(min=10), default=None),
     click.option("--configs", "configs_json", default=None, help="JSON list of configurations (overrides --method/--model)."),
     click.option("--citations", is_flag=True, help="Cite the source of every summary sentence of every run (table citations)."),
-    click.option("--grounded", is_flag=True, help="Hierarchical runs: each merge also reads the source passages it merges."),
+    click.option("--grounded", is_flag=True, help="Hierarchical and incremental runs: each merge or update also reads the source passages it rests on."),
     click.option("--metrics", default=None, help="rouge,bertscore,booookscore (default: rouge when references exist)."),
     click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N documents."),
     click.option("--dask-address", default=None, metavar="tcp://HOST:PORT", help="Run tasks on this existing Dask cluster."),

@@ -49,8 +49,8 @@ from pipelines.defaults import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_SUMM
                    "Qwen2.5-Coder-1.5B-Instruct, a code model: the paper's setting) or llamacpp:/path.gguf. "
                    "Without it LongCodeZip needs no model.")
 @click.option("--grounded", is_flag=True,
-              help="Hierarchical: each merge also reads the source passages most relevant to the summaries it "
-                   "merges (they share its token budget).")
+              help="Each merge (hierarchical) or update (incremental) also reads the source passages most "
+                   "relevant to the summaries it rewrites (they share its token budget) and may cite them.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=None, help="API backends: seconds per request (default 120).")
 @click.option("--retries", "max_retries", type=click.IntRange(min=0), default=None, help="API backends: retries with jittered backoff on connection resets, timeouts, 408/409/429 and 5xx (default 6; see pipelines/llm/http.py).")
 @click.option("--reference", "references", multiple=True, type=click.Path(dir_okay=False, path_type=Path),

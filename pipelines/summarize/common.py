@@ -59,7 +59,7 @@ class SummarizeSettings:
     temperature: float = 0.0
     level_shrink: float = WORDS_PER_TOKEN  # hierarchical: each level down gets this share
     context_share: float = 0.2  # hierarchical: room given to the previous merge as context
-    grounding_share: float = 0.0  # hierarchical: room of a merge given to source passages (--grounded)
+    grounding_share: float = 0.0  # room of a merge or update given to source passages (--grounded)
     concurrency: int = 1  # parallel chunk summaries (API backends)
     # Set by RetryLearning: why the steps from here on get only one attempt (None: full retries).
     retry_note: str | None = None

@@ -11,7 +11,7 @@ one above, so that the inputs of a merge fit its context.
 Grounded merging (`grounding_share` > 0, `--grounded`; after Ou & Lapata
 2025, context-aware hierarchical merging): each merge prompt also carries
 the source passages of its chunks most relevant to the summaries it merges
-(`pipelines.retrieval`), in document order. They take that share of the
+(`pipelines.summarize.grounding`), in document order. They take that share of the
 merge's room, so the packing of summaries leaves it to them, and the
 preflight, which runs this code, counts them too.
 """
@@ -36,11 +36,11 @@ from pipelines.summarize.common import (
 )
 from pipelines.summarize.executors import Executor, Recipe, ThreadExecutor, call
 from pipelines.summarize.extractive import salvage
-from pipelines.summarize.passage_ids import with_ids, without_ids
+from pipelines.summarize.grounding import Grounding
+from pipelines.summarize.passage_ids import without_ids
 from pipelines.text import sentences
 
 MIN_LEVEL_TOKENS = 64
-GROUNDING_HITS = 3  # passages retrieved per summary sentence, before the budget picks among them
 MAX_LEVELS = 12
 _LABEL_TOKENS = 8  # "Summary N:" and separators around each merged summary
 _SEPARATOR = "\n\n"
@@ -55,7 +55,7 @@ class HierarchicalSummarizer:
         self.generation = Generation(llm, settings)
         self.learning = RetryLearning(settings)
         self._common = prompt_values(kind)
-        self.sources = None  # the chunks' passages, searchable, when merges are grounded (see `run`)
+        self.sources: Grounding | None = None  # the chunks' passages, when merges are grounded (see `run`)
 
     def recipe(self) -> Recipe:
         return Recipe(HierarchicalSummarizer, {"settings": self.settings, "kind": self.kind})
@@ -204,24 +204,10 @@ class HierarchicalSummarizer:
     def grounding(self, group: list[SummaryRecord], budget: int) -> str:
         """The passages of the group's chunks most relevant to its summaries, within `budget`
         tokens, in document order, each with its id ("" when merges are not grounded)."""
-        if self.sources is None or budget <= 0:
+        if self.sources is None:
             return ""
-        among = self.sources.in_chunks(group[0].first_chunk, group[-1].last_chunk)
-        queries = [s for record in group for s in sentences(record.text)]
-        if not among or not queries:
-            return ""
-        relevance: dict[int, float] = {}
-        for hits in self.sources.search(queries, k=GROUNDING_HITS, among=among):
-            for hit in hits:
-                relevance[hit.passage] = max(relevance.get(hit.passage, 0.0), hit.fused)
-        chosen, used = [], 0
-        label = len(f"[P{len(relevance)}] ".encode()) + 2  # its id and separator, bounded by their bytes
-        for i in sorted(relevance, key=lambda i: (-relevance[i], i)):
-            cost = self.llm.count_tokens(self.sources.passages[i].text) + label
-            if used + cost <= budget:
-                chosen.append(i)
-                used += cost
-        return with_ids([self.sources.passages[i].text for i in sorted(chosen)])
+        return self.sources.passages([r.text for r in group], group[0].first_chunk, group[-1].last_chunk, budget,
+                                     self.llm.count_tokens)
 
     def context_from(self, previous: str, out_limit: int) -> str:
         """The end of the previous merge, whole sentences, within the context budget."""
@@ -249,10 +235,7 @@ class HierarchicalSummarizer:
             return []
         executor = executor or ThreadExecutor(self.settings.concurrency)
         if self.settings.grounding_share:
-            from pipelines.retrieval import SourceIndex, passages_from_chunks
-
-            passages = passages_from_chunks([(c.idx, c.start, c.text) for c in chunks])
-            self.sources = SourceIndex(passages) if passages else None  # chunks compressed to nothing
+            self.sources = Grounding(chunks)
         limits = self.plan_limits(len(chunks))
         self.progress.expect(len(chunks))
         current = []

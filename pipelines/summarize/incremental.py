@@ -5,6 +5,14 @@ with progress through the document (chunk j of n may use j/n of the final
 budget); when an update leaves it over that budget, it is compressed to the
 budget, and when the next update prompt would not fit the context window it
 is compressed first. The workflow is sequential by nature.
+
+Grounded updates (`grounding_share` > 0, `--grounded`): each update also
+reads the passages of the parts already read most relevant to the summary
+it rewrites (`pipelines.summarize.grounding`), the source its earlier
+content came from. They take at most that share of the room the update's
+inputs may fill, and only what the summary and the new part leave of it:
+they never push the summary into a compression or the part out of the
+prompt, and an update with no room left runs without them.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from pipelines.summarize.common import (
 )
 from pipelines.summarize.executors import Executor, Recipe, ThreadExecutor, call
 from pipelines.summarize.extractive import salvage, salvage_update
+from pipelines.summarize.grounding import Grounding
+from pipelines.summarize.passage_ids import without_ids
 from pipelines.text import count_words
 
 # An updated summary may run this much over its current budget before it is
@@ -47,6 +57,7 @@ class IncrementalSummarizer:
         self.generation = Generation(llm, settings)
         self.learning = RetryLearning(settings)
         self._common = prompt_values(kind)
+        self.sources: Grounding | None = None  # the chunks' passages, when updates are grounded (see `run`)
 
     def recipe(self) -> Recipe:
         return Recipe(IncrementalSummarizer, {"settings": self.settings, "kind": self.kind})
@@ -66,6 +77,8 @@ class IncrementalSummarizer:
         """Every output of the run in order; the last kept one is final. Each
         update reads the summary before it, so each is a step of its own."""
         executor = executor or ThreadExecutor(1)
+        if self.settings.grounding_share:
+            self.sources = Grounding(chunks)
         records: list[SummaryRecord] = []
         self.progress.expect(len(chunks))
         running: SummaryRecord | None = None
@@ -96,11 +109,13 @@ class IncrementalSummarizer:
                 running = self._compress(running, self.target_words(j - 1, n) // 2, j, produced)
             previous = running.text
             position = f"part {j + 1} of {n}" + (f", in the section headed '{chunk.section}'" if chunk.section else "")
+            passages = self.grounding(previous, chunk, limit)
             outcome = self.generation.run(
-                "incremental_update",
-                {"summary": previous, "text": chunk.text, "position": position, **self._common},
+                "incremental_update_grounded" if passages else "incremental_update",
+                {"summary": previous, "text": chunk.text, "position": position, "passages": passages, **self._common},
                 limit, words, step=f"update:{j}",
                 fallback=lambda w: salvage_update(previous, chunk.text, w, chunks_before=j),
+                clean=without_ids if passages else None,
             )
         updated = SummaryRecord.from_outcome(
             outcome, level=0, idx=j, kind="update", token_limit=limit, word_limit=words, first_chunk=0, last_chunk=j,
@@ -110,12 +125,33 @@ class IncrementalSummarizer:
             self._compress(updated, words, j, produced)
         return produced
 
+    def _update_template(self) -> str:
+        return "incremental_update_grounded" if self.sources else "incremental_update"
+
+    def _room_left(self, summary: str, text: str, limit: int) -> int:
+        """Tokens an update of `summary` with `text` leaves free in the context window (no passages)."""
+        rendered = prompts.render(self._update_template(), summary=summary, text=text, position="part 999 of 999",
+                                  words=9999, passages="", **self._common)
+        return self.llm.context_window - prompt_tokens(self.llm.backend, rendered.messages) - limit - CONTEXT_SAFETY_TOKENS
+
     def _update_fits(self, summary: str, text: str, limit: int) -> bool:
-        rendered = prompts.render(
-            "incremental_update", summary=summary, text=text, position="part 999 of 999", words=9999, **self._common
-        )
-        needed = prompt_tokens(self.llm.backend, rendered.messages) + limit + CONTEXT_SAFETY_TOKENS
-        return needed <= self.llm.context_window
+        return self._room_left(summary, text, limit) >= 0
+
+    def passage_budget(self, summary: str, chunk: Chunk, limit: int) -> int:
+        """Tokens an update's passages may take: the grounding share of the room its inputs may
+        fill, and never more than the summary and the new part leave free."""
+        if self.sources is None:
+            return 0
+        inputs_room = self._room_left("", "", limit)
+        return max(0, min(int(self.settings.grounding_share * inputs_room), self._room_left(summary, chunk.text, limit)))
+
+    def grounding(self, summary: str, chunk: Chunk, limit: int) -> str:
+        """The passages of the parts before `chunk` most relevant to the summary an update rewrites
+        ("" when updates are not grounded or no room is left)."""
+        if self.sources is None or chunk.idx == 0:
+            return ""
+        return self.sources.passages([summary], 0, chunk.idx - 1, self.passage_budget(summary, chunk, limit),
+                                     self.llm.count_tokens)
 
     def _compress(self, summary: SummaryRecord, words: int, j: int, records: list[SummaryRecord]) -> SummaryRecord:
         """Shorten the running summary to `words`; keeps the original if that fails to shorten it.

@@ -19,11 +19,18 @@ _IDS = re.compile(r"\s*\[\s*(P\s*\d+(?:\s*[,;]\s*P\s*\d+)*)\s*\]", re.IGNORECASE
 _ONE = re.compile(r"\d+")
 _GIVEN = re.compile(r"^\[P(\d+)\] ", re.MULTILINE)
 _SEPARATOR = "\n\n"
+_BLOCK = re.compile(r"<passages>\n(.*?)\n</passages>", re.S)  # as the grounded templates fence them
 
 
 def with_ids(passages: list[str]) -> str:
     """The passages as a prompt gives them, numbered from 1."""
     return _SEPARATOR.join(f"[P{n}] {text}" for n, text in enumerate(passages, 1))
+
+
+def passages_block(prompt: str) -> str | None:
+    """The passages block of a grounded prompt (None when it gives none)."""
+    found = _BLOCK.search(prompt)
+    return found.group(1) if found else None
 
 
 def given(block: str) -> dict[int, str]:
