@@ -4,8 +4,9 @@ Summarizes the first N SQuALITY dev stories with the embedded
 Qwen2.5-Coder-1.5B-Instruct (Q4_K_M) behind llama-cpp-python's
 OpenAI-compatible server, one server for every method:
 
-- longsum's hierarchical, incremental and extractive workflows, through the
-  library (`pipelines.runner.summarize_file`, a store in a temp dir);
+- longsum's hierarchical (plain and with grounded merges), incremental and
+  extractive workflows, through the library (`pipelines.runner.summarize_file`,
+  a store in a temp dir);
 - LangChain's `map_reduce` and `refine` (`load_summarize_chain` from
   langchain-classic, ChatOpenAI from langchain-openai) and LlamaIndex's
   `TreeSummarize` (llama-index-core, OpenAILike), each in a subprocess under
@@ -45,7 +46,7 @@ from pathlib import Path
 
 from benchlib import LOCAL, ROOT, SHARED, data_file, table  # noqa: E402 (puts the repository on sys.path)
 
-LONGSUM = ("hierarchical", "incremental", "extractive")
+LONGSUM = ("hierarchical", "grounded", "incremental", "extractive")  # grounded: hierarchical, --grounded
 PEERS = ("map_reduce", "refine", "tree_summarize")
 PEER_LABEL = {"map_reduce": "LangChain map_reduce", "refine": "LangChain refine",
               "tree_summarize": "LlamaIndex TreeSummarize"}
@@ -78,7 +79,8 @@ def peers_python(venv: Path) -> Path:
 def run_longsum(method: str, path: Path, base_url: str, args, store) -> dict:
     from pipelines.runner import RunConfig, summarize_file
 
-    config = RunConfig(method=method, model=f"openai:{MODEL}", base_url=base_url, context_window=args.n_ctx,
+    config = RunConfig(method="hierarchical" if method == "grounded" else method, grounded=method == "grounded",
+                       model=f"openai:{MODEL}", base_url=base_url, context_window=args.n_ctx,
                        chunk_size=args.chunk_size, summary_words=args.words, timeout_s=args.call_timeout)
     started = time.perf_counter()
     try:
@@ -195,7 +197,7 @@ def main() -> None:
     for m in methods:
         mine = [r for r in rows if r["method"] == m]
         ok = [r for r in mine if "rouge" in r]
-        label = PEER_LABEL.get(m, f"longsum {m}")
+        label = PEER_LABEL.get(m, "longsum hierarchical, grounded" if m == "grounded" else f"longsum {m}")
         body.append([label, len(ok)] + [f"{mean(r['rouge'][t] for r in ok):.3f}" for t in ROUGE]
                     + [f"{mean(r['bertscore_f1'] for r in ok):.3f}", f"{mean(r['calls'] for r in mine):.1f}",
                        f"{mean(r['prompt_tokens'] for r in mine):,.0f}",

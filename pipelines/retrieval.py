@@ -154,7 +154,6 @@ class TextIndex:
                         for i, fused in fuse(row[candidates], lexical[candidates], candidates, k)])
         return out
 
-
     def pin(self, queries: Sequence[str], among: Sequence[int] | None = None,
             threshold: float = SUPPORT_THRESHOLD) -> list[Hit]:
         """The one text each query rests on: among the fused ranking's best few, the supporting one with
