@@ -21,8 +21,8 @@ How a citation is made, recorded in its `method`:
   not give are dropped and counted (`dropped`, on the sentence's first row).
   A sentence that names none is traced or aligned as above.
 * `unsupported`: nothing it was given supports it (no shared content word,
-  or a cosine under `SUPPORT_THRESHOLD`). One row, with no chunk: never a
-  guess.
+  or a cosine under `SUPPORT_THRESHOLD` from a passage that does not hold
+  it word for word). One row, with no chunk: never a guess.
 
 Rows land in the `citations` table, one per (sentence, passage), replaced
 whenever the run is cited again.
@@ -183,8 +183,8 @@ def _aligned(sentences: list[str], numbers: list[int], node: SummaryNode, index:
     if not given:
         return {n: [Citation(n, s, "unsupported")] for n, s in zip(numbers, sentences)}
     out = {}
-    for n, sentence, hit in zip(numbers, sentences, index.pin(sentences, among=given, threshold=threshold)):
-        if supports(hit, threshold):
+    for n, sentence, (hit, backed) in zip(numbers, sentences, index.pin(sentences, among=given, threshold=threshold)):
+        if backed:
             p = index.passages[hit.passage]
             out[n] = [Citation(n, sentence, "aligned", hit.dense, locator.source(p.chunk_idx, p.start, p.end))]
         else:

@@ -25,7 +25,10 @@ that shares a name, a number and a place with the sentence (BM25 23.5) can
 tie with a look-alike that shares only the wording (BM25 14.3, a higher
 cosine). `pin` lets fusion propose the few best candidates, which keeps
 paraphrases findable, and takes among those that support the sentence the
-one sharing the most of its rare words.
+one sharing the most of its rare words. A passage that holds the sentence
+word for word supports it whatever the cosine: a long passage of dialogue
+dilutes a copied sentence's embedding below the threshold, and an extractive
+summary (a salvaged step) is made of such sentences.
 """
 
 from __future__ import annotations
@@ -130,7 +133,8 @@ class TextIndex:
         if embed is None:
             from pipelines.embeddings import embed
         self.embed = embed
-        self.vectors = np.asarray(embed(list(texts)), dtype=np.float32)
+        self.texts = list(texts)
+        self.vectors = np.asarray(embed(self.texts), dtype=np.float32)
         self.bm25 = bm25s.BM25()
         self.bm25.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
         self._lock = threading.Lock()
@@ -155,13 +159,16 @@ class TextIndex:
         return out
 
     def pin(self, queries: Sequence[str], among: Sequence[int] | None = None,
-            threshold: float = SUPPORT_THRESHOLD) -> list[Hit]:
-        """The one text each query rests on: among the fused ranking's best few, the supporting one with
-        the highest lexical score; the best fused text when none supports it."""
+            threshold: float = SUPPORT_THRESHOLD) -> list[tuple[Hit, bool]]:
+        """The one text each query rests on, and whether it supports the query: among the fused
+        ranking's best few, the supporting one with the highest lexical score (a text holding the
+        query word for word supports it); the best fused text, unsupported, when none does."""
         out = []
-        for hits in self.search(queries, k=PIN_CANDIDATES, among=among):
-            backing = [hit for hit in hits if supports(hit, threshold)]
-            out.append(max(backing, key=lambda hit: hit.lexical) if backing else hits[0])
+        for query, hits in zip(queries, self.search(queries, k=PIN_CANDIDATES, among=among)):
+            words = _normalized(query)
+            backing = [hit for hit in hits if supports(hit, threshold)
+                       or (hit.lexical > 0 and words in _normalized(self.texts[hit.passage]))]
+            out.append((max(backing, key=lambda hit: hit.lexical), True) if backing else (hits[0], False))
         return out
 
 
@@ -185,6 +192,10 @@ class SourceIndex(TextIndex):
     def in_chunks(self, first: int, last: int) -> list[int]:
         """The passages of chunks `first` to `last`: what a summary of those chunks was given."""
         return [i for i, p in enumerate(self.passages) if first <= p.chunk_idx <= last]
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.split()).casefold()
 
 
 def supports(hit: Hit, threshold: float = SUPPORT_THRESHOLD) -> bool:

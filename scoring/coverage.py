@@ -4,8 +4,8 @@ Each summary sentence is aligned to the passage of the run's source chunks
 it most likely draws from (`pipelines.retrieval.TextIndex.pin`: MiniLM
 embeddings and BM25 fused by rank propose five, the supporting one with the
 most shared rare words is taken). A sentence counts as grounded when that passage shares a
-content word with it and their cosine similarity is at least `threshold`;
-generic sentences ("The novel explores grief") align to nothing in
+content word with it and their cosine similarity is at least `threshold`, or
+when the passage holds it word for word; generic sentences ("The novel explores grief") align to nothing in
 particular and are left out of the profile rather than pinned to a random
 page. Each alignment is stored (table `coverage`: sentence, chunk, span,
 relative position, decile, similarities), so the profile can be drawn or
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipelines.retrieval import SUPPORT_THRESHOLD, supports
+from pipelines.retrieval import SUPPORT_THRESHOLD
 from pipelines.text import sentences as split_sentences
 
 DEFAULT_THRESHOLD = SUPPORT_THRESHOLD
@@ -80,16 +80,16 @@ def profile(summary: str, index, threshold: float = DEFAULT_THRESHOLD) -> Covera
     """Align every sentence of `summary` to its best passage of `index` (a pipelines.retrieval.SourceIndex)."""
     sentences = split_sentences(summary)
     alignments = []
-    for number, (sentence, hit) in enumerate(zip(sentences, index.pin(sentences, threshold=threshold)), 1):
+    for number, (sentence, (hit, backed)) in enumerate(zip(sentences, index.pin(sentences, threshold=threshold)), 1):
         passage = index.passages[hit.passage]
         position = index.position(passage)
         alignments.append(Alignment(
             sentence_num=number, sentence=sentence, chunk_idx=passage.chunk_idx, start=passage.start, end=passage.end,
             position=position, decile=min(DECILES - 1, int(position * DECILES)), similarity=hit.dense,
-            lexical=hit.lexical, grounded=supports(hit, threshold),
+            lexical=hit.lexical, grounded=backed,
         ))
     config = {"method": "minilm+bm25 rank fusion, best passage per sentence (pinned: most lexical of the top 5 that support it)", "threshold": threshold,
-              "grounded_rule": "shares a content word and cosine >= threshold", "deciles": DECILES,
+              "grounded_rule": "shares a content word and cosine >= threshold, or holds the sentence word for word", "deciles": DECILES,
               "passages": len(index.passages), "embedding_model": "all-MiniLM-L6-v2"}
     return CoverageResult(alignments, config)
 

@@ -132,3 +132,25 @@ def test_a_sentence_is_pinned_to_the_passage_with_its_names_not_to_a_look_alike(
     assert index.passages[fused[0].passage].text == look_alike  # the trap: fusion alone picks the look-alike
     (alignment,) = profile(sentence, index).alignments
     assert alignment.grounded and alignment.chunk_idx == 1 and alignment.start == chunks[1][1]
+
+
+def test_a_sentence_copied_word_for_word_is_grounded_whatever_its_cosine():
+    """A long passage dilutes a copied sentence's embedding below the support threshold (0.15 here,
+    as a planted fact in a passage of dialogue measured); the passage holds it, so it is grounded.
+    A sentence that only shares words with the passage stays ungrounded at that cosine."""
+    import numpy as np
+
+    copied = "Every spring Perpetua Lusk shipped 543 brass telescopes down the river to Brackenfold."
+    passage = ('"Well, really!" he cried, and then he choked and laughed again. "What is it?" '
+               f'"I can\'t imagine. {copied} I suppose that you have been watching the house."')
+    other = "Anne walked to Uppercross with her sister in the rain."
+    chunks = [(0, 0, passage), (1, len(passage) + 1, other)]
+
+    def embed(batch):  # every summary sentence sits at cosine 0.15 from the passage
+        return np.asarray([[1, 0] if t in (passage, other) else [0.15, 0.989] for t in batch], np.float32)
+
+    index = SourceIndex(passages_from_chunks(chunks), embed=embed)
+    (alignment,) = profile(copied.replace("543", "543 "), index).alignments  # spacing aside, word for word
+    assert alignment.grounded and alignment.chunk_idx == 0 and alignment.similarity < 0.25
+    (paraphrase,) = profile("Perpetua Lusk shipped telescopes to Brackenfold every spring.", index).alignments
+    assert not paraphrase.grounded
