@@ -136,9 +136,9 @@ class TextIndex:
         self.texts = list(texts)
         self.vectors = np.asarray(embed(self.texts), dtype=np.float32)
         self.bm25 = bm25s.BM25()
-        self.bm25.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
+        self.bm25.index(bm25s.tokenize(self.texts, stopwords="en", show_progress=False), show_progress=False)
         self._lock = threading.Lock()
-        self.size = len(texts)
+        self.size = len(self.texts)
 
     def search(self, queries: Sequence[str], k: int = 3, among: Sequence[int] | None = None) -> list[list[Hit]]:
         """The `k` best texts for each query, best first; with `among`, only those texts are ranked."""
