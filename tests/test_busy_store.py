@@ -268,3 +268,32 @@ def test_a_corpus_flow_loses_no_run_failure_score_or_paid_call_while_the_file_is
         assert store.execute("SELECT count(DISTINCT method) FROM runs r WHERE status IN ('ok', 'degraded') "
                              "AND parse_filename(document_path) = 'league.txt' AND EXISTS "
                              "(SELECT 1 FROM scores s WHERE s.run_id = r.run_id AND s.metric = 'rouge1')") == [(2,)]
+
+
+def test_a_new_database_file_is_never_seen_half_made(tmp_path, monkeypatch):
+    """DuckDB creates a file and only then locks it and writes its header: a second run
+    opening a new --db in that moment refused it as "not a DuckDB database" (two CLI runs
+    on one new file, in CI). The store makes the file beside it and links it into place, so
+    DuckDB is only ever asked to open a whole file at the shared path, and a run that loses
+    the race to make it keeps the winner's file and rows."""
+    import duckdb
+
+    from pipelines.store.connection import _create_whole
+
+    db = tmp_path / "new.duckdb"
+    sizes_when_opened = []
+    real_connect = duckdb.connect
+
+    def watching_connect(database, *args, **kwargs):
+        if str(database) == str(db):
+            sizes_when_opened.append(db.stat().st_size if db.exists() else 0)
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", watching_connect)
+    store = Store(db)
+    store.execute("INSERT INTO meta VALUES ('kept', 'yes')")
+    assert sizes_when_opened and min(sizes_when_opened) > 0
+
+    _create_whole(db)  # the loser of the race, a moment after the winner made the file
+    assert store.execute("SELECT value FROM meta WHERE key = 'kept'") == [("yes",)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.duckdb"]

@@ -314,6 +314,8 @@ class Store:
             raise StoreError(f"no database at {self.path} yet (run summarize first, or pass --db)")
         if not self.read_only:
             self._check_writable()
+            if not self.path.exists():
+                _create_whole(self.path)
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         delay = 0.02
         while True:
@@ -432,6 +434,29 @@ class Store:
             cursor = con.execute(sql, params or [])
             columns = [d[0] for d in cursor.description or []]
             return columns, cursor.fetchall() if cursor.description else []
+
+
+def _create_whole(path: Path) -> None:
+    """An empty DuckDB file at `path`, put there whole. DuckDB creates a file and only then
+    locks it and writes its header, so a second process opening the path in between locked
+    the empty file and refused it as "not a valid DuckDB database" (two runs starting on one
+    new --db at once). Made beside it and hard-linked into place (which never overwrites),
+    the path holds nothing or a whole database; a process that loses the race keeps the
+    winner's file."""
+    import duckdb
+
+    spare = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    try:
+        duckdb.connect(str(spare), config={"default_block_size": str(BLOCK_SIZE)}).close()
+        os.link(spare, path)
+    except FileExistsError:
+        pass
+    except (OSError, duckdb.Error):
+        pass  # no hard links here (or no room for the spare): DuckDB creates the file as before
+    finally:
+        for leftover in (spare, spare.with_name(spare.name + ".wal")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 def _share_table_folders(con) -> None:
