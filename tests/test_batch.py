@@ -127,17 +127,21 @@ def _assert_only_unfinished_sent_again(first: list[str], finished: int, sent_ids
 # A flow run in its own process and its own temporary Prefect API, killed while its batches are out.
 CRASHING_FLOW = """
 import json, sys
-from prefect.testing.utilities import prefect_test_harness
 from flows.evaluate_flow import evaluate_corpus
-with prefect_test_harness(server_startup_timeout=120):
-    evaluate_corpus(source=sys.argv[3], configs=[json.loads(sys.argv[2])], metrics=[], db=sys.argv[1], batch=True)
+evaluate_corpus(source=sys.argv[3], configs=[json.loads(sys.argv[2])], metrics=[], db=sys.argv[1], batch=True)
 """
 
 
 @pytest.mark.slow
-def test_a_crashed_flow_resumes_against_its_pending_batch(server, tmp_path, cli_env, prefect_harness):
+def test_a_crashed_flow_resumes_against_its_pending_batch(server, tmp_path, cli_env, prefect_harness, monkeypatch):
+    from prefect.settings import PREFECT_API_URL
+
     from pipelines.llm.openai_backend import OpenAIBackend
     from pipelines.plan import estimate_document
+
+    # Once let go, a batch is done when first polled: the resumed flow waits on the batches, not on the
+    # flow's 10 s poll interval a wave (the tests above poll batches still in progress, at a short interval)
+    monkeypatch.setattr(server, "batch_polls", 0)
 
     backend = OpenAIBackend("served", base_url=server.base_url, context_window=32_768)
     stories = squality_items(SUBSET)
@@ -146,7 +150,8 @@ def test_a_crashed_flow_resumes_against_its_pending_batch(server, tmp_path, cli_
     server.hold_batches.set()  # the provider is slow: batches stay in progress
     process = subprocess.Popen([sys.executable, "-c", CRASHING_FLOW, str(db),
                                 json.dumps(_flow_config(server.base_url)), str(SUBSET)],
-                               cwd=ROOT, env=cli_env, start_new_session=True)
+                               cwd=ROOT, env={**cli_env, "PREFECT_API_URL": PREFECT_API_URL.value()},
+                               start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         # Every story's chunk summaries are out (in one batch or a few), and journaled.
@@ -195,6 +200,7 @@ def test_the_corpus_flow_in_batch_mode(server, tmp_path, prefect_harness, monkey
     from pipelines.store import Store
 
     monkeypatch.setenv("LONGSUM_PRICE_AS", PRICE_AS)
+    monkeypatch.setattr(server, "batch_polls", 0)  # done when first polled: no 10 s poll interval a wave
     db = tmp_path / "flow.duckdb"
     table = evaluate_corpus(source=str(SUBSET), configs=[_flow_config(server.base_url)], metrics=[], db=str(db),
                             batch=True, report=str(tmp_path / "report.html"))

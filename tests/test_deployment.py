@@ -65,8 +65,10 @@ def prefect_server(tmp_path):
 
 
 def _serve_until_a_scheduled_run_completes(prefect_server: dict, tmp_path, corpus, db: str) -> None:
+    # Every 5 s: a cron schedule fires at the next minute, half a minute's wait on average (that serve
+    # passes a cron schedule on is test_evaluate's test_serve_schedules_the_corpus_deployment_as_asked)
     serve = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "serve", str(corpus), "--cron", "* * * * *", "--method", "extractive",
+        [sys.executable, "-m", "pipelines.cli", "serve", str(corpus), "--interval", "5", "--method", "extractive",
          "--summary-words", "40", "--db", db],
         env=prefect_server, cwd=tmp_path, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -1,6 +1,7 @@
 """The evaluation harness: one per-document function and one failure rule
 for `summarize eval` and the corpus flow (whose fan-out is in test_flows)."""
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,7 @@ class Overlapping(ScriptedBackend):
             self.overlap.notify_all()
             if not self.waited:
                 self.waited = True
-                self.overlap.wait_for(lambda: len(self.asking) > 1, timeout=10)
+                self.overlap.wait_for(lambda: len(self.asking) > 1, timeout=3)
         try:
             return super().complete(request)
         finally:
@@ -157,6 +158,29 @@ def test_corpus_refuses_a_base_url_with_credentials_before_prefect_sees_it(tmp_p
     for command in (["corpus", str(tmp_path)], ["serve", str(tmp_path), "--interval", "60"]):
         out = CliRunner().invoke(cli, [*command, "--model", "openai:m", "--base-url", url])
         assert out.exit_code == 1 and "carries credentials" in out.output and "secret" not in out.output
+
+
+@pytest.mark.parametrize("schedule, expected", [(["--cron", "0 2 * * *"], {"cron": "0 2 * * *"}),
+                                                (["--interval", "90"], {"interval": dt.timedelta(seconds=90)})])
+def test_serve_schedules_the_corpus_deployment_as_asked(tmp_path, monkeypatch, prefect_harness, schedule, expected):
+    """The schedule `summarize serve` was given is the corpus deployment's (the served end-to-end runs in
+    test_deployment.py wait for a schedule to fire; this is where its kind and value are checked)."""
+    from click.testing import CliRunner
+
+    import flows.deploy
+    from pipelines.cli import cli
+
+    served = []
+    monkeypatch.setattr(flows.deploy, "serve_deployments", lambda deployments, policy: served.extend(deployments))
+    (tmp_path / "a.txt").write_text("A story.", encoding="utf-8")
+    out = CliRunner().invoke(cli, ["serve", str(tmp_path), *schedule, "--method", "extractive",
+                                   "--db", str(tmp_path / "nightly.duckdb")])
+    assert out.exit_code == 0, out.output
+    corpus, single = served
+    ((field, value),) = expected.items()
+    (scheduled,) = corpus.schedules
+    assert getattr(scheduled.schedule, field) == value
+    assert not single.schedules  # the on-demand deployment runs when asked
 
 
 def test_serve_passes_base_url_and_concurrency_to_its_deployment_and_sets_the_limit(tmp_path, monkeypatch,
