@@ -450,7 +450,7 @@ def _create_whole(path: Path) -> None:
         duckdb.connect(str(spare), config={"default_block_size": str(BLOCK_SIZE)}).close()
         os.link(spare, path)
     except FileExistsError:
-        pass
+        pass  # another process made it first, whole too
     except (OSError, duckdb.Error):
         pass  # no hard links here (or no room for the spare): DuckDB creates the file as before
     finally:
