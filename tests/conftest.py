@@ -120,6 +120,26 @@ def prefect_harness():
 
 
 @pytest.fixture()
+def prefect_limits(prefect_harness):
+    """For a test that sets global limits of API calls on the session's Prefect API: the limits are
+    as they were after it. A limit left behind bound every later flow on this worker, and a flow
+    that a test SIGKILLs holds its slots until their lease runs out (minutes): the durable corpus
+    test's next run waited for slots nobody was using."""
+    from prefect.client.orchestration import get_client
+
+    from flows.limits import limit_name, read_limits, set_limit
+
+    before = read_limits()
+    yield
+    with get_client(sync_client=True) as client:
+        for backend, limit in read_limits().items():
+            if backend not in before:
+                client.delete_global_concurrency_limit_by_name(limit_name(backend))
+            elif limit != before[backend]:
+                set_limit(backend, before[backend])
+
+
+@pytest.fixture()
 def fake_openai():
     """An OpenAI-compatible server that answers instantly with deterministic summaries."""
     from fake_openai_server import FakeOpenAIServer

@@ -15,15 +15,11 @@ LIMIT = 2
 
 
 @pytest.fixture()
-def openai_limit(prefect_harness):
-    from prefect.client.orchestration import get_client
-
-    from flows.limits import limit_name, set_limit
+def openai_limit(prefect_limits):
+    from flows.limits import set_limit
 
     set_limit("openai", LIMIT)
-    yield LIMIT
-    with get_client(sync_client=True) as client:
-        client.delete_global_concurrency_limit_by_name(limit_name("openai"))
+    return LIMIT
 
 
 def test_two_corpus_flows_at_once_stay_within_the_limit(tmp_path, books, cli_env, openai_limit):

@@ -93,6 +93,10 @@ def test_a_corpus_killed_anywhere_keeps_every_finished_document(face, tmp_path, 
                                                                 cli_env, prefect_harness):
     from fake_openai_server import FakeOpenAIServer
 
+    from flows.limits import read_limits
+
+    # Its flows would wait on a limit's slots, and each killed one holds its own until their lease ends.
+    assert read_limits() == {}, "an earlier test left a global limit of API calls set (see prefect_limits)"
     source = corpus_folder if face == "flow" else squality_file
     env = _environment(cli_env)
     # A clean run: how many calls the corpus needs.

@@ -184,7 +184,7 @@ def test_serve_schedules_the_corpus_deployment_as_asked(tmp_path, monkeypatch, p
 
 
 def test_serve_passes_base_url_and_concurrency_to_its_deployment_and_sets_the_limit(tmp_path, monkeypatch,
-                                                                                       prefect_harness):
+                                                                                       prefect_limits):
     from click.testing import CliRunner
 
     import flows.deploy
@@ -208,7 +208,7 @@ def test_serve_passes_base_url_and_concurrency_to_its_deployment_and_sets_the_li
     assert read_limits()["openai"] == 5
 
 
-def test_limits_command_sets_and_lists_the_global_limit(prefect_harness):
+def test_limits_command_sets_and_lists_the_global_limit(prefect_limits):
     from click.testing import CliRunner
 
     from pipelines.cli import cli

@@ -158,7 +158,7 @@ def test_chunk_level_concurrency_is_bounded(small_story, tmp_path):
     assert server.max_in_flight == 2  # concurrent, and never more than asked
 
 
-def test_flows_occupy_the_configured_limit_and_never_change_it(small_story, tmp_path):
+def test_flows_occupy_the_configured_limit_and_never_change_it(small_story, tmp_path, prefect_limits):
     """The limit (2) is set once; two flows asking for 2 and 4 calls at once stay within it together."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -166,25 +166,19 @@ def test_flows_occupy_the_configured_limit_and_never_change_it(small_story, tmp_
     from flows.summarize_flow import summarize_document_flow
 
     set_limit("openai", 2)
-    try:
-        with FakeOpenAIServer(delay=0.4) as server:
-            def one(width):
-                return summarize_document_flow(path=str(small_story), db=str(tmp_path / f"w{width}.duckdb"),
-                                          base_url=server.base_url, concurrency=width, **API)
+    with FakeOpenAIServer(delay=0.4) as server:
+        def one(width):
+            return summarize_document_flow(path=str(small_story), db=str(tmp_path / f"w{width}.duckdb"),
+                                      base_url=server.base_url, concurrency=width, **API)
 
-            with ThreadPoolExecutor(2) as pool:
-                results = list(pool.map(one, [2, 4]))
-        assert all(r["status"] in ("ok", "degraded") and r["n_chunks"] >= 6 for r in results)
-        assert server.max_in_flight == 2
-        assert read_limits()["openai"] == 2
-    finally:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            client.delete_global_concurrency_limit_by_name("longsum-openai")
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(one, [2, 4]))
+    assert all(r["status"] in ("ok", "degraded") and r["n_chunks"] >= 6 for r in results)
+    assert server.max_in_flight == 2
+    assert read_limits()["openai"] == 2
 
 
-def test_a_flow_holds_no_more_slots_than_the_limit_allows(small_story, tmp_path):
+def test_a_flow_holds_no_more_slots_than_the_limit_allows(small_story, tmp_path, prefect_limits):
     """Observed from inside a flow's calls: with the limit at 1 and the flow
     asking for 3 calls at once, every request the server gets arrives while the
     flow holds exactly 1 slot of the limit (each request waits at the server
@@ -230,8 +224,6 @@ def test_a_flow_holds_no_more_slots_than_the_limit_allows(small_story, tmp_path)
     finally:
         arrived.put(None)
         watcher.join(60)
-        with get_client(sync_client=True) as client:
-            client.delete_global_concurrency_limit_by_name("longsum-openai")
 
 
 def test_an_edited_prompt_is_asked_again_an_unedited_one_is_replayed(small_story, tmp_path, monkeypatch):
