@@ -317,8 +317,8 @@ def dask_workers(tmp_path, unprivileged):
             process.terminate()
         for process in processes:
             try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # a worker still closing its connections
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # a worker still closing its connections (it once took 30 s)
                 process.kill()
                 process.wait(timeout=30)
 
