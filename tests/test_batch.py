@@ -124,7 +124,7 @@ def _assert_only_unfinished_sent_again(first: list[str], finished: int, sent_ids
     assert store.execute("SELECT count(*) FROM llm_calls WHERE batch_id = ?", [first_id])[0][0] == finished
 
 
-# A flow run in its own process and its own temporary Prefect API, killed while its batches are out.
+# A flow run in a process of its own (on the session's Prefect API), killed while its batches are out.
 CRASHING_FLOW = """
 import json, sys
 from flows.evaluate_flow import evaluate_corpus
