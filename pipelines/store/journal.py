@@ -91,13 +91,12 @@ class DuckDBJournal:
 
     @staticmethod
     def _lookup(con, request_hash: str):
+        answered = "request_hash = ? AND status = 'ok' AND NOT cached"
         # A new run's lookups all miss: the index says so in well under a millisecond, where
         # joining the texts of no rows took ten.
-        if not con.execute("SELECT 1 FROM llm_call_rows WHERE request_hash = ? AND status = 'ok' AND NOT cached "
-                           "LIMIT 1", [request_hash]).fetchall():
+        if not con.execute(f"SELECT 1 FROM llm_call_rows WHERE {answered} LIMIT 1", [request_hash]).fetchall():
             return None
-        rows = _calls_with_texts(con, "request_hash = ? AND status = 'ok' AND NOT cached", [request_hash],
-                                 "ORDER BY created_at LIMIT 1").to_pylist()
+        rows = _calls_with_texts(con, answered, [request_hash], "ORDER BY created_at LIMIT 1").to_pylist()
         return _call_record(rows[0]) if rows else None
 
     def record(self, record) -> None:
