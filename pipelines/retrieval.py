@@ -33,6 +33,7 @@ summary (a salvaged step) is made of such sentences.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -226,7 +227,18 @@ def load_chunks(store, run_id: str) -> list[tuple[int, int, str]]:
     return [(int(i), int(s or 0), t) for i, s, t in rows]
 
 
-def index_for_run(store, run_id: str, words: int = PASSAGE_WORDS) -> SourceIndex:
-    index = SourceIndex(passages_from_chunks(load_chunks(store, run_id), words))
-    index.passage_words = words
+@functools.lru_cache(maxsize=4)
+def source_index(passages: tuple[Passage, ...], passage_words: int | None = None) -> SourceIndex:
+    """The index of these passages, made once per process: embedding a novel's passages takes
+    about 30 s, and the same passages come back. A grounded run's preflight runs its workflow
+    three times over the same chunks (longest, shortest and typical answers) and a run checked
+    against --max-cost follows; an evaluation scores faithfulness and coverage of every method's
+    run of a document, and runs of one chunk size cut the same passages. An index answers the
+    same searches the same way whoever asks (its BM25 scratch is locked)."""
+    index = SourceIndex(passages)
+    index.passage_words = passage_words
     return index
+
+
+def index_for_run(store, run_id: str, words: int = PASSAGE_WORDS) -> SourceIndex:
+    return source_index(tuple(passages_from_chunks(load_chunks(store, run_id), words)), words)

@@ -174,7 +174,6 @@ def test_grounded_runs_through_the_embedded_model_stay_within_the_preflight(gemm
     from pipelines.llm.llamacpp import LlamaCppBackend
     from pipelines.plan import estimate_document
     from pipelines.store import Store
-    from pipelines.summarize import grounding
 
     indexed = []
 
@@ -184,7 +183,7 @@ def test_grounded_runs_through_the_embedded_model_stay_within_the_preflight(gemm
             super().__init__(passages, embed)
 
     monkeypatch.setattr(retrieval, "SourceIndex", CountedIndex)
-    grounding._source_index.cache_clear()
+    retrieval.source_index.cache_clear()
 
     text = excerpt((BOOKS / "doyle_red_headed_league.txt").read_text(encoding="utf-8"), 700)
     document = Document(path="league.txt", text=text, kind="book", encoding="utf-8")

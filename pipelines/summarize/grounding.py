@@ -12,39 +12,23 @@ the parts already read (the new part is in the prompt whole).
 
 from __future__ import annotations
 
-import functools
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 from pipelines.chunking import Chunk
 from pipelines.summarize.passage_ids import with_ids
 from pipelines.text import sentences
 
-if TYPE_CHECKING:
-    from pipelines.retrieval import Passage, SourceIndex
-
 GROUNDING_HITS = 3  # passages retrieved per summary sentence, before the budget picks among them
-
-
-@functools.lru_cache(maxsize=4)
-def _source_index(passages: "tuple[Passage, ...]") -> "SourceIndex":
-    """One index of these passages per process. The preflight runs a grounded workflow three
-    times over the same chunks (longest, shortest and typical answers), and a run checked
-    against --max-cost follows it, each embedding the passages anew (a grounded --dry-run of
-    Persuasion took 107 s; with one index, 48 s). The index answers the same searches the same
-    way whoever asks (its BM25 scratch is locked)."""
-    from pipelines.retrieval import SourceIndex
-
-    return SourceIndex(passages)
 
 
 class Grounding:
     """The passages of a run's chunks, searchable."""
 
     def __init__(self, chunks: Sequence[Chunk]):
-        from pipelines.retrieval import passages_from_chunks
+        from pipelines.retrieval import passages_from_chunks, source_index
 
         passages = passages_from_chunks([(c.idx, c.start, c.text) for c in chunks])
-        self.sources = _source_index(tuple(passages)) if passages else None  # chunks compressed to nothing
+        self.sources = source_index(tuple(passages)) if passages else None  # chunks compressed to nothing
 
     def passages(self, summaries: Sequence[str], first_chunk: int, last_chunk: int, budget: int,
                  count_tokens: Callable[[str], int]) -> str:
