@@ -171,3 +171,21 @@ def unprivileged(tmp_path_factory):
         with contextlib.suppress(OSError):
             path.chmod(0o777)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture()
+def index_builds(monkeypatch) -> list[int]:
+    """The passage count of every source index built during the test, the process's cache of
+    them (`pipelines.retrieval.source_index`) emptied first."""
+    from pipelines import retrieval
+
+    built: list[int] = []
+
+    class CountedIndex(retrieval.SourceIndex):
+        def __init__(self, passages, embed=None):
+            built.append(len(passages))
+            super().__init__(passages, embed)
+
+    monkeypatch.setattr(retrieval, "SourceIndex", CountedIndex)
+    retrieval.source_index.cache_clear()
+    return built

@@ -86,22 +86,12 @@ def test_score_run_stores_the_profile_for_sql(tmp_path):
     assert wide == (pytest.approx(0.2), pytest.approx(0.5), 1.0)
 
 
-def test_runs_of_one_document_are_scored_against_one_index(tmp_path, monkeypatch):
+def test_runs_of_one_document_are_scored_against_one_index(tmp_path, index_builds):
     """Every method's run of a document cuts the same passages from the same chunks: scoring
     them embeds the passages once (an index of a novel's passages costs about 30 s)."""
-    from pipelines import retrieval
     from pipelines.store import Store
     from scoring import ScoreJob, score_runs
 
-    indexed = []
-
-    class CountedIndex(retrieval.SourceIndex):
-        def __init__(self, passages, embed=None):
-            indexed.append(len(passages))
-            super().__init__(passages, embed)
-
-    monkeypatch.setattr(retrieval, "SourceIndex", CountedIndex)
-    retrieval.source_index.cache_clear()
     store = Store(tmp_path / "c.duckdb")
     summaries = {"hierarchical": sentence_at(0.05), "incremental": sentence_at(0.95)}
     runs = {method: make_run(store, summary, method) for method, summary in summaries.items()}
@@ -112,7 +102,7 @@ def test_runs_of_one_document_are_scored_against_one_index(tmp_path, monkeypatch
     score_runs(store, [ScoreJob(run_id) for run_id in runs.values()], ["coverage"])
     deciles = dict(store.execute("SELECT run_id, decile FROM coverage"))
     assert deciles == {runs["hierarchical"]: 0, runs["incremental"]: 9}
-    assert len(indexed) == 1 and indexed[0] > 1, indexed
+    assert len(index_builds) == 1 and index_builds[0] > 1, index_builds
 
 
 @pytest.mark.slow

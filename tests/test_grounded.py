@@ -165,25 +165,14 @@ def test_an_update_with_no_room_left_runs_without_passages(document):
 @pytest.mark.llm
 @pytest.mark.parametrize("method, steps", [("hierarchical", "merge%"), ("incremental", "update:%")])
 def test_grounded_runs_through_the_embedded_model_stay_within_the_preflight(gemma, tmp_path, method, steps,
-                                                                           monkeypatch):
+                                                                           index_builds):
     """The tiny embedded model: every merge, and every update after the first, carries passages,
     and the run's calls and prompt tokens fall within what the preflight (the same code, a
     planning backend) bounds. The preflight's three planned runs and the run embed the
     document's passages once."""
-    from pipelines import retrieval
     from pipelines.llm.llamacpp import LlamaCppBackend
     from pipelines.plan import estimate_document
     from pipelines.store import Store
-
-    indexed = []
-
-    class CountedIndex(retrieval.SourceIndex):
-        def __init__(self, passages, embed=None):
-            indexed.append(len(passages))
-            super().__init__(passages, embed)
-
-    monkeypatch.setattr(retrieval, "SourceIndex", CountedIndex)
-    retrieval.source_index.cache_clear()
 
     text = excerpt((BOOKS / "doyle_red_headed_league.txt").read_text(encoding="utf-8"), 700)
     document = Document(path="league.txt", text=text, kind="book", encoding="utf-8")
@@ -198,4 +187,4 @@ def test_grounded_runs_through_the_embedded_model_stay_within_the_preflight(gemm
     assert grounded and all("<passages>" in request for (request,) in grounded)
     assert estimate.calls_min <= result.usage.calls <= estimate.calls_max
     assert estimate.input_min <= result.usage.input_tokens <= estimate.input_max
-    assert len(indexed) == 1 and indexed[0] > 1, indexed
+    assert len(index_builds) == 1 and index_builds[0] > 1, index_builds
