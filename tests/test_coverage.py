@@ -106,6 +106,23 @@ def test_runs_of_one_document_are_scored_against_one_index(tmp_path, index_build
 
 
 @pytest.mark.slow
+def test_a_cited_run_scored_for_coverage_indexes_its_passages_once(tmp_path, index_builds):
+    from pipelines.cli import cli
+    from pipelines.store import Store
+
+    book = tmp_path / "league.txt"
+    book.write_text(TEXT, encoding="utf-8")
+    db = tmp_path / "run.duckdb"
+    out = CliRunner().invoke(cli, [str(book), "--method", "extractive", "--citations", "--score", "coverage",
+                                   "--db", str(db)])
+    assert out.exit_code == 0, out.output
+    store = Store(db)
+    assert store.execute("SELECT count(*) > 0 FROM citations") == [(True,)]
+    assert store.execute("SELECT count(*) > 0 FROM coverage") == [(True,)]
+    assert len(index_builds) == 1, index_builds
+
+
+@pytest.mark.slow
 def test_summarize_file_with_score_coverage_profiles_the_run(tmp_path):
     from pipelines.cli import cli
     from pipelines.store import Store
