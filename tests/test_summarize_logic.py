@@ -232,6 +232,8 @@ def test_repeat_penalty_and_watch_are_part_of_the_request_identity():
     requests = [json.loads(r.request) for r in llm.journal.records]
     assert "watch" not in requests[0] and "repeat_penalty" not in requests[0]  # old keys stay valid
     assert requests[2]["repeat_penalty"] == 0.3 and requests[2]["watch"] == Watch.name
+    # Answers made when llama.cpp's penalty looked back only 64 tokens are not replayed for it.
+    assert requests[2]["penalty_over"] == "answer" and "penalty_over" not in requests[1]
 
 
 def test_the_fallback_keeps_the_token_budget(scandal_text):

@@ -36,9 +36,9 @@ class CompletionRequest:
     # caching mark it.
     cache_prefix_messages: int = 0
     stop: tuple[str, ...] = ()  # generation ends at the first of these (not included in the text)
-    # Discourage repeated tokens, 0 = off. Backends map it to their own knob
-    # (llama.cpp repeat_penalty = 1 + value, OpenAI frequency_penalty = value);
-    # Anthropic has none and ignores it.
+    # Discourage tokens repeated anywhere in the answer so far, 0 = off. Backends
+    # map it to their own knob (llama.cpp repeat_penalty = 1 + value over the
+    # whole answer, OpenAI frequency_penalty = value); Anthropic has none and ignores it.
     repeat_penalty: float = 0.0
     # Called with the answer so far during generation; a non-None reason ends
     # it early (finish_reason "degenerate"). Backends that cannot watch a

@@ -178,11 +178,15 @@ def load_llama(path: Path, n_ctx: int, logits_all: bool = False, vocab_only: boo
                 raise LLMConfigError("llama-cpp-python is not installed (pip install llama-cpp-python)") from None
             _silence_llama_logs()
             threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+            # last_n_tokens_size: a repeat penalty (a retry after a degenerate answer) looks back over
+            # the whole answer, not llama.cpp's default 64 tokens. The embedded model's loops repeat
+            # paragraphs of 60 to 150 tokens, which a 64-token window never sees (the demo story's fifth
+            # chunk looped in all three attempts on an AMX Xeon). The sampler counts only answer tokens.
             try:
                 with _without_amx_repacking():
                     llama = Llama(
                         model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_batch=512,
-                        chat_format=_chat_format(path),
+                        chat_format=_chat_format(path), last_n_tokens_size=n_ctx,
                         logits_all=logits_all, vocab_only=vocab_only, verbose=False, seed=0,
                     )
             except (ValueError, RuntimeError) as exc:

@@ -172,6 +172,8 @@ class RecordingLLM:
             fields["stop"] = list(stop)
         if repeat_penalty:
             fields["repeat_penalty"] = repeat_penalty
+            # llama.cpp's penalty once looked back 64 tokens only: its answers are not these.
+            fields["penalty_over"] = "answer"
         if watch is not None:
             fields["watch"] = watch.name
         request_json = json.dumps(fields, sort_keys=True, ensure_ascii=False)
