@@ -180,7 +180,7 @@ def load_llama(path: Path, n_ctx: int, logits_all: bool = False, vocab_only: boo
             threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
             # last_n_tokens_size: a repeat penalty (a retry after a degenerate answer) looks back over
             # the whole answer, not llama.cpp's default 64 tokens. The embedded model's loops repeat
-            # paragraphs of 60 to 150 tokens, which a 64-token window never sees (the demo story's fifth
+            # paragraphs of about 70 tokens, just out of a 64-token window's sight (the demo story's fifth
             # chunk looped in all three attempts on an AMX Xeon). The sampler counts only answer tokens.
             try:
                 with _without_amx_repacking():
