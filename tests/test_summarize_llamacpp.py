@@ -132,7 +132,7 @@ def test_degenerate_generation_stops_early_and_the_step_degrades_or_recovers(gem
 def test_a_repeat_penalty_reaches_back_over_the_whole_answer(gemma, scandal_text):
     """A retry's repeat penalty must see a loop whose period is longer than
     llama.cpp's default 64-token window: asked to copy a 70-word paragraph
-    (about 90 tokens) over and over, the tiny model repeats it verbatim, and
+    (81 tokens) over and over, the tiny model repeats it verbatim, and
     with the penalty it stops repeating (with a 64-token window its answer
     still loops: 48 % of its 4-word sequences repeated, measured)."""
     from pipelines.llm.base import CompletionRequest
