@@ -222,13 +222,13 @@ def _anthropic_configs(base_url: str):
                       chunk_size=1024, summary_words=150, concurrency=WIDTH) for m in ("hierarchical", "incremental")]
 
 
-def _evaluate_anthropic(db: Path, base_url: str, *, batch: bool, limit=None):
+def _evaluate_anthropic(db: Path, base_url: str, *, batch: bool, limit=None, settle_s=FAST["settle_s"]):
     from pipelines.batch_eval import evaluate_in_process
     from pipelines.store import Store
 
     store = Store(db)
     outcomes = evaluate_in_process(squality_items(SUBSET, limit), _anthropic_configs(base_url), store, batch=batch,
-                                   metrics=[], concurrency=3, **FAST)
+                                   metrics=[], concurrency=3, **{**FAST, "settle_s": settle_s})
     return store, outcomes
 
 
@@ -276,7 +276,9 @@ def test_an_expired_anthropic_batch_resubmits_its_unfinished_requests_and_nothin
     monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
     with FakeAnthropicServer() as fake:
         fake.expire_next_batch = 4
-        store, outcomes = _evaluate_anthropic(tmp_path / "expired.duckdb", fake.base_url, batch=True)
+        # The first wave must be whole: a wave goes out once every document waits, and settle_s is only
+        # the fallback (at 0.3 s a loaded CI machine sent a first wave of one request).
+        store, outcomes = _evaluate_anthropic(tmp_path / "expired.duckdb", fake.base_url, batch=True, settle_s=5.0)
     assert [o.status for o in outcomes] == ["ok"] * 6
     first_id = next(iter(fake.batches))
     first = [item["custom_id"] for item in fake.batches[first_id]["requests"]]
