@@ -36,8 +36,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from pipelines.retrieval import (PASSAGE_WORDS, SUPPORT_THRESHOLD, SourceIndex, TextIndex, passages_from_chunks,
-                                 source_index, supports)
+from pipelines.retrieval import SUPPORT_THRESHOLD, SourceIndex, TextIndex, index_of_chunks, supports
 from pipelines.text import sentences as split_sentences
 
 # A merge sentence often fuses several child sentences: it inherits from the best few that support it,
@@ -226,8 +225,7 @@ def cite_run(store, run_id: str, threshold: float = SUPPORT_THRESHOLD) -> dict[s
     from pipelines.store import insert_op, sql_op, utc
 
     chunks = load_chunks(store, run_id)
-    # The index faithfulness and coverage of this run read too (`index_for_run`): made once.
-    index = source_index(tuple(passages_from_chunks(chunks, PASSAGE_WORDS)), PASSAGE_WORDS)
+    index = index_of_chunks(chunks)
     nodes = [_node(*row) for row in store.execute(
         "SELECT s.summary_id, s.level, s.idx, s.kind, s.text, s.first_chunk, s.last_chunk, s.is_final, "
         "any_value(c.request), any_value(c.response) FROM summaries s LEFT JOIN llm_calls c "

@@ -240,5 +240,11 @@ def source_index(passages: tuple[Passage, ...], passage_words: int | None = None
     return index
 
 
+def index_of_chunks(chunks, words: int = PASSAGE_WORDS) -> SourceIndex:
+    """The shared index of a run's stored chunks (`load_chunks`): what its faithfulness,
+    coverage and citations all read."""
+    return source_index(tuple(passages_from_chunks(chunks, words)), words)
+
+
 def index_for_run(store, run_id: str, words: int = PASSAGE_WORDS) -> SourceIndex:
-    return source_index(tuple(passages_from_chunks(load_chunks(store, run_id), words)), words)
+    return index_of_chunks(load_chunks(store, run_id), words)
