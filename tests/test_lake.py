@@ -311,6 +311,36 @@ def test_a_new_lake_needs_its_data_path(cli_env):
         drop_database(database)
 
 
+def test_a_writer_after_a_creator_stopped_before_its_folders_shares_them(shared, cli_env):
+    """The lake's creator committed its tables and stopped before it made their folders (killed,
+    or only slower than another writer: the race a CI run met). The next writer, this user, makes
+    every table's folder with the shared data path's mode, not the 755 DuckDB gives its own, so a
+    writer that is another OS user can still write every table."""
+    require_lake()
+    database = create_database()
+    data = shared / "regrown-data"
+    data.mkdir(mode=0o777)
+    data.chmod(0o777)
+    lake = conninfo(database)
+    try:
+        Store(lake, data_path=data).execute("SELECT 1")  # creates the lake
+        shutil.rmtree(data / "main", ignore_errors=True)  # as if its creator had stopped right after its commit
+        for writer, user in enumerate([None, other_user(USERS[0])]):
+            command = ["summarize", "eval", "squality", str(shared / f"stories{writer}.jsonl"), "--method",
+                       "extractive", "--score", "rouge", "-q", "--db", lake]
+            home = shared / f"regrown{writer}"
+            env = user_env(cli_env, user, home)
+            done = subprocess.run(as_user(user, command, home), cwd=home, env=env, capture_output=True, text=True,
+                                  timeout=600)
+            assert done.returncode == 0, done.stderr
+            folders = [data / "main", *(p for p in (data / "main").iterdir() if p.is_dir())]
+            assert {f.stat().st_mode & 0o7777 for f in folders} == {0o777}, folders
+            assert len(folders) > 10, folders  # main and every table's
+        assert Store(lake, read_only=True).execute("SELECT count(DISTINCT doc_id) FROM runs")[0][0] == 2 * STORIES
+    finally:
+        drop_database(database)
+
+
 def test_two_writers_that_meet_on_one_text_are_read_once(tmp_path, cli_env):
     """Appends never conflict in a lake: two commits may both add one text (or document). The
     views and `summarize runs` take one; vacuum folds the rest."""

@@ -240,6 +240,8 @@ class Store:
             raise StoreError(f"lake {self.path} has schema version {found}; this longsum writes "
                              f"{SCHEMA_VERSION} and migrates DuckDB files only")
         layout = con.execute("SELECT value FROM meta WHERE key = 'lake_schema'").fetchall() if found else []
+        if not self.read_only:
+            _share_table_folders(con)
         if layout and layout[0][0] == LAKE_SCHEMA_HASH:
             return
         if self.read_only:
@@ -251,7 +253,6 @@ class Store:
             con.execute(lake_schema()),
             _set_meta(con, {"schema_version": SCHEMA_VERSION, "lake_schema": LAKE_SCHEMA_HASH}),
         ), con)
-        _share_table_folders(con)
 
     def _commit_retrying(self, work, con=None) -> None:
         """`work` (given a connection, or on `con`) in one lake transaction with a commit message;
@@ -460,23 +461,39 @@ def _create_whole(path: Path) -> None:
 
 
 def _share_table_folders(con) -> None:
-    """Every table's folder of a local data path, made now with the data path's own permissions.
-    DuckDB makes a table's folder (on its first write) with mode 755 whatever the umask, so on a
-    data path shared by several users (chmod 2775 for a group, say) the first writer of a table
-    would shut the others out of it."""
+    """Every table's folder of a local data path, made with the data path's own permissions before
+    this writer writes. DuckDB makes a table's folder (on its first write) with mode 755 whatever
+    the umask, so on a data path shared by several users (chmod 2775 for a group, say) the first
+    writer of a table would shut the others out of it. Every writer does this, not only the one
+    that created the lake: another writer may write between that one's commit and its folders
+    (or after it was killed in between)."""
     from pipelines.lake import data_path_of
 
     data = data_path_of(con)
     if not data or "://" in data or not os.path.isdir(data):
         return
     mode = os.stat(data).st_mode & 0o7777
-    for folder in [Path(data) / "main"] + [Path(data) / "main" / t for t in _base_tables(con, None)]:
-        try:
-            folder.mkdir(exist_ok=True)
-            if folder.stat().st_uid == os.getuid():
-                os.chmod(folder, mode)
-        except OSError:
-            pass  # another user's folder, or a read-only mount: left as it is
+    tables = sorted(set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", lake_schema())) | set(_base_tables(con, None)))
+    for folder in [Path(data) / "main"] + [Path(data) / "main" / t for t in tables]:
+        _make_folder_with_mode(folder, mode)
+
+
+def _make_folder_with_mode(folder: Path, mode: int) -> None:
+    """`folder` with `mode`, never seen with a narrower one: made beside its name, given the mode,
+    then renamed into place. Made and then chmod-ed in place, another user's writer could find it
+    with the umask's mode in between and fail to make its table's folder inside."""
+    if folder.is_dir():
+        return
+    spare = folder.with_name(f".{folder.name}.{os.getpid()}.{threading.get_ident()}.new")
+    try:
+        spare.mkdir()
+        os.chmod(spare, mode)
+        os.rename(spare, folder)  # onto another writer's empty folder: it is replaced by an equal one
+    except OSError:
+        pass  # another writer's folder, already filled; or a read-only mount: left as it is
+    finally:
+        with contextlib.suppress(OSError):
+            spare.rmdir()
 
 
 def _holder(message: str) -> str:
