@@ -53,14 +53,21 @@ _WORDS = re.compile(r"at most (\d+) words")
 _FENCED = re.compile(r"<(?:excerpt|summaries|summary|text)>\n(.*?)\n</", re.S)
 
 
-def scripted_answer(messages: list[dict]) -> str:
+def scripted_answer(messages: list[dict], share: float = 1.0) -> str:
     content = messages[-1]["content"] if messages else ""
     budget = int(_WORDS.findall(content)[-1]) if _WORDS.findall(content) else 40
     blocks = _FENCED.findall(content)
-    words = (blocks[-1] if blocks else content).split()[: max(3, budget - 4)]
+    words = (blocks[-1] if blocks else content).split()[: max(3, round(budget * share) - 4)]
     words = [w.strip(".!?\"'`") for w in words if w.strip(".!?\"'`")] or ["Nothing"]
     sentences = [" ".join(words[i:i + 10]) for i in range(0, len(words), 10)]
     return " ".join(s[0].upper() + s[1:] + "." for s in sentences)
+
+
+def concise_answer(messages: list[dict]) -> str:
+    """The scripted summary in 60 % of the words asked: it fits its step's token budget at the
+    first attempt. The scripted one, 38 words of the stories' prose for 42 asked, is over the
+    step's 64 tokens by the client's count, so most steps are asked again, shorter."""
+    return scripted_answer(messages, share=0.6)
 
 
 @dataclass(frozen=True)

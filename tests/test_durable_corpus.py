@@ -91,7 +91,7 @@ def _wait_for_kill_point(process: subprocess.Popen, server, new_calls: int, pick
 @pytest.mark.parametrize("face", ["flow", "cli"])
 def test_a_corpus_killed_anywhere_keeps_every_finished_document(face, tmp_path, corpus_folder, squality_file,
                                                                 cli_env, prefect_harness):
-    from fake_openai_server import FakeOpenAIServer
+    from fake_openai_server import FakeOpenAIServer, concise_answer
 
     from flows.limits import read_limits
 
@@ -100,7 +100,7 @@ def test_a_corpus_killed_anywhere_keeps_every_finished_document(face, tmp_path, 
     source = corpus_folder if face == "flow" else squality_file
     env = _environment(cli_env)
     # A clean run: how many calls the corpus needs.
-    with FakeOpenAIServer(delay=0.15) as server:
+    with FakeOpenAIServer(delay=0.15, answer=concise_answer) as server:
         clean = subprocess.run(_command(face, source, server, tmp_path / "clean.duckdb"), env=env,
                                capture_output=True, text=True, timeout=600)
         clean_calls = len(server.requests)
@@ -111,7 +111,7 @@ def test_a_corpus_killed_anywhere_keeps_every_finished_document(face, tmp_path, 
     picks = random.Random(22)
     kept: dict = {}
     kills = 0
-    with FakeOpenAIServer(delay=0.15) as server:
+    with FakeOpenAIServer(delay=0.15, answer=concise_answer) as server:
         # Each run is killed when the calls paid so far reach the next of KILLS random points within
         # the first 0.8 of a clean run's calls (at once, during start-up, when the run has passed it),
         # a random fraction of a call later. Its calls are replayed by the next run, so the kills fall
