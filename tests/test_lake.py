@@ -72,7 +72,7 @@ def written(shared, cli_env):
     """WRITERS `summarize eval` processes at once into one new lake (racing to create it), each in
     its own working directory, HOME and (when root) OS user; a reader queries all the while.
     Then the same stories one after another into a DuckDB file, for the checksums."""
-    from fake_openai_server import FakeOpenAIServer
+    from fake_openai_server import FakeOpenAIServer, concise_answer
 
     database = create_database()
     lake = conninfo(database)
@@ -80,7 +80,7 @@ def written(shared, cli_env):
     env = {**cli_env, "LONGSUM_DATA_PATH": str(shared / "data")}
     observed, refused = [], []
     try:
-        with FakeOpenAIServer() as server:
+        with FakeOpenAIServer(answer=concise_answer) as server:
             processes = []
             for writer, user in enumerate(users):
                 home = shared / f"machine{writer}"
@@ -151,12 +151,13 @@ def test_writers_on_separate_machines_lose_nothing_and_a_reader_is_never_refused
 def test_a_re_run_on_another_machine_replays_what_the_first_paid_for(written, shared):
     """Writer 0 paid for its stories; the same stories re-run as another user, in another
     directory with another HOME, cost no call: the lake's journal answers."""
-    from fake_openai_server import FakeOpenAIServer
+    from fake_openai_server import FakeOpenAIServer, concise_answer
 
     user = written["users"][-1]
     home = shared / "machine-rerun"
     env = user_env(written["env"], user, home)
-    with FakeOpenAIServer(port=written["port"]) as server:  # the same endpoint: the same requests
+    # The same endpoint and answers: the same requests.
+    with FakeOpenAIServer(port=written["port"], answer=concise_answer) as server:
         done = subprocess.run(as_user(user, _eval(shared / "stories0.jsonl", server, written["lake"]), home),
                               cwd=home, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
