@@ -10,7 +10,7 @@ import time
 import pytest
 from clitools import assert_one_line_error, run
 from conftest import excerpt
-from fake_openai_server import FakeOpenAIServer
+from fake_openai_server import FakeOpenAIServer, concise_answer
 
 from pipelines.integrity import verify
 from pipelines.store import Store
@@ -90,15 +90,21 @@ def test_permanent_faults_fail_cleanly_then_resume_without_repeating(story, cli_
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_then_rerun(story, cli_env, tmp_path, reference_summary):
+def test_sigkill_at_random_points_then_rerun(story, cli_env, tmp_path):
     """Ten kills: one during start-up, the others after a random number of
-    calls plus a random delay (mid-call, mid-write, between levels)."""
+    calls plus a random delay (mid-call, mid-write, between levels). The
+    server's answers fit their budgets: no step is asked twice, so each of the
+    twenty runs is short."""
+    with FakeOpenAIServer(answer=concise_answer) as server:
+        reference = summarize(story, server, tmp_path / "reference.duckdb", cli_env)
+    assert reference.returncode == 0, reference.stderr
+    reference_summary = json.loads(reference.stdout)
     rng = random.Random(20261128)
     total_calls = reference_summary["usage"]["calls"]
     trials = []
     for trial in range(10):
         db = tmp_path / f"kill{trial}.duckdb"
-        with FakeOpenAIServer(delay=0.05) as server:
+        with FakeOpenAIServer(delay=0.05, answer=concise_answer) as server:
             cmd = ["summarize", str(story), "--model", "openai:fake", "--base-url", server.base_url, "--db", str(db),
                    "--json", "-q", *FAST]
             child = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
