@@ -23,7 +23,7 @@ def openai_limit(prefect_limits):
 
 
 def test_two_corpus_flows_at_once_stay_within_the_limit(tmp_path, books, cli_env, openai_limit):
-    from fake_openai_server import FakeOpenAIServer
+    from fake_openai_server import FakeOpenAIServer, concise_answer
     from prefect.settings import PREFECT_API_URL
 
     text = (books / "doyle_red_headed_league.txt").read_text(encoding="utf-8")
@@ -32,7 +32,7 @@ def test_two_corpus_flows_at_once_stay_within_the_limit(tmp_path, books, cli_env
     for n in range(4):
         (folder / f"part{n}.txt").write_text(excerpt(text[n * 6000:], 700), encoding="utf-8")
     env = {**cli_env, "PREFECT_API_URL": PREFECT_API_URL.value(), "OPENAI_API_KEY": "sk-test"}
-    with FakeOpenAIServer(delay=0.2) as server:
+    with FakeOpenAIServer(delay=0.2, answer=concise_answer) as server:
         common = ["summarize", "corpus", str(folder), "--method", "hierarchical", "--model", "openai:gpt-4o-mini",
                   "--base-url", server.base_url, "--chunk-size", "200", "--summary-words", "40",
                   "--concurrency", "2", "--call-concurrency", "4"]
