@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import excerpt
-from fake_openai_server import FakeOpenAIServer
+from fake_openai_server import FakeOpenAIServer, concise_answer
 
 from pipelines.runner import RunConfig, summarize_file
 from pipelines.store import Store
@@ -135,7 +135,7 @@ def test_incremental_updates_run_one_after_another(small_story, tmp_path):
     """Each update starts only after the one before returned, in chunk order."""
     from flows.summarize_flow import summarize_document_flow
 
-    with FakeOpenAIServer(delay=0.2) as server:
+    with FakeOpenAIServer(delay=0.2, answer=concise_answer) as server:
         result = summarize_document_flow(path=str(small_story), db=str(tmp_path / "inc.duckdb"), method="incremental",
                                     base_url=server.base_url, concurrency=4, **API)
     assert server.max_in_flight == 1
@@ -151,7 +151,7 @@ def test_incremental_updates_run_one_after_another(small_story, tmp_path):
 def test_chunk_level_concurrency_is_bounded(small_story, tmp_path):
     from flows.summarize_flow import summarize_document_flow
 
-    with FakeOpenAIServer(delay=0.4) as server:
+    with FakeOpenAIServer(delay=0.4, answer=concise_answer) as server:
         result = summarize_document_flow(path=str(small_story), db=str(tmp_path / "api.duckdb"), base_url=server.base_url,
                                     concurrency=2, **API)
     assert result["n_chunks"] >= 6
@@ -166,7 +166,7 @@ def test_flows_occupy_the_configured_limit_and_never_change_it(small_story, tmp_
     from flows.summarize_flow import summarize_document_flow
 
     set_limit("openai", 2)
-    with FakeOpenAIServer(delay=0.4) as server:
+    with FakeOpenAIServer(delay=0.4, answer=concise_answer) as server:
         def one(width):
             return summarize_document_flow(path=str(small_story), db=str(tmp_path / f"w{width}.duckdb"),
                                       base_url=server.base_url, concurrency=width, **API)
