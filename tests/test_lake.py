@@ -315,8 +315,8 @@ def test_a_new_lake_needs_its_data_path(cli_env):
 def test_a_writer_after_a_creator_stopped_before_its_folders_shares_them(shared, cli_env):
     """The lake's creator committed its tables and stopped before it made their folders (killed,
     or only slower than another writer: the race a CI run met). The next writer, this user, makes
-    every table's folder with the shared data path's mode, not the 755 DuckDB gives its own, so a
-    writer that is another OS user can still write every table."""
+    every table's folder with the shared data path's mode, and gives it to the one DuckDB made as
+    755, so a writer that is another OS user can still write every table."""
     require_lake()
     database = create_database()
     data = shared / "regrown-data"
@@ -326,6 +326,7 @@ def test_a_writer_after_a_creator_stopped_before_its_folders_shares_them(shared,
     try:
         Store(lake, data_path=data).execute("SELECT 1")  # creates the lake
         shutil.rmtree(data / "main", ignore_errors=True)  # as if its creator had stopped right after its commit
+        (data / "main").mkdir(mode=0o755)  # and DuckDB had made this user's first folder, as it does
         for writer, user in enumerate([None, other_user(USERS[0])]):
             command = ["summarize", "eval", "squality", str(shared / f"stories{writer}.jsonl"), "--method",
                        "extractive", "--score", "rouge", "-q", "--db", lake]

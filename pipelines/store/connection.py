@@ -481,8 +481,12 @@ def _share_table_folders(con) -> None:
 def _make_folder_with_mode(folder: Path, mode: int) -> None:
     """`folder` with `mode`, never seen with a narrower one: made beside its name, given the mode,
     then renamed into place. Made and then chmod-ed in place, another user's writer could find it
-    with the umask's mode in between and fail to make its table's folder inside."""
+    with the umask's mode in between and fail to make its table's folder inside. A folder of this
+    user's that DuckDB made (before this writer, or by an older longsum) is given the mode too."""
     if folder.is_dir():
+        with contextlib.suppress(OSError):
+            if folder.stat().st_uid == os.getuid():
+                os.chmod(folder, mode)
         return
     spare = folder.with_name(f".{folder.name}.{os.getpid()}.{threading.get_ident()}.new")
     try:
