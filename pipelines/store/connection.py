@@ -437,6 +437,11 @@ class Store:
             return columns, cursor.fetchall() if cursor.description else []
 
 
+def _beside(path: Path) -> Path:
+    """A hidden name beside `path`, this thread's own, to make something whole before it goes into place."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+
+
 def _create_whole(path: Path) -> None:
     """An empty DuckDB file at `path`, put there whole. DuckDB creates a file and only then
     locks it and writes its header, so a second process opening the path in between locked
@@ -446,7 +451,7 @@ def _create_whole(path: Path) -> None:
     winner's file."""
     import duckdb
 
-    spare = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    spare = _beside(path)
     try:
         duckdb.connect(str(spare), config={"default_block_size": str(BLOCK_SIZE)}).close()
         os.link(spare, path)
@@ -488,7 +493,7 @@ def _make_folder_with_mode(folder: Path, mode: int) -> None:
             if folder.stat().st_uid == os.getuid():
                 os.chmod(folder, mode)
         return
-    spare = folder.with_name(f".{folder.name}.{os.getpid()}.{threading.get_ident()}.new")
+    spare = _beside(folder)
     try:
         spare.mkdir()
         os.chmod(spare, mode)
