@@ -29,13 +29,18 @@ def summarize(story, server, db, env, *extra):
     return run([story, "--model", "openai:fake", "--base-url", server.base_url, "--db", db, "--json", "-q", *FAST, *extra], env)
 
 
+def reference_run(story, env, db, answer=None) -> dict:
+    """The JSON of an uninterrupted, fault-free run (the server answering with `answer`)."""
+    with FakeOpenAIServer(answer=answer) as server:
+        result = summarize(story, server, db, env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 @pytest.fixture(scope="module")
 def reference_summary(story, cli_env, tmp_path_factory):
     """The summary of an uninterrupted, fault-free run."""
-    with FakeOpenAIServer() as server:
-        result = summarize(story, server, tmp_path_factory.mktemp("ref") / "ref.duckdb", cli_env)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return reference_run(story, cli_env, tmp_path_factory.mktemp("ref") / "ref.duckdb")
 
 
 @pytest.mark.slow
@@ -95,10 +100,7 @@ def test_sigkill_at_random_points_then_rerun(story, cli_env, tmp_path):
     calls plus a random delay (mid-call, mid-write, between levels). The
     server's answers fit their budgets: no step is asked twice, so each of the
     twenty runs is short."""
-    with FakeOpenAIServer(answer=concise_answer) as server:
-        reference = summarize(story, server, tmp_path / "reference.duckdb", cli_env)
-    assert reference.returncode == 0, reference.stderr
-    reference_summary = json.loads(reference.stdout)
+    reference_summary = reference_run(story, cli_env, tmp_path / "reference.duckdb", answer=concise_answer)
     rng = random.Random(20261128)
     total_calls = reference_summary["usage"]["calls"]
     trials = []
