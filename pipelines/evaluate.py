@@ -97,25 +97,26 @@ def evaluate_document(
     """Summarize one document with one configuration, then score its final
     summary. Never raises for a bad document or a failed run: the outcome
     (and the `runs` row) says what went wrong. Interrupts still propagate."""
-    loaded = load_item(item, config, store, corpus)
-    if isinstance(loaded, Outcome):
-        return loaded
-    started = time.time()
-    label = config_label(config)
-    run_id = new_id()
-    try:
-        if backend is None:
-            backend = make_backend(config)
-        result = summarize_document(loaded.document, config, store, backend=backend, executor_for=executor_for,
-                                    run_id=run_id, extra_params=_stamp(item, config, corpus))
-    except Exception as exc:  # noqa: BLE001 - the runner marked the run failed; record it, go on
-        if not store.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]):  # failed before the run began
-            record_failure(store, run_id, item, config, _reason(exc), time.time() - started, corpus)
-        return Outcome(item.name, label, "failed", run_id, time.time() - started, _reason(exc), corpus=corpus)
-    outcome = Outcome(item.name, label, result.status, run_id, result.seconds, corpus=corpus)
-    if metrics:
-        outcome.scores, outcome.error = _score(store, run_id, item, metrics, options)
-    return outcome
+    with store.lingering():  # the run, its scores and its rows share a connection to a DuckDB file
+        loaded = load_item(item, config, store, corpus)
+        if isinstance(loaded, Outcome):
+            return loaded
+        started = time.time()
+        label = config_label(config)
+        run_id = new_id()
+        try:
+            if backend is None:
+                backend = make_backend(config)
+            result = summarize_document(loaded.document, config, store, backend=backend, executor_for=executor_for,
+                                        run_id=run_id, extra_params=_stamp(item, config, corpus))
+        except Exception as exc:  # noqa: BLE001 - the runner marked the run failed; record it, go on
+            if not store.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]):  # failed before the run began
+                record_failure(store, run_id, item, config, _reason(exc), time.time() - started, corpus)
+            return Outcome(item.name, label, "failed", run_id, time.time() - started, _reason(exc), corpus=corpus)
+        outcome = Outcome(item.name, label, result.status, run_id, result.seconds, corpus=corpus)
+        if metrics:
+            outcome.scores, outcome.error = _score(store, run_id, item, metrics, options)
+        return outcome
 
 
 def _score(store: Store, run_id: str, item: CorpusItem, metrics: Sequence[str], options) -> tuple[dict, str | None]:

@@ -209,42 +209,43 @@ def summarize_document(
     progress = progress or Progress()
     run_id = run_id or new_id()
     started = time.time()
-    reap_dead_runs(store)
-    record_document(store, document)
-    start_run(store, run_id, document, config, backend, extra=extra_params)
-    try:
-        chunks = make_chunks(document, config, count_tokens_for(backend))
-        store.insert_rows("chunks", [chunk_row(run_id, c) for c in chunks])
-        if backend is None:
-            records = _extractive(document, config, chunks)
-        else:
-            llm = RecordingLLM(backend, DuckDBJournal(store), run_id=run_id, on_call=on_call)
-            width = step_width(config, backend)
-            executor = executor_for(run_id, width=width) if executor_for else ThreadExecutor(width)
-            if config.compress != "none":
-                chunks = compress_chunks(store, run_id, document, chunks, config, llm, executor, width)
-            records = summarizer_for(config, llm, document.kind, progress).run(chunks, executor)
-        final = next(r for r in records if r.is_final)
-        # Any step that kept no valid answer degrades the run (a discarded compression does not).
-        status = "degraded" if any(r.degraded and r.kept for r in records) else "ok"
-        store.insert_rows("summaries", [summary_row(run_id, r) for r in records])
-        seconds = time.time() - started
-        finish_run(store, run_id, status, seconds, len(chunks), records, final.text)
-    except BaseException as exc:
-        fail_run(store, run_id, exc, time.time() - started)
-        raise
-    if config.citations:  # after the run is stored: a citation that fails loses no summary
-        from pipelines.citations import cite_run
+    with store.lingering():  # the run's units of work share a connection to a DuckDB file
+        reap_dead_runs(store)
+        record_document(store, document)
+        start_run(store, run_id, document, config, backend, extra=extra_params)
+        try:
+            chunks = make_chunks(document, config, count_tokens_for(backend))
+            store.insert_rows("chunks", [chunk_row(run_id, c) for c in chunks])
+            if backend is None:
+                records = _extractive(document, config, chunks)
+            else:
+                llm = RecordingLLM(backend, DuckDBJournal(store), run_id=run_id, on_call=on_call)
+                width = step_width(config, backend)
+                executor = executor_for(run_id, width=width) if executor_for else ThreadExecutor(width)
+                if config.compress != "none":
+                    chunks = compress_chunks(store, run_id, document, chunks, config, llm, executor, width)
+                records = summarizer_for(config, llm, document.kind, progress).run(chunks, executor)
+            final = next(r for r in records if r.is_final)
+            # Any step that kept no valid answer degrades the run (a discarded compression does not).
+            status = "degraded" if any(r.degraded and r.kept for r in records) else "ok"
+            store.insert_rows("summaries", [summary_row(run_id, r) for r in records])
+            seconds = time.time() - started
+            finish_run(store, run_id, status, seconds, len(chunks), records, final.text)
+        except BaseException as exc:
+            fail_run(store, run_id, exc, time.time() - started)
+            raise
+        if config.citations:  # after the run is stored: a citation that fails loses no summary
+            from pipelines.citations import cite_run
 
-        cite_run(store, run_id)
-    try:
-        usage = run_usage(store, run_id)
-    except StoreBusy:  # finished and stored (or spooled); this process's own count stands in
-        usage = llm.usage if backend is not None else Usage()
-    return RunResult(
-        run_id=run_id, status=status, summary=final.text, method=config.method, model=_model_name(config, backend),
-        seconds=seconds, n_chunks=len(chunks), usage=usage, records=records, document=document,
-    )
+            cite_run(store, run_id)
+        try:
+            usage = run_usage(store, run_id)
+        except StoreBusy:  # finished and stored (or spooled); this process's own count stands in
+            usage = llm.usage if backend is not None else Usage()
+        return RunResult(
+            run_id=run_id, status=status, summary=final.text, method=config.method, model=_model_name(config, backend),
+            seconds=seconds, n_chunks=len(chunks), usage=usage, records=records, document=document,
+        )
 
 
 def step_width(config: RunConfig, backend: LLMBackend) -> int:

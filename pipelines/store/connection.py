@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 from pipelines.lake import At, Lake, LakeError, is_lake
 from pipelines.paths import default_db
 from pipelines.secrets import first_line
+from pipelines.store import lingering
 from pipelines.store.errors import StoreBusy, StoreError
 from pipelines.store.schema import (
     LAKE_SCHEMA_HASH,
@@ -114,9 +115,9 @@ class Store:
         self.read_only = read_only or self.at is not None
         self._schema_ready = False  # read-only stores check the version too
         self._held = None  # the connection of a `held()` block
-        key = self.lake.spec if self.lake is not None else str(self.path.resolve())
+        self._key = self.lake.spec if self.lake is not None else str(self.path.resolve())
         with _PROCESS_LOCKS_GUARD:
-            self._lock = _PROCESS_LOCKS.setdefault(key, threading.RLock())
+            self._lock = _PROCESS_LOCKS.setdefault(self._key, threading.RLock())
 
     # -- connections -------------------------------------------------------
 
@@ -145,7 +146,12 @@ class Store:
                 finally:
                     close()
                 return
-            con = self._open(config or {}, self.timeout_s if timeout_s is None else timeout_s)
+            con = None if config else lingering.take(self._key, self.read_only, self.path)
+            if con is None:
+                if config:  # DuckDB opens a file once per process with one configuration
+                    lingering.close_kept(self._key)
+                con = self._open(config or {}, self.timeout_s if timeout_s is None else timeout_s)
+            unit = None
             try:
                 if not self._schema_ready:
                     if self.read_only:
@@ -160,9 +166,33 @@ class Store:
                     merge_spool(self, con)
                 if hasattr(con, "complete"):  # duckdb 2: no result of the checks left unread (con.sql at once)
                     con.complete()
-                yield con
-            finally:
+                unit = con.cursor()  # a unit's own state (registrations, transaction) ends with it
+                yield unit
+            except BaseException:
+                if unit is not None:
+                    unit.close()
                 con.close()
+                raise
+            unit.close()
+            if config:
+                con.close()
+                return
+            if not self.read_only:
+                # What the unit wrote goes from the WAL into the file now, as a close would have
+                # done: one checkpoint of the whole run rewrote more of each table, and identical
+                # re-runs of the demo story left the file up to 1.3x larger than these.
+                try:
+                    con.execute("CHECKPOINT")
+                except BaseException:
+                    con.close()
+                    raise
+            lingering.give_back(self._key, con, self.read_only, self.path)
+
+    def lingering(self):
+        """A scope (one run, say) in which units of work on a DuckDB file share one connection while
+        no other process waits for the file (see `pipelines.store.lingering`). A lake's connection
+        is kept for the process already."""
+        return contextlib.nullcontext() if self.lake is not None else lingering.scope(self._key)
 
     @contextlib.contextmanager
     def held(self) -> Iterator["Store"]:
@@ -309,8 +339,6 @@ class Store:
 
     def _open(self, config: dict, timeout_s: float | None = None):
         """A connection to the DuckDB file."""
-        import duckdb
-
         if self.read_only and not self.path.exists():
             raise StoreError(f"no database at {self.path} yet (run summarize first, or pass --db)")
         if not self.read_only:
@@ -318,6 +346,15 @@ class Store:
             if not self.path.exists():
                 _create_whole(self.path)
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        waiting = lingering.Waiting(self.path)
+        try:
+            return self._connect_waiting(config, deadline, waiting)
+        finally:
+            waiting.done()
+
+    def _connect_waiting(self, config: dict, deadline: float, waiting: "lingering.Waiting"):
+        import duckdb
+
         delay = 0.02
         while True:
             try:
@@ -326,6 +363,7 @@ class Store:
             except duckdb.IOException as exc:
                 message = str(exc)
                 if _LOCKED.search(message) and "not a valid" not in message:
+                    waiting.announce()  # a holder that keeps its connection between units lets it go
                     if time.monotonic() >= deadline:
                         raise StoreBusy(
                             f"database {self.path} is in use by another process{_holder(message)}; "
