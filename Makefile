@@ -59,6 +59,7 @@ BENCH_QUICK = \
 	"bench_flows.py --quick" \
 	"bench_documents.py --quick" \
 	"bench_report.py" \
+	"bench_store_connections.py" \
 	"bench_pipeline.py --quick" \
 	"bench_booookscore.py --quick" \
 	"bench_compress.py --quick" \
