@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 from pipelines.lake import At, Lake, LakeError, is_lake
 from pipelines.paths import default_db
 from pipelines.secrets import first_line
-from pipelines.store import lingering
+import pipelines.store.lingering as lingering
 from pipelines.store.errors import StoreBusy, StoreError
 from pipelines.store.schema import (
     LAKE_SCHEMA_HASH,
