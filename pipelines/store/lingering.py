@@ -109,11 +109,11 @@ def _close_idle() -> None:
             while not _KEPT:
                 _GUARD.wait()
             now = time.monotonic()
-            idle = [key for key, kept in _KEPT.items() if now - kept.idle_since >= LINGER_S]
+            idle = [_KEPT.pop(key) for key, kept in list(_KEPT.items()) if now - kept.idle_since >= LINGER_S]
             if not idle:
                 _GUARD.wait(min(kept.idle_since for kept in _KEPT.values()) + LINGER_S - now)
-        for key in idle:
-            close_kept(key)
+        for kept in idle:
+            kept.con.close()
 
 
 def close_all() -> None:
